@@ -1,0 +1,167 @@
+"""Entry point of the ``gallery`` command (typer). Each command: parse, build config, call, render.
+
+Exit codes (docs/cli.md): 0 success, 1 operational failure, 2 usage/config/index-format error,
+3 integrity refusal. An error is one line on stderr (plus a hint); ``--debug`` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, NoReturn
+
+import typer
+
+from gallery import __version__
+from gallery.capability import detect_host_facts
+from gallery.config import Config, load_config
+from gallery.errors import GalleryError
+from gallery.index import IndexEntry
+from gallery.queries import list_entries, run_doctor, show_backend
+from gallery.transport import make_http_client
+
+from .render import Output
+
+app = typer.Typer(
+    name="gallery",
+    help="Install backends from signed galleries: pinned by digest, verified, swapped atomically.",
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+
+@dataclass
+class _Globals:
+    config_path: Path
+    debug: bool
+    require_integrity: bool | None
+    capability: str | None
+
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="Machine-readable result on stdout.")]
+
+
+def _version(value: bool) -> None:
+    if value:
+        sys.stdout.write(f"gallery {__version__}\n")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _main(
+    ctx: typer.Context,
+    config: Annotated[
+        Path, typer.Option("--config", "-c", help="Gallery config file (YAML).", dir_okay=False)
+    ] = Path("gallery.yaml"),
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
+    require_integrity: Annotated[
+        bool | None,
+        typer.Option(
+            "--require-integrity/--no-require-integrity",
+            help="Strict mode: refuse anything that cannot be verified (overrides the config).",
+        ),
+    ] = None,
+    capability: Annotated[
+        str | None,
+        typer.Option("--capability", help="Capability key for meta-backends (overrides the config)."),
+    ] = None,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
+    ] = False,
+) -> None:
+    ctx.obj = _Globals(config, debug, require_integrity, capability)
+
+
+def _execute(ctx: typer.Context, out: Output, action: Callable[[Config], int]) -> NoReturn:
+    options: _Globals = ctx.obj
+    try:
+        config = load_config(options.config_path).with_overrides(
+            require_integrity=options.require_integrity, capability=options.capability
+        )
+        code = action(config)
+    except GalleryError as exc:
+        if options.debug:
+            raise
+        out.error(exc.message, exc.hint)
+        raise typer.Exit(exc.code()) from None
+    raise typer.Exit(code)
+
+
+@app.command("list")
+def list_command(ctx: typer.Context, as_json: JsonFlag = False) -> None:
+    """List the entries of every configured gallery."""
+    out = Output(as_json=as_json)
+
+    def action(config: Config) -> int:
+        with make_http_client(config) as client:
+            result = list_entries(config, client=client)
+        out.list_result(result)
+        return result.exit_code
+
+    _execute(ctx, out, action)
+
+
+@app.command("show")
+def show_command(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Backend name, alias, or GALLERY@NAME.")],
+    as_json: JsonFlag = False,
+) -> None:
+    """Show how NAME resolves: meta-backend choice, candidates in order, the policy that applies."""
+    out = Output(as_json=as_json)
+
+    def action(config: Config) -> int:
+        with make_http_client(config) as client:
+            result = show_backend(config, name, client=client, detector=detect_host_facts)
+        out.show_result(result)
+        return 0
+
+    _execute(ctx, out, action)
+
+
+@app.command("doctor")
+def doctor_command(ctx: typer.Context, as_json: JsonFlag = False) -> None:
+    """Check the config, trust roots, directories, capability detection and every gallery."""
+    out = Output(as_json=as_json)
+
+    def action(config: Config) -> int:
+        with make_http_client(config) as client:
+            report = run_doctor(config, client=client, detector=detect_host_facts)
+        out.doctor_report(report)
+        return report.exit_code
+
+    _execute(ctx, out, action)
+
+
+class SchemaName(StrEnum):
+    CONFIG = "config"
+    INDEX = "index"
+
+
+@app.command("schema")
+def schema_command(
+    which: Annotated[SchemaName, typer.Argument(help="Which format.")] = SchemaName.CONFIG,
+    as_json: JsonFlag = False,
+) -> None:
+    """Print the JSON Schema of a file format (always JSON)."""
+    if which is SchemaName.CONFIG:
+        schema = Config.model_json_schema()
+    else:
+        schema = {
+            "$schema": "https://json-schema.org/draft/2020-12/schema",
+            "title": "Gallery index",
+            "type": "array",
+            "items": IndexEntry.model_json_schema(),
+        }
+    sys.stdout.write(json.dumps(schema, indent=2, sort_keys=True) + "\n")
+
+
+def run() -> None:
+    """Console-script entry point."""
+    app(prog_name="gallery")

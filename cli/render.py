@@ -1,0 +1,110 @@
+"""Turning library results into text (rich) or JSON. Only the CLI talks to the user."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from gallery.queries import DoctorReport, ListResult, Notice, ShowResult
+
+__all__ = ["Output"]
+
+
+class Output:
+    """Results go to stdout (text or JSON); notices and errors go to stderr."""
+
+    def __init__(self, *, as_json: bool) -> None:
+        self.as_json = as_json
+        # An explicit empty environment: the CLI reads no environment variables, rich included.
+        self.out = Console(file=sys.stdout, _environ={}, soft_wrap=True)
+        self.err = Console(file=sys.stderr, _environ={}, soft_wrap=True)
+
+    def json(self, data: Any) -> None:
+        sys.stdout.write(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+
+    def notices(self, notices: tuple[Notice, ...] | list[Notice]) -> None:
+        for notice in notices:
+            style = "red" if notice.level == "error" else "yellow"
+            self.err.print(f"[{style}]{notice.level}:[/{style}] {escape(notice.message)}", highlight=False)
+
+    def error(self, message: str, hint: str | None) -> None:
+        self.err.print(f"[red]error:[/red] {escape(message)}", highlight=False)
+        if hint:
+            self.err.print(f"  hint: {escape(hint)}", highlight=False)
+
+    def list_result(self, result: ListResult) -> None:
+        self.notices(result.notices)
+        if self.as_json:
+            self.json(result.to_json())
+            return
+        table = Table(box=None, pad_edge=False)
+        for column in ("GALLERY", "NAME", "KIND", "ALIAS", "URI / CAPABILITIES"):
+            table.add_column(column, overflow="fold")
+        for row in result.rows:
+            entry = row.entry
+            target = entry.uri if entry.uri else ", ".join(f"{k}={v}" for k, v in entry.capabilities.items())
+            table.add_row(row.gallery, entry.name, row.kind, entry.alias or "", target)
+        self.out.print(table, highlight=False)
+        self.out.print(f"{len(result.rows)} entries", highlight=False)
+
+    def show_result(self, result: ShowResult) -> None:
+        self.notices(result.notices)
+        if self.as_json:
+            self.json(result.to_json())
+            return
+        p = self.out.print
+        entry = result.entry
+        p(f"[bold]{escape(entry.name)}[/bold]  (gallery {escape(result.gallery)})", highlight=False)
+        if result.via_alias:
+            p(f"  found by alias {escape(result.requested)!r}", highlight=False)
+        if result.shadowed_in:
+            p(f"  also in: {', '.join(result.shadowed_in)} (use GALLERY@NAME)", highlight=False)
+        if result.meta is not None and result.capability is not None:
+            cap = result.capability
+            p(
+                f"  meta-backend {escape(result.meta.name)}: capability {cap['capability']} "
+                f"({cap['capability_source']}) -> {escape(entry.name)}",
+                highlight=False,
+            )
+        for label, value in (("version", entry.version), ("license", entry.license), ("alias", entry.alias)):
+            if value:
+                p(f"  {label}: {escape(value)}", highlight=False)
+        if entry.description:
+            p(f"  description: {escape(entry.description.strip().splitlines()[0])}", highlight=False)
+        p("  candidates, in order:", highlight=False)
+        for number, candidate in enumerate(result.candidates, 1):
+            note = f"  ({escape(candidate.note)})" if candidate.note else ""
+            p(
+                f"    {number}. {escape('[' + candidate.kind + ']')} {escape(candidate.uri)}{note}",
+                highlight=False,
+            )
+            if len(candidate.endpoints) > 1:
+                p(f"       registries: {', '.join(candidate.endpoints)}", highlight=False)
+        if result.policy is None:
+            p("  verification: no policy", highlight=False)
+        else:
+            policy = ", ".join(f"{k}={v}" for k, v in result.policy.items())
+            p(f"  verification: {escape(policy)}", highlight=False)
+        p(
+            f"  protection: {result.protection}; strict mode {'on' if result.strict_mode else 'off'}",
+            highlight=False,
+        )
+        if result.refusal:
+            p(f"  [red]would be refused:[/red] {escape(result.refusal)}", highlight=False)
+        if result.warning:
+            p(f"  [yellow]warning:[/yellow] {escape(result.warning)}", highlight=False)
+
+    def doctor_report(self, report: DoctorReport) -> None:
+        if self.as_json:
+            self.json(report.to_json())
+            return
+        marks = {"ok": "[green]  ok[/green]", "warning": "[yellow]warn[/yellow]", "error": "[red]FAIL[/red]"}
+        for check in report.checks:
+            self.out.print(
+                f"{marks[check.status]}  {escape(check.name)}: {escape(check.message)}", highlight=False
+            )

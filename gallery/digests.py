@@ -1,0 +1,20 @@
+"""Digest formats (pure). Everything that becomes a cache path or is compared goes through here."""
+
+from __future__ import annotations
+
+import re
+
+__all__ = ["DIGEST_RE", "SHA256_HEX_RE", "is_digest", "is_sha256_hex"]
+
+DIGEST_RE = re.compile(r"sha256:[0-9a-f]{64}")
+SHA256_HEX_RE = re.compile(r"[0-9a-f]{64}")
+
+
+def is_digest(value: str) -> bool:
+    """``sha256:`` followed by 64 lowercase hex characters."""
+    return DIGEST_RE.fullmatch(value) is not None
+
+
+def is_sha256_hex(value: str) -> bool:
+    """64 lowercase hex characters (the index's ``sha256`` field)."""
+    return SHA256_HEX_RE.fullmatch(value) is not None

@@ -1,0 +1,94 @@
+"""The one error tree of the library.
+
+Every error carries a message (what failed, with the candidate, digest or entry it concerns, and
+why), an optional ``hint`` (the next step for the operator) and the process exit code the CLI uses
+for it (see docs/cli.md):
+
+    GalleryError                      base; exit 1 unless a subclass says otherwise
+    ├── UsageError                    exit 2: a request that cannot be understood
+    │   ├── ConfigError               exit 2: the config file is missing or invalid
+    │   ├── IndexFormatError          exit 2: a gallery index (or one of its URIs) is malformed
+    │   ├── BackendNotFound           exit 2: no entry has that name or alias
+    │   └── AmbiguousName             exit 2: an alias names several entries and no entry has the name
+    ├── OperationalError              exit 1: network, disk, a source that cannot be reached
+    │   └── IndexUnavailable          exit 1 (or 2 when every source answered with a malformed index)
+    └── IntegrityError                exit 3: refused because something could not be trusted
+
+Foreign exceptions (httpx, yaml, pydantic, OSError) are wrapped at the boundary that sees them
+with ``raise ... from exc``, so callers only ever catch ``GalleryError``.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+__all__ = [
+    "AmbiguousName",
+    "BackendNotFound",
+    "ConfigError",
+    "GalleryError",
+    "IndexFormatError",
+    "IndexUnavailable",
+    "IntegrityError",
+    "OperationalError",
+    "UsageError",
+]
+
+
+class GalleryError(Exception):
+    """Base of every error the library raises on purpose."""
+
+    exit_code: ClassVar[int] = 1
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def code(self) -> int:
+        """The process exit code for this error (an instance may refine its class's code)."""
+        return self.exit_code
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class UsageError(GalleryError):
+    exit_code = 2
+
+
+class ConfigError(UsageError):
+    """The configuration file cannot be read or does not validate."""
+
+
+class IndexFormatError(UsageError):
+    """A gallery index, or a URI inside it, is malformed."""
+
+
+class BackendNotFound(UsageError):
+    """No gallery entry has the requested name or alias."""
+
+
+class AmbiguousName(UsageError):
+    """The requested name is no entry's name, and several entries carry it as alias."""
+
+
+class OperationalError(GalleryError):
+    exit_code = 1
+
+
+class IndexUnavailable(OperationalError):
+    """Every source of a gallery index failed and no last good copy exists."""
+
+    def __init__(self, message: str, *, hint: str | None = None, malformed_only: bool = False) -> None:
+        super().__init__(message, hint=hint)
+        self.malformed_only = malformed_only
+
+    def code(self) -> int:
+        # When every source answered but with something unusable, the problem is the index's
+        # format (exit 2), not the network.
+        return 2 if self.malformed_only else 1
+
+
+class IntegrityError(GalleryError):
+    exit_code = 3

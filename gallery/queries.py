@@ -1,0 +1,367 @@
+"""Read-only operations behind ``list``, ``show`` and ``doctor``: each returns a typed result.
+
+The CLI renders these results as text or JSON; nothing here prints, and nothing here writes except
+the index fetcher's last-good copies under ``cache_path/indexes``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import httpx
+
+from .candidates import build_candidates, registry_endpoints
+from .capability import CapabilityDetector
+from .catalog import Catalog, load_catalog
+from .config import Config
+from .index import IndexEntry
+from .resolve import CapabilitySelector, resolve_backend
+from .sources import OciSource
+from .trust import plan_integrity
+
+__all__ = [
+    "Check",
+    "DoctorReport",
+    "ListResult",
+    "ListRow",
+    "ShowResult",
+    "catalog_notices",
+    "list_entries",
+    "run_doctor",
+    "show_backend",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Notice:
+    """A warning or failure that does not stop the command; ``code`` is its exit-code weight."""
+
+    level: Literal["warning", "error"]
+    message: str
+    code: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {"level": self.level, "message": self.message}
+
+
+def catalog_notices(catalog: Catalog) -> list[Notice]:
+    """Everything an operator should hear about the loaded galleries."""
+    notices: list[Notice] = []
+    for state in catalog.galleries:
+        if state.error is not None:
+            notices.append(Notice("error", state.error.message, state.error.code()))
+            continue
+        loaded = state.loaded
+        assert loaded is not None
+        if loaded.from_cache:
+            notices.append(
+                Notice(
+                    "warning",
+                    f"gallery {state.name!r}: every source failed; using the last good copy from "
+                    f"{loaded.source} fetched {loaded.fetched_at.isoformat()} "
+                    f"({'; '.join(str(f) for f in loaded.failures)})",
+                )
+            )
+        elif loaded.failures:
+            notices.append(
+                Notice(
+                    "warning",
+                    f"gallery {state.name!r}: loaded from {loaded.source} after: "
+                    + "; ".join(str(f) for f in loaded.failures),
+                )
+            )
+        notices += [Notice("warning", f"gallery {state.name!r}: {problem}") for problem in state.problems]
+    notices += [
+        Notice(
+            "warning",
+            f"{s.name!r} is in galleries {s.used_from!r} and {s.shadowed_in!r}; "
+            f"{s.used_from!r} is used (write {s.shadowed_in}@{s.name} for the other)",
+        )
+        for s in catalog.shadowed()
+    ]
+    return notices
+
+
+def _exit_code(notices: list[Notice]) -> int:
+    return max((n.code for n in notices), default=0)
+
+
+@dataclass(frozen=True, slots=True)
+class ListRow:
+    gallery: str
+    entry: IndexEntry
+
+    @property
+    def kind(self) -> str:
+        source = self.entry.source
+        return "meta" if source is None else source.kind
+
+    def to_json(self) -> dict[str, Any]:
+        return {"gallery": self.gallery, "kind": self.kind, **self.entry.known_fields()}
+
+
+@dataclass(frozen=True, slots=True)
+class ListResult:
+    rows: tuple[ListRow, ...]
+    notices: tuple[Notice, ...]
+
+    @property
+    def exit_code(self) -> int:
+        return _exit_code(list(self.notices))
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "entries": [row.to_json() for row in self.rows],
+            "notices": [n.to_json() for n in self.notices],
+        }
+
+
+def list_entries(config: Config, *, client: httpx.Client) -> ListResult:
+    """Every valid entry of every gallery, with what was skipped and why."""
+    catalog = load_catalog(config, client=client)
+    rows = tuple(ListRow(state.name, entry) for state, entry in catalog.entries())
+    return ListResult(rows=rows, notices=tuple(catalog_notices(catalog)))
+
+
+@dataclass(frozen=True, slots=True)
+class CandidateView:
+    kind: str
+    uri: str
+    note: str
+    endpoints: tuple[str, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": self.kind, "uri": self.uri, "note": self.note, "registries": list(self.endpoints)}
+
+
+@dataclass(frozen=True, slots=True)
+class ShowResult:
+    requested: str
+    gallery: str
+    entry: IndexEntry
+    meta: IndexEntry | None
+    capability: dict[str, Any] | None
+    via_alias: bool
+    shadowed_in: tuple[str, ...]
+    candidates: tuple[CandidateView, ...]
+    policy: dict[str, Any] | None
+    protection: str
+    strict_mode: bool
+    refusal: str | None
+    warning: str | None
+    notices: tuple[Notice, ...] = field(default=())
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "requested": self.requested,
+            "gallery": self.gallery,
+            "name": self.entry.name,
+            "via_alias": self.via_alias,
+            "shadowed_in": list(self.shadowed_in),
+            "meta_backend": None
+            if self.meta is None
+            else {"name": self.meta.name, "capabilities": self.meta.capabilities, **(self.capability or {})},
+            "entry": self.entry.known_fields(),
+            "candidates": [c.to_json() for c in self.candidates],
+            "verification": {
+                "policy": self.policy,
+                "protection": self.protection,
+                "require_integrity": self.strict_mode,
+                "refused": self.refusal,
+                "warning": self.warning,
+            },
+            "installed": None,
+            "notices": [n.to_json() for n in self.notices],
+        }
+
+
+def show_backend(
+    config: Config, name: str, *, client: httpx.Client, detector: CapabilityDetector
+) -> ShowResult:
+    """Resolve ``name`` and describe what an install would try, and under which policy.
+
+    Raises:
+        BackendNotFound, AmbiguousName, IndexFormatError: see ``resolve_backend``.
+    """
+    catalog = load_catalog(config, client=client)
+    selector = CapabilitySelector(config.capability, detector)
+    resolution = resolve_backend(catalog, name, capabilities=selector)
+    entry = resolution.entry
+    state = resolution.gallery
+    views = []
+    for candidate in build_candidates(entry, lookup=state.entry):
+        endpoints: tuple[str, ...] = ()
+        if isinstance(candidate.source, OciSource):
+            endpoints = registry_endpoints(candidate.source.reference, config.registry_mirrors)
+        views.append(CandidateView(candidate.kind, str(candidate.source), candidate.note, endpoints))
+    policy = state.config.verification
+    source = entry.source
+    assert source is not None
+    plan = plan_integrity(
+        source,
+        gallery=state.name,
+        policy=policy,
+        sha256=entry.expected_sha256,
+        signature_url=entry.signature,
+        require_integrity=config.require_integrity,
+    )
+    choice = resolution.capability
+    return ShowResult(
+        requested=name,
+        gallery=state.name,
+        entry=entry,
+        meta=resolution.meta,
+        capability=None
+        if choice is None
+        else {"capability": choice.key, "capability_source": choice.source, "tried": list(choice.tried)},
+        via_alias=resolution.via_alias,
+        shadowed_in=resolution.shadowed_in,
+        candidates=tuple(views),
+        policy=None if policy is None else policy.describe(),
+        protection=plan.protection,
+        strict_mode=config.require_integrity,
+        refusal=plan.refusal,
+        warning=plan.warning,
+        notices=tuple(n for n in catalog_notices(catalog) if n.level == "error"),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    name: str
+    status: Literal["ok", "warning", "error"]
+    message: str
+    code: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {"check": self.name, "status": self.status, "message": self.message}
+
+
+@dataclass(frozen=True, slots=True)
+class DoctorReport:
+    checks: tuple[Check, ...]
+
+    @property
+    def exit_code(self) -> int:
+        return max((c.code for c in self.checks if c.status == "error"), default=0)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"ok": self.exit_code == 0, "checks": [c.to_json() for c in self.checks]}
+
+
+def run_doctor(config: Config, *, client: httpx.Client, detector: CapabilityDetector) -> DoctorReport:
+    """Check the config, trust roots, directories, capability and every gallery's index."""
+    checks: list[Check] = []
+    checks.append(_check_trusted_root("trusted_root", config.trusted_root))
+    for gallery in config.galleries:
+        if gallery.trusted_root is not None:
+            checks.append(_check_trusted_root(f"gallery {gallery.name}: trusted_root", gallery.trusted_root))
+    if config.docker_config is not None:
+        checks.append(_check_json_file("docker_config", config.docker_config))
+    checks.append(_check_directory("backends_path", config.backends_path))
+    checks.append(_check_directory("cache_path", config.cache_path))
+
+    if config.capability == "auto":
+        facts = detector()
+        selector = CapabilitySelector("auto", lambda: facts)
+        checks.append(
+            Check(
+                "capability",
+                "ok",
+                f"detected {facts.describe()}; preference {', '.join(selector.preferences)}",
+            )
+        )
+    else:
+        checks.append(Check("capability", "ok", f"set in config: {config.capability}"))
+    checks.append(Check("platform", "ok", config.platform))
+    checks += [
+        Check("insecure_registries", "warning", f"{host} is allowed over plain HTTP")
+        for host in config.insecure_registries
+    ]
+
+    if not config.galleries:
+        checks.append(Check("galleries", "warning", "no galleries are configured"))
+    strict = "on" if config.require_integrity else "off"
+    checks.append(Check("require_integrity", "ok", f"strict mode is {strict}"))
+    for gallery in config.galleries:
+        if gallery.verification is None:
+            if config.require_integrity:
+                message = "no verification policy: strict mode refuses its OCI entries"
+                checks.append(Check(f"gallery {gallery.name}: policy", "warning", message))
+            else:
+                message = "no verification policy: its OCI entries install unverified"
+                checks.append(Check(f"gallery {gallery.name}: policy", "warning", message))
+        else:
+            described = json.dumps(gallery.verification.describe(), sort_keys=True)
+            checks.append(Check(f"gallery {gallery.name}: policy", "ok", described))
+
+    catalog = load_catalog(config, client=client)
+    for state in catalog.galleries:
+        if state.error is not None:
+            checks.append(
+                Check(f"gallery {state.name}: index", "error", state.error.message, state.error.code())
+            )
+            continue
+        loaded = state.loaded
+        assert loaded is not None
+        where = f"last good copy of {loaded.source}" if loaded.from_cache else loaded.source
+        status: Literal["ok", "warning"] = "warning" if loaded.from_cache or state.problems else "ok"
+        message = f"{len(state.entries)} entries from {where}"
+        if state.problems:
+            message += f"; {len(state.problems)} skipped (see 'gallery list')"
+        checks.append(Check(f"gallery {state.name}: index", status, message))
+    checks += [
+        Check(
+            "galleries",
+            "warning",
+            f"{s.name!r} is in {s.used_from!r} and {s.shadowed_in!r}; {s.used_from!r} wins",
+        )
+        for s in catalog.shadowed()
+    ]
+    return DoctorReport(checks=tuple(checks))
+
+
+def _check_trusted_root(name: str, value: str) -> Check:
+    if value == "production":
+        return Check(name, "ok", "production (the Sigstore public-good root embedded in sigstore-python)")
+    check = _check_json_file(name, Path(value))
+    if check.status != "ok":
+        return check
+    try:
+        with Path(value).open("rb") as handle:
+            media_type = json.loads(handle.read(4 * 1024 * 1024)).get("mediaType", "")
+    except (OSError, ValueError, AttributeError):
+        media_type = ""
+    if "trustedroot" not in str(media_type):
+        return Check(
+            name, "error", f"{value} is not a Sigstore trusted_root.json (mediaType {media_type!r})", 2
+        )
+    return Check(name, "ok", value)
+
+
+def _check_json_file(name: str, path: Path) -> Check:
+    try:
+        with path.open("rb") as handle:
+            json.loads(handle.read(4 * 1024 * 1024))
+    except OSError as exc:
+        return Check(name, "error", f"cannot read {path}: {exc.strerror or exc}", 2)
+    except ValueError as exc:
+        return Check(name, "error", f"{path} is not JSON: {exc}", 2)
+    return Check(name, "ok", str(path))
+
+
+def _check_directory(name: str, path: Path) -> Check:
+    if path.is_dir():
+        if os.access(path, os.W_OK | os.X_OK):
+            return Check(name, "ok", f"{path} (writable)")
+        return Check(name, "error", f"{path} is not writable", 1)
+    if path.exists():
+        return Check(name, "error", f"{path} exists but is not a directory", 1)
+    parent = next((p for p in path.parents if p.exists()), None)
+    if parent is not None and os.access(parent, os.W_OK | os.X_OK):
+        return Check(name, "ok", f"{path} (will be created)")
+    return Check(name, "error", f"{path} does not exist and cannot be created", 1)

@@ -1,0 +1,135 @@
+"""Resolution: a requested name -> the concrete gallery entry to install (pure over a catalog).
+
+Rules, in order:
+  1. ``GALLERY@NAME`` looks only in that gallery.
+  2. A name always wins over an alias: the first gallery (config order) with an entry of that name.
+  3. Otherwise an alias: it must pick exactly one entry in the first gallery that uses it;
+     several entries sharing an alias is ambiguous and the error lists them.
+  4. A meta-backend (``capabilities``, no ``uri``) resolves to the entry of its own gallery that its
+     capability map names for the chosen capability: the configured one if not ``auto``, else the
+     detected ones, best first, then ``default``, then ``cpu``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+
+from .capability import CapabilityChoice, CapabilityDetector, choose_capability, preferred_capabilities
+from .catalog import Catalog, GalleryState
+from .errors import AmbiguousName, BackendNotFound, IndexFormatError
+from .index import IndexEntry
+
+__all__ = ["CapabilitySelector", "Resolution", "resolve_backend"]
+
+
+class CapabilitySelector:
+    """The capability preference list, detected at most once and only when a meta-backend needs it."""
+
+    def __init__(self, configured: str, detector: CapabilityDetector) -> None:
+        self._configured = configured
+        self._detector = detector
+
+    @property
+    def source(self) -> str:
+        return "detected" if self._configured == "auto" else "config"
+
+    @cached_property
+    def preferences(self) -> tuple[str, ...]:
+        if self._configured != "auto":
+            return tuple(dict.fromkeys((self._configured, "default", "cpu")))
+        return tuple(preferred_capabilities(self._detector()))
+
+
+@dataclass(frozen=True, slots=True)
+class Resolution:
+    requested: str
+    gallery: GalleryState
+    entry: IndexEntry
+    meta: IndexEntry | None
+    capability: CapabilityChoice | None
+    via_alias: bool
+    shadowed_in: tuple[str, ...]
+
+
+def resolve_backend(catalog: Catalog, requested: str, *, capabilities: CapabilitySelector) -> Resolution:
+    """Resolve a name, alias or ``GALLERY@NAME``.
+
+    Raises:
+        BackendNotFound: no gallery has that name or alias (or the gallery is unknown).
+        AmbiguousName: an alias that several entries share, with no entry of that name.
+        IndexFormatError: a meta-backend whose capability map is unusable.
+    """
+    state, entry, via_alias, shadowed = _find(catalog, requested)
+    meta: IndexEntry | None = None
+    choice: CapabilityChoice | None = None
+    if entry.is_meta:
+        meta = entry
+        choice = choose_capability(entry.capabilities, capabilities.preferences, source=capabilities.source)
+        if choice is None:
+            raise IndexFormatError(
+                f"meta-backend {entry.name!r} in gallery {state.name!r} has no capability for this host "
+                f"(tried {', '.join(capabilities.preferences)}; it offers {', '.join(entry.capabilities)})",
+                hint="set 'capability' in the config to one it offers",
+            )
+        target = state.entry(choice.target)
+        if target is None:
+            raise IndexFormatError(
+                f"meta-backend {entry.name!r} maps capability {choice.key!r} to {choice.target!r}, "
+                f"which gallery {state.name!r} does not have",
+                hint="report it to the gallery maintainers, or set another 'capability'",
+            )
+        if target.is_meta:
+            raise IndexFormatError(
+                f"meta-backend {entry.name!r} maps {choice.key!r} to {target.name!r}, another meta-backend; "
+                "a capability must name a concrete entry",
+            )
+        entry = target
+    return Resolution(
+        requested=requested,
+        gallery=state,
+        entry=entry,
+        meta=meta,
+        capability=choice,
+        via_alias=via_alias,
+        shadowed_in=shadowed,
+    )
+
+
+def _find(catalog: Catalog, requested: str) -> tuple[GalleryState, IndexEntry, bool, tuple[str, ...]]:
+    gallery_name, at, name = requested.rpartition("@")
+    if at:
+        state = catalog.gallery(gallery_name)
+        if state is None:
+            known = ", ".join(g.name for g in catalog.galleries) or "none"
+            raise BackendNotFound(f"no gallery named {gallery_name!r} (configured: {known})")
+        entry = state.entry(name)
+        if entry is not None:
+            return state, entry, False, ()
+        hits = [(s, e) for s, e in catalog.aliased(name) if s is state]
+    else:
+        named = catalog.named(name)
+        if named:
+            state, entry = named[0]
+            return state, entry, False, tuple(s.name for s, _ in named[1:])
+        hits = catalog.aliased(name)
+        if hits:
+            first_gallery = hits[0][0]
+            hits = [(s, e) for s, e in hits if s is first_gallery]
+
+    if len(hits) == 1:
+        state, entry = hits[0]
+        return state, entry, True, ()
+    if hits:
+        names = ", ".join(e.name for _, e in hits)
+        raise AmbiguousName(
+            f"{name!r} is the alias of several entries in gallery {hits[0][0].name!r}: {names}",
+            hint="name one of them",
+        )
+    unavailable = [g.name for g in catalog.failures()]
+    hint = (
+        f"galleries that could not be loaded: {', '.join(unavailable)}"
+        if unavailable
+        else "see 'gallery list'"
+    )
+    raise BackendNotFound(f"no backend named {requested!r} in any gallery", hint=hint)
