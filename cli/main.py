@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Annotated, NoReturn
 
 import typer
+from typer.core import TyperGroup
 
 from gallery import __version__
 from gallery.capability import detect_host_facts
@@ -26,8 +27,19 @@ from gallery.transport import make_http_client
 
 from .render import Output
 
+
+class _NoEnvironmentGroup(TyperGroup):
+    """Click looks up ``_GALLERY_COMPLETE`` in the environment on every run to serve shell
+    completion, which this CLI does not offer; skipping it keeps the promise that no command reads
+    environment variables (tests/test_no_environment.py proves it at run time)."""
+
+    def _main_shell_completion(self, *args: object, **kwargs: object) -> None:
+        return None
+
+
 app = typer.Typer(
     name="gallery",
+    cls=_NoEnvironmentGroup,
     help="Install backends from signed galleries: pinned by digest, verified, swapped atomically.",
     add_completion=False,
     no_args_is_help=True,

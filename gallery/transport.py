@@ -2,12 +2,29 @@
 
 from __future__ import annotations
 
+import ssl
+
+import certifi
 import httpx
 
 from . import __version__
 from .config import Config
 
-__all__ = ["make_http_client"]
+__all__ = ["make_http_client", "make_tls_context"]
+
+
+def make_tls_context() -> ssl.SSLContext:
+    """Certificate-verifying TLS client context built without reading the environment.
+
+    ``ssl.create_default_context()`` (which httpx uses) honours ``SSLKEYLOGFILE`` even with
+    ``trust_env=False``; a library that promises to read no environment cannot use it. The
+    ``PROTOCOL_TLS_CLIENT`` defaults already require certificates, check host names and refuse
+    anything older than TLS 1.2.
+    """
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_verify_locations(cafile=certifi.where())
+    return context
 
 
 def make_http_client(config: Config, *, transport: httpx.BaseTransport | None = None) -> httpx.Client:
@@ -19,6 +36,7 @@ def make_http_client(config: Config, *, transport: httpx.BaseTransport | None = 
     """
     return httpx.Client(
         trust_env=False,
+        verify=make_tls_context(),
         transport=transport,
         follow_redirects=False,
         timeout=httpx.Timeout(config.timeouts.read, connect=config.timeouts.connect),
