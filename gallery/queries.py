@@ -287,17 +287,17 @@ def run_doctor(config: Config, *, client: httpx.Client, detector: CapabilityDete
         checks.append(Check("galleries", "warning", "no galleries are configured"))
     strict = "on" if config.require_integrity else "off"
     checks.append(Check("require_integrity", "ok", f"strict mode is {strict}"))
+    consequence = (
+        "strict mode refuses its OCI entries"
+        if config.require_integrity
+        else "its OCI entries install unverified"
+    )
     for gallery in config.galleries:
+        name = f"gallery {gallery.name}: policy"
         if gallery.verification is None:
-            if config.require_integrity:
-                message = "no verification policy: strict mode refuses its OCI entries"
-                checks.append(Check(f"gallery {gallery.name}: policy", "warning", message))
-            else:
-                message = "no verification policy: its OCI entries install unverified"
-                checks.append(Check(f"gallery {gallery.name}: policy", "warning", message))
+            checks.append(Check(name, "warning", f"no verification policy: {consequence}"))
         else:
-            described = json.dumps(gallery.verification.describe(), sort_keys=True)
-            checks.append(Check(f"gallery {gallery.name}: policy", "ok", described))
+            checks.append(Check(name, "ok", json.dumps(gallery.verification.describe(), sort_keys=True)))
 
     catalog = load_catalog(config, client=client)
     for state in catalog.galleries:
