@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from typing import Any
 
@@ -12,7 +13,16 @@ from rich.table import Table
 
 from gallery.queries import DoctorReport, ListResult, Notice, ShowResult
 
-__all__ = ["Output"]
+__all__ = ["Output", "clean"]
+
+# C0/C1 control characters (ESC, CSI, BEL, CR, ...): text from a gallery index is hostile and must
+# not be able to move the cursor or rewrite the operator's terminal.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def clean(text: str) -> str:
+    """One terminal-safe line: control characters (newlines included) become spaces, markup is escaped."""
+    return escape(_CONTROL.sub(" ", text))
 
 
 class Output:
@@ -30,12 +40,14 @@ class Output:
     def notices(self, notices: tuple[Notice, ...] | list[Notice]) -> None:
         for notice in notices:
             style = "red" if notice.level == "error" else "yellow"
-            self.err.print(f"[{style}]{notice.level}:[/{style}] {escape(notice.message)}", highlight=False)
+            self.err.print(f"[{style}]{notice.level}:[/{style}] {clean(notice.message)}", highlight=False)
 
     def error(self, message: str, hint: str | None) -> None:
-        self.err.print(f"[red]error:[/red] {escape(message)}", highlight=False)
+        """Exactly one line: what failed and why, then the next step."""
+        line = f"[red]error:[/red] {clean(message)}"
         if hint:
-            self.err.print(f"  hint: {escape(hint)}", highlight=False)
+            line += f" [dim](next: {clean(hint)})[/dim]"
+        self.err.print(line, highlight=False, soft_wrap=True)
 
     def list_result(self, result: ListResult) -> None:
         self.notices(result.notices)
@@ -48,7 +60,7 @@ class Output:
         for row in result.rows:
             entry = row.entry
             target = entry.uri if entry.uri else ", ".join(f"{k}={v}" for k, v in entry.capabilities.items())
-            table.add_row(row.gallery, entry.name, row.kind, entry.alias or "", target)
+            table.add_row(row.gallery, entry.name, row.kind, entry.alias or "", clean(target))
         self.out.print(table, highlight=False)
         self.out.print(f"{len(result.rows)} entries", highlight=False)
 
@@ -59,28 +71,28 @@ class Output:
             return
         p = self.out.print
         entry = result.entry
-        p(f"[bold]{escape(entry.name)}[/bold]  (gallery {escape(result.gallery)})", highlight=False)
+        p(f"[bold]{clean(entry.name)}[/bold]  (gallery {clean(result.gallery)})", highlight=False)
         if result.via_alias:
-            p(f"  found by alias {escape(result.requested)!r}", highlight=False)
+            p(f"  found by alias {clean(repr(result.requested))}", highlight=False)
         if result.shadowed_in:
             p(f"  also in: {', '.join(result.shadowed_in)} (use GALLERY@NAME)", highlight=False)
         if result.meta is not None and result.capability is not None:
             cap = result.capability
             p(
-                f"  meta-backend {escape(result.meta.name)}: capability {cap['capability']} "
-                f"({cap['capability_source']}) -> {escape(entry.name)}",
+                f"  meta-backend {clean(result.meta.name)}: capability {cap['capability']} "
+                f"({cap['capability_source']}) -> {clean(entry.name)}",
                 highlight=False,
             )
         for label, value in (("version", entry.version), ("license", entry.license), ("alias", entry.alias)):
             if value:
-                p(f"  {label}: {escape(value)}", highlight=False)
+                p(f"  {label}: {clean(value)}", highlight=False)
         if entry.description:
-            p(f"  description: {escape(entry.description.strip().splitlines()[0])}", highlight=False)
+            p(f"  description: {clean(entry.description.strip().splitlines()[0])}", highlight=False)
         p("  candidates, in order:", highlight=False)
         for number, candidate in enumerate(result.candidates, 1):
-            note = f"  ({escape(candidate.note)})" if candidate.note else ""
+            note = f"  ({clean(candidate.note)})" if candidate.note else ""
             p(
-                f"    {number}. {escape('[' + candidate.kind + ']')} {escape(candidate.uri)}{note}",
+                f"    {number}. {clean('[' + candidate.kind + ']')} {clean(candidate.uri)}{note}",
                 highlight=False,
             )
             if len(candidate.endpoints) > 1:
@@ -89,15 +101,15 @@ class Output:
             p("  verification: no policy", highlight=False)
         else:
             policy = ", ".join(f"{k}={v}" for k, v in result.policy.items())
-            p(f"  verification: {escape(policy)}", highlight=False)
+            p(f"  verification: {clean(policy)}", highlight=False)
         p(
             f"  protection: {result.protection}; strict mode {'on' if result.strict_mode else 'off'}",
             highlight=False,
         )
         if result.refusal:
-            p(f"  [red]would be refused:[/red] {escape(result.refusal)}", highlight=False)
+            p(f"  [red]would be refused:[/red] {clean(result.refusal)}", highlight=False)
         if result.warning:
-            p(f"  [yellow]warning:[/yellow] {escape(result.warning)}", highlight=False)
+            p(f"  [yellow]warning:[/yellow] {clean(result.warning)}", highlight=False)
 
     def doctor_report(self, report: DoctorReport) -> None:
         if self.as_json:
@@ -106,5 +118,5 @@ class Output:
         marks = {"ok": "[green]  ok[/green]", "warning": "[yellow]warn[/yellow]", "error": "[red]FAIL[/red]"}
         for check in report.checks:
             self.out.print(
-                f"{marks[check.status]}  {escape(check.name)}: {escape(check.message)}", highlight=False
+                f"{marks[check.status]}  {clean(check.name)}: {clean(check.message)}", highlight=False
             )

@@ -231,3 +231,24 @@ def test_debug_shows_the_traceback(runner: CliRunner, tmp_path: Path) -> None:
     result = runner.invoke(app, ["--debug", "--config", str(tmp_path / "absent.yaml"), "list"])
     assert result.exit_code != 0 and result.exception is not None
     assert type(result.exception).__name__ == "ConfigError"
+
+
+def test_hostile_index_text_cannot_drive_the_terminal(
+    invoke: Invoke, make_config: Callable[..., Path], tmp_path: Path
+) -> None:
+    index = tmp_path / "i.yaml"
+    index.write_text(
+        '- name: a\n  uri: "quay.io/x/a:1"\n  version: "1\\e]0;pwned\\a\\e[2J"\n'
+        '  description: "[red]markup[/red] \\e[31mred\\rover"\n'
+    )
+    result = invoke(make_config(galleries=[{"name": "g", "url": str(index)}]), "show", "a")
+    assert result.exit_code == 0
+    assert "\x1b" not in result.stdout and "\r" not in result.stdout and "\x07" not in result.stdout
+    assert "[red]markup[/red]" in result.stdout
+
+
+def test_errors_are_one_line_with_the_next_step(invoke: Invoke, tmp_path: Path) -> None:
+    result = invoke(tmp_path / "absent.yaml", "list")
+    assert result.exit_code == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "cannot read config" in lines[0] and "next: pass --config" in lines[0]
