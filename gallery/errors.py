@@ -13,6 +13,9 @@ for it (see docs/cli.md):
     ├── OperationalError              exit 1: network, disk, a source that cannot be reached
     │   └── IndexUnavailable          exit 1 (or 2 when every source answered with a malformed index)
     └── IntegrityError                exit 3: refused because something could not be trusted
+        ├── DigestMismatch            bytes whose sha256 is not the one asked for
+        ├── UnsafeArchiveError        an archive member breaks an extraction rule
+        └── StrictModeRefusal         require_integrity refuses something it cannot verify
 
 Foreign exceptions (httpx, yaml, pydantic, OSError) are wrapped at the boundary that sees them
 with ``raise ... from exc``, so callers only ever catch ``GalleryError``.
@@ -26,11 +29,14 @@ __all__ = [
     "AmbiguousName",
     "BackendNotFound",
     "ConfigError",
+    "DigestMismatch",
     "GalleryError",
     "IndexFormatError",
     "IndexUnavailable",
     "IntegrityError",
     "OperationalError",
+    "StrictModeRefusal",
+    "UnsafeArchiveError",
     "UsageError",
 ]
 
@@ -92,3 +98,15 @@ class IndexUnavailable(OperationalError):
 
 class IntegrityError(GalleryError):
     exit_code = 3
+
+
+class DigestMismatch(IntegrityError):
+    """Bytes whose digest is not the one that was asked for (a registry, mirror or disk lied)."""
+
+
+class UnsafeArchiveError(IntegrityError):
+    """An archive member would escape staging or is not allowed (device, traversal, bomb, ...)."""
+
+
+class StrictModeRefusal(IntegrityError):
+    """Strict mode refuses something that cannot be verified; nothing was written."""
