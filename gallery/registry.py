@@ -1,0 +1,436 @@
+"""A small OCI distribution client on httpx (edge module).
+
+What it does, and why it is ours rather than oras-py (see docs/design.md):
+- manifests are read with a size cap and hashed here; the ``Docker-Content-Digest`` header is only
+  compared, never trusted;
+- tags are resolved to a digest once (``resolve_tag``); everything after uses ``repo@digest``;
+- token auth from ``WWW-Authenticate`` (anonymous, or Basic credentials from a Docker
+  ``config.json``), tokens cached per registry and scope;
+- plain HTTP only for ``insecure_registries``;
+- redirects are followed by hand and credentials are dropped when the host changes (blob
+  downloads are often redirected to a CDN);
+- blobs stream into a ``BlobWriter`` and resume with ``Range`` after a dropped connection;
+- tenacity retries connection errors, timeouts, 429 and 5xx (honouring ``Retry-After``), bounded;
+  never 4xx, digest or signature failures.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import re
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlencode, urljoin, urlsplit
+
+import httpx
+import tenacity
+
+from .blobcache import BlobWriter
+from .config import Config
+from .errors import DigestMismatch, OperationalError
+from .oci_models import MANIFEST_ACCEPT, Descriptor, ImageIndex, ImageManifest, parse_document
+from .references import DOCKER_HUB, OciReference
+
+__all__ = [
+    "Endpoint",
+    "ManifestNotFound",
+    "RegistryClient",
+    "RegistryError",
+    "RegistryUnauthorized",
+    "RetryPolicy",
+    "load_docker_credentials",
+]
+
+_MAX_REDIRECTS = 5
+_MAX_TOKEN_BYTES = 64 * 1024
+_MAX_ERROR_BODY = 4096
+_TRANSIENT_STATUS = frozenset({429, 500, 502, 503, 504})
+
+
+class RegistryError(OperationalError):
+    """A registry could not give us what we asked for."""
+
+
+class ManifestNotFound(RegistryError):
+    """MANIFEST_UNKNOWN / NAME_UNKNOWN / 404: the next candidate may have it."""
+
+
+class RegistryUnauthorized(RegistryError):
+    """401/403 after authenticating."""
+
+
+class _TransientStatus(Exception):
+    def __init__(self, status: int, retry_after: float | None) -> None:
+        super().__init__(f"HTTP {status}")
+        self.status = status
+        self.retry_after = retry_after
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    attempts: int = 4
+    initial_wait: float = 0.5
+    max_wait: float = 20.0
+
+    def retrying(self) -> tenacity.Retrying:
+        def wait(state: tenacity.RetryCallState) -> float:
+            outcome = state.outcome
+            error = outcome.exception() if outcome is not None else None
+            if isinstance(error, _TransientStatus) and error.retry_after is not None:
+                return min(error.retry_after, self.max_wait)
+            backoff = tenacity.wait_exponential_jitter(initial=self.initial_wait, max=self.max_wait)
+            return float(backoff(state)) if self.initial_wait > 0 else 0.0
+
+        return tenacity.Retrying(
+            stop=tenacity.stop_after_attempt(self.attempts),
+            wait=wait,
+            retry=tenacity.retry_if_exception_type((httpx.TransportError, _TransientStatus)),
+            reraise=True,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """Where a repository is fetched from: the registry itself or one of its mirrors."""
+
+    host: str  # API host[:port]
+    prefix: str = ""  # path prefix in front of the repository (mirrors such as host/dockerhub)
+    insecure: bool = False
+
+    @property
+    def scheme(self) -> str:
+        return "http" if self.insecure else "https"
+
+    def repository(self, ref: OciReference) -> str:
+        return f"{self.prefix}/{ref.repository}" if self.prefix else ref.repository
+
+    def __str__(self) -> str:
+        return f"{self.host}/{self.prefix}" if self.prefix else self.host
+
+
+def load_docker_credentials(path: Path) -> dict[str, tuple[str, str]]:
+    """Registry host -> (username, password) from a Docker ``config.json`` (``auths`` only).
+
+    Raises:
+        OperationalError: the file cannot be read or is not a Docker config.
+    """
+    try:
+        with path.open("rb") as handle:
+            raw = json.loads(handle.read(1024 * 1024))
+    except (OSError, ValueError) as exc:
+        raise OperationalError(f"cannot read docker_config {path}: {exc}") from exc
+    result: dict[str, tuple[str, str]] = {}
+    auths = raw.get("auths", {}) if isinstance(raw, dict) else {}
+    for key, value in auths.items() if isinstance(auths, dict) else ():
+        if not isinstance(value, dict):
+            continue
+        host = urlsplit(key).netloc if "://" in key else key.split("/", 1)[0]
+        if value.get("auth"):
+            user, _, password = base64.b64decode(value["auth"]).decode("utf-8", "replace").partition(":")
+        else:
+            user, password = str(value.get("username", "")), str(value.get("password", ""))
+        if user:
+            result[DOCKER_HUB if host in ("index.docker.io", "registry-1.docker.io") else host] = (
+                user,
+                password,
+            )
+    return result
+
+
+_CHALLENGE_RE = re.compile(r'(\w+)="([^"]*)"')
+
+
+@dataclass
+class RegistryClient:
+    """Reads manifests and blobs. Build with ``from_config``; inject ``client`` in tests."""
+
+    client: httpx.Client
+    insecure_registries: frozenset[str] = frozenset()
+    credentials: dict[str, tuple[str, str]] = field(default_factory=dict)
+    max_manifest_bytes: int = 4 * 1024 * 1024
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    _authorizations: dict[tuple[str, str], str] = field(default_factory=dict)
+
+    @classmethod
+    def from_config(
+        cls, config: Config, client: httpx.Client, *, retry: RetryPolicy | None = None
+    ) -> RegistryClient:
+        credentials = load_docker_credentials(config.docker_config) if config.docker_config else {}
+        return cls(
+            client=client,
+            insecure_registries=frozenset(config.insecure_registries),
+            credentials=credentials,
+            max_manifest_bytes=config.limits.max_manifest_bytes,
+            retry=retry or RetryPolicy(),
+        )
+
+    # -- endpoints --------------------------------------------------------------------------
+
+    def endpoint(self, registry_or_mirror: str) -> Endpoint:
+        host, _, prefix = registry_or_mirror.partition("/")
+        api_host = "registry-1.docker.io" if host == DOCKER_HUB else host
+        return Endpoint(api_host, prefix, insecure=host in self.insecure_registries)
+
+    # -- manifests --------------------------------------------------------------------------
+
+    def resolve_tag(self, endpoint: Endpoint, ref: OciReference) -> str:
+        """The digest a tag points at now (HEAD; GET when HEAD gives no digest).
+
+        Raises:
+            ManifestNotFound, RegistryError, DigestMismatch.
+        """
+        assert ref.tag is not None
+        repo = endpoint.repository(ref)
+        with self._open(endpoint, repo, "HEAD", f"manifests/{ref.tag}", accept=MANIFEST_ACCEPT) as response:
+            header = response.headers.get("Docker-Content-Digest")
+        if header and re.fullmatch(r"sha256:[0-9a-f]{64}", header):
+            return str(header)
+        data, digest_header = self._read_manifest(endpoint, repo, ref.tag)
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        if digest_header and digest_header != digest:
+            raise DigestMismatch(
+                f"{endpoint}/{repo}:{ref.tag}: manifest bytes hash to {digest}, "
+                f"the registry says {digest_header}"
+            )
+        return digest
+
+    def get_manifest(self, endpoint: Endpoint, ref: OciReference, digest: str) -> ImageManifest | ImageIndex:
+        """Fetch a manifest or index by digest and check its bytes hash to that digest.
+
+        Raises:
+            ManifestNotFound, RegistryError, DigestMismatch, InvalidManifest.
+        """
+        repo = endpoint.repository(ref)
+        data, _ = self._read_manifest(endpoint, repo, digest)
+        actual = "sha256:" + hashlib.sha256(data).hexdigest()
+        if actual != digest:
+            raise DigestMismatch(f"{endpoint}/{repo}@{digest}: the manifest served hashes to {actual}")
+        return parse_document(data, where=f"{endpoint}/{repo}@{digest}")
+
+    def _read_manifest(self, endpoint: Endpoint, repo: str, reference: str) -> tuple[bytes, str | None]:
+        with self._open(endpoint, repo, "GET", f"manifests/{reference}", accept=MANIFEST_ACCEPT) as response:
+            declared = response.headers.get("Content-Length")
+            if declared and declared.isdigit() and int(declared) > self.max_manifest_bytes:
+                raise RegistryError(
+                    f"{endpoint}/{repo}:{reference}: manifest of {declared} bytes "
+                    "is over limits.max_manifest_bytes"
+                )
+            chunks, total = [], 0
+            for chunk in response.iter_raw():
+                total += len(chunk)
+                if total > self.max_manifest_bytes:
+                    raise RegistryError(
+                        f"{endpoint}/{repo}:{reference}: manifest over limits.max_manifest_bytes"
+                    )
+                chunks.append(chunk)
+            return b"".join(chunks), response.headers.get("Docker-Content-Digest")
+
+    # -- blobs ------------------------------------------------------------------------------
+
+    def fetch_blob(
+        self,
+        endpoint: Endpoint,
+        ref: OciReference,
+        descriptor: Descriptor,
+        writer: BlobWriter,
+        *,
+        on_bytes: Callable[[int], None] | None = None,
+    ) -> None:
+        """Stream a blob into ``writer``, resuming after dropped connections; then commit it.
+
+        Raises:
+            RegistryError, DigestMismatch (nothing is cached then).
+        """
+        repo = endpoint.repository(ref)
+        url = f"{endpoint}/{repo}@{descriptor.digest}"
+        with _as_registry_errors(url, self.retry.attempts):
+            self._stream_blob(endpoint, repo, descriptor, writer, on_bytes)
+        writer.commit()
+
+    def _stream_blob(
+        self,
+        endpoint: Endpoint,
+        repo: str,
+        descriptor: Descriptor,
+        writer: BlobWriter,
+        on_bytes: Callable[[int], None] | None,
+    ) -> None:
+        for attempt in self.retry.retrying():
+            with attempt:
+                headers = {"Range": f"bytes={writer.offset}-"} if writer.offset else {}
+                with self._open(
+                    endpoint, repo, "GET", f"blobs/{descriptor.digest}", headers=headers
+                ) as response:
+                    if response.status_code == 206:
+                        start = _content_range_start(response.headers.get("Content-Range", ""))
+                        if start != writer.offset:
+                            writer.restart()
+                            raise httpx.RemoteProtocolError("unexpected Content-Range; restarting the blob")
+                    elif writer.offset:
+                        writer.restart()  # the server ignored Range and sent the whole blob
+                    for chunk in response.iter_raw(1024 * 1024):
+                        writer.write(chunk)
+                        if on_bytes is not None:
+                            on_bytes(len(chunk))
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    @contextmanager
+    def _open(
+        self,
+        endpoint: Endpoint,
+        repo: str,
+        method: str,
+        path: str,
+        *,
+        accept: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Iterator[httpx.Response]:
+        """Send a request (auth, redirects, retries); yield a streaming 2xx response."""
+        url = f"{endpoint.scheme}://{endpoint.host}/v2/{repo}/{path}"
+        request_headers = dict(headers or {})
+        if accept:
+            request_headers["Accept"] = accept
+        scope = f"repository:{repo}:pull"
+        response: httpx.Response | None = None
+        with _as_registry_errors(url, self.retry.attempts):
+            for attempt in self.retry.retrying():
+                with attempt:
+                    response = self._send(endpoint, url, method, request_headers, scope)
+                    if response.status_code in _TRANSIENT_STATUS:
+                        retry_after = _retry_after(response.headers.get("Retry-After"))
+                        response.close()
+                        raise _TransientStatus(response.status_code, retry_after)
+        assert response is not None
+        try:
+            if response.status_code >= 400:
+                raise self._error(endpoint, repo, path, response)
+            yield response
+        finally:
+            response.close()
+
+    def _send(
+        self, endpoint: Endpoint, url: str, method: str, headers: dict[str, str], scope: str
+    ) -> httpx.Response:
+        origin = urlsplit(url).netloc
+        authorization = self._authorization(endpoint.host, scope)
+        for _ in range(_MAX_REDIRECTS + 1):
+            sent = dict(headers)
+            if authorization and urlsplit(url).netloc == origin:
+                sent["Authorization"] = authorization
+            response = self.client.send(self.client.build_request(method, url, headers=sent), stream=True)
+            if response.status_code == 401 and urlsplit(url).netloc == origin and authorization is None:
+                challenge = response.headers.get("WWW-Authenticate", "")
+                response.close()
+                authorization = self._authenticate(endpoint, challenge, scope)
+                if authorization is None:
+                    raise RegistryUnauthorized(f"{url}: the registry requires credentials we do not have")
+                continue
+            if response.status_code in (301, 302, 303, 307, 308) and "Location" in response.headers:
+                target = urljoin(url, response.headers["Location"])
+                response.close()
+                if urlsplit(target).scheme not in ("https", "http"):
+                    raise RegistryError(f"{url}: redirect to unsupported location {target!r}")
+                if urlsplit(target).scheme == "http" and not endpoint.insecure:
+                    raise RegistryError(f"{url}: refusing a redirect from HTTPS to plain HTTP ({target})")
+                url = target
+                if response.status_code == 303:
+                    method = "GET"
+                continue
+            return response
+        raise RegistryError(f"{url}: more than {_MAX_REDIRECTS} redirects")
+
+    def _authorization(self, host: str, scope: str) -> str | None:
+        return self._authorizations.get((host, scope))
+
+    def _authenticate(self, endpoint: Endpoint, challenge: str, scope: str) -> str | None:
+        scheme, _, params_text = challenge.partition(" ")
+        registry = DOCKER_HUB if endpoint.host == "registry-1.docker.io" else endpoint.host
+        credentials = self.credentials.get(registry)
+        if scheme.lower() == "basic":
+            if credentials is None:
+                return None
+            encoded = base64.b64encode(f"{credentials[0]}:{credentials[1]}".encode()).decode()
+            self._authorizations[(endpoint.host, scope)] = f"Basic {encoded}"
+            return f"Basic {encoded}"
+        if scheme.lower() != "bearer":
+            return None
+        params = dict(_CHALLENGE_RE.findall(params_text))
+        realm = params.get("realm")
+        if not realm or urlsplit(realm).scheme not in ("https", "http"):
+            raise RegistryError(f"{endpoint}: unusable auth challenge {challenge!r}")
+        if urlsplit(realm).scheme == "http" and not endpoint.insecure:
+            raise RegistryError(f"{endpoint}: refusing to fetch a token over plain HTTP from {realm}")
+        query = {"scope": params.get("scope", scope)}
+        if "service" in params:
+            query["service"] = params["service"]
+        auth = httpx.BasicAuth(*credentials) if credentials else None
+        # Credentials go only to the realm the registry named, never through redirects.
+        response = self.client.get(f"{realm}?{urlencode(query)}", auth=auth, follow_redirects=False)
+        if response.status_code != 200 or len(response.content) > _MAX_TOKEN_BYTES:
+            raise RegistryUnauthorized(
+                f"{endpoint}: token request to {realm} failed with HTTP {response.status_code}"
+            )
+        try:
+            body = response.json()
+            token = body.get("token") or body.get("access_token")
+        except ValueError:
+            token = None
+        if not isinstance(token, str) or not token:
+            raise RegistryUnauthorized(f"{endpoint}: the token service at {realm} returned no token")
+        self._authorizations[(endpoint.host, scope)] = f"Bearer {token}"
+        return f"Bearer {token}"
+
+    def _error(self, endpoint: Endpoint, repo: str, path: str, response: httpx.Response) -> RegistryError:
+        body = b""
+        if response.request.method != "HEAD":
+            for chunk in response.iter_raw():
+                body += chunk
+                if len(body) > _MAX_ERROR_BODY:
+                    break
+        code = ""
+        try:
+            errors = json.loads(body[:_MAX_ERROR_BODY]).get("errors") or []
+            code = str(errors[0].get("code", "")) if errors else ""
+        except (ValueError, AttributeError, IndexError):
+            pass
+        where = f"{endpoint}/{repo}/{path}"
+        detail = f"HTTP {response.status_code}" + (f" {code}" if code else "")
+        if response.status_code == 404 or code in ("MANIFEST_UNKNOWN", "NAME_UNKNOWN", "BLOB_UNKNOWN"):
+            return ManifestNotFound(f"{where}: not found ({detail})")
+        if response.status_code in (401, 403):
+            return RegistryUnauthorized(
+                f"{where}: access denied ({detail})", hint="check docker_config credentials"
+            )
+        return RegistryError(f"{where}: {detail}")
+
+
+@contextmanager
+def _as_registry_errors(where: str, attempts: int) -> Iterator[None]:
+    """Transient failures that outlived the retries become one RegistryError naming the place."""
+    try:
+        yield
+    except _TransientStatus as exc:
+        raise RegistryError(f"{where}: {exc} (after {attempts} attempts)") from exc
+    except httpx.TimeoutException as exc:
+        raise RegistryError(f"{where}: timed out (after {attempts} attempts)") from exc
+    except httpx.TransportError as exc:
+        raise RegistryError(f"{where}: {type(exc).__name__}: {exc} (after {attempts} attempts)") from exc
+
+
+def _retry_after(value: str | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None
+
+
+def _content_range_start(value: str) -> int | None:
+    match = re.fullmatch(r"bytes (\d+)-\d+/(?:\d+|\*)", value.strip())
+    return int(match.group(1)) if match else None
