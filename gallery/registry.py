@@ -82,7 +82,7 @@ class RetryPolicy:
             error = outcome.exception() if outcome is not None else None
             if isinstance(error, _TransientStatus) and error.retry_after is not None:
                 return min(error.retry_after, self.max_wait)
-            backoff = tenacity.wait_exponential_jitter(initial=self.initial_wait, max=self.max_wait)
+            backoff = tenacity.wait_exponential_jitter(multiplier=self.initial_wait, max=self.max_wait)
             return float(backoff(state)) if self.initial_wait > 0 else 0.0
 
         return tenacity.Retrying(
@@ -220,7 +220,7 @@ class RegistryClient:
                     "is over limits.max_manifest_bytes"
                 )
             chunks, total = [], 0
-            for chunk in response.iter_raw():
+            for chunk in _raw_chunks(response):
                 total += len(chunk)
                 if total > self.max_manifest_bytes:
                     raise RegistryError(
@@ -272,7 +272,7 @@ class RegistryClient:
                             raise httpx.RemoteProtocolError("unexpected Content-Range; restarting the blob")
                     elif writer.offset:
                         writer.restart()  # the server ignored Range and sent the whole blob
-                    for chunk in response.iter_raw(1024 * 1024):
+                    for chunk in _raw_chunks(response):  # unbuffered: bytes before a drop are kept
                         writer.write(chunk)
                         if on_bytes is not None:
                             on_bytes(len(chunk))
@@ -388,7 +388,7 @@ class RegistryClient:
     def _error(self, endpoint: Endpoint, repo: str, path: str, response: httpx.Response) -> RegistryError:
         body = b""
         if response.request.method != "HEAD":
-            for chunk in response.iter_raw():
+            for chunk in _raw_chunks(response):
                 body += chunk
                 if len(body) > _MAX_ERROR_BODY:
                     break
@@ -407,6 +407,15 @@ class RegistryClient:
                 f"{where}: access denied ({detail})", hint="check docker_config credentials"
             )
         return RegistryError(f"{where}: {detail}")
+
+
+def _raw_chunks(response: httpx.Response) -> Iterator[bytes]:
+    """The body as sent (no Content-Encoding decoding: digests are over the bytes as stored),
+    in network-sized chunks so that bytes received before a dropped connection are kept."""
+    try:
+        yield from response.iter_raw()
+    except httpx.StreamConsumed:  # a response built in memory (e.g. a test transport)
+        yield response.content
 
 
 @contextmanager

@@ -55,3 +55,20 @@ def localai_index(tmp_path: Path) -> Path:
 @pytest.fixture
 def runner() -> CliRunner:
     return CliRunner()
+
+
+@pytest.fixture(scope="session")
+def registry(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """A real CNCF distribution registry on 127.0.0.1 for the whole session."""
+    import shutil as _shutil
+
+    from registry_server import running_registry
+
+    if _shutil.which("docker-registry") is None:
+        import os as _os
+
+        if _os.environ.get("CI"):
+            pytest.fail("docker-registry is not installed; .ci/run installs it")
+        pytest.skip("docker-registry is not installed (apt-get install -y docker-registry)")
+    with running_registry(tmp_path_factory.mktemp("registry")) as server:
+        yield server

@@ -1,0 +1,203 @@
+"""The OCI client against a real registry (and a faulty proxy), plus protocol details via MockTransport."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import secrets
+from pathlib import Path
+
+import httpx
+import pytest
+
+from gallery.blobcache import BlobCache
+from gallery.errors import DigestMismatch
+from gallery.oci_models import Descriptor, ImageIndex, ImageManifest
+from gallery.references import parse_reference
+from gallery.registry import Endpoint, ManifestNotFound, RegistryClient, RegistryError, RetryPolicy
+
+from .faulty_proxy import Faults, faulty_proxy
+from .registry_server import LAYER_GZIP, LAYER_ZSTD, Registry, digest_of
+from .tarbuild import file, gz, tar_bytes, zst
+
+FAST = RetryPolicy(attempts=3, initial_wait=0)
+
+
+def client_for(host: str) -> RegistryClient:
+    return RegistryClient(
+        httpx.Client(trust_env=False, timeout=10), insecure_registries=frozenset({host}), retry=FAST
+    )
+
+
+def repo_name() -> str:
+    return f"test/{secrets.token_hex(4)}"
+
+
+def test_pin_fetch_and_verify_against_a_real_registry(registry: Registry, tmp_path: Path) -> None:
+    repo = repo_name()
+    layer = gz(tar_bytes([file("run.sh", b"#!/bin/sh\n")]))
+    digest, _ = registry.push_image(
+        repo, "latest-cpu", [(layer, LAYER_GZIP), (zst(tar_bytes([file("b")])), LAYER_ZSTD)]
+    )
+    client = client_for(registry.host)
+    ref = parse_reference(f"{registry.host}/{repo}:latest-cpu")
+    endpoint = client.endpoint(registry.host)
+    assert client.resolve_tag(endpoint, ref) == digest
+    manifest = client.get_manifest(endpoint, ref, digest)
+    assert isinstance(manifest, ImageManifest) and len(manifest.layers) == 2
+    cache = BlobCache(tmp_path / "blobs")
+    descriptor = manifest.layers[0]
+    client.fetch_blob(endpoint, ref, descriptor, cache.writer(descriptor.digest, descriptor.size))
+    assert cache.path(descriptor.digest).read_bytes() == layer
+    with pytest.raises(ManifestNotFound):
+        client.resolve_tag(endpoint, ref.with_tag("missing"))
+
+
+def test_multi_arch_index_selects_the_platform(registry: Registry) -> None:
+    repo = repo_name()
+    amd, amd_doc = registry.push_image(repo, "amd", [(gz(tar_bytes([file("amd")])), LAYER_GZIP)])
+    arm, arm_doc = registry.push_image(
+        repo, "arm", [(gz(tar_bytes([file("arm")])), LAYER_GZIP)], platform="linux/arm64"
+    )
+    size = lambda doc: len(json.dumps(doc).encode())  # noqa: E731
+    index = registry.push_index(
+        repo, "multi", [(amd, size(amd_doc), "linux/amd64"), (arm, size(arm_doc), "linux/arm64")]
+    )
+    client = client_for(registry.host)
+    ref = parse_reference(f"{registry.host}/{repo}:multi")
+    endpoint = client.endpoint(registry.host)
+    document = client.get_manifest(endpoint, ref, client.resolve_tag(endpoint, ref))
+    assert isinstance(document, ImageIndex) and client.resolve_tag(endpoint, ref) == index
+    selected = document.select("linux/arm64")
+    assert selected is not None and selected.digest == arm
+    assert document.select("linux/s390x") is None
+
+
+def test_blob_altered_in_registry_storage_is_a_digest_mismatch(registry: Registry, tmp_path: Path) -> None:
+    repo = repo_name()
+    layer = gz(tar_bytes([file("x", b"original")]))
+    digest, _ = registry.push_image(repo, "t", [(layer, LAYER_GZIP)])
+    blob_digest = digest_of(layer)
+    data_path = registry.blob_data_path(blob_digest)
+    original = data_path.read_bytes()
+    tampered = bytearray(original)
+    tampered[-20] ^= 0xFF
+    data_path.write_bytes(bytes(tampered))
+    try:
+        client = client_for(registry.host)
+        cache = BlobCache(tmp_path / "blobs")
+        ref = parse_reference(f"{registry.host}/{repo}@{digest}")
+        descriptor = Descriptor.model_validate(
+            {"mediaType": LAYER_GZIP, "digest": blob_digest, "size": len(layer)}
+        )
+        with pytest.raises(DigestMismatch, match=blob_digest):
+            client.fetch_blob(
+                client.endpoint(registry.host), ref, descriptor, cache.writer(blob_digest, len(layer))
+            )
+        assert not cache.has(blob_digest)
+        assert not cache.partial_path(blob_digest).exists()
+    finally:
+        data_path.write_bytes(original)
+
+
+def test_dropped_connection_resumes_with_range(registry: Registry, tmp_path: Path) -> None:
+    repo = repo_name()
+    layer = gz(tar_bytes([file("big", os.urandom(300_000))]))
+    _, manifest = registry.push_image(repo, "t", [(layer, LAYER_GZIP)])
+    descriptor = Descriptor.model_validate(manifest["layers"][0])  # type: ignore[index]
+    faults = Faults(drop_blob_after=100_000)
+    with faulty_proxy(registry.url, faults) as proxy:
+        client = client_for(proxy)
+        cache = BlobCache(tmp_path / "blobs")
+        ref = parse_reference(f"{proxy}/{repo}:t")
+        client.fetch_blob(
+            client.endpoint(proxy), ref, descriptor, cache.writer(descriptor.digest, descriptor.size)
+        )
+    assert cache.path(descriptor.digest).read_bytes() == layer
+    ranges = [r for method, path, r in faults.seen if "/blobs/" in path]
+    assert ranges[0] is None and ranges[1] is not None and ranges[1].startswith("bytes=")
+    assert int(ranges[1].removeprefix("bytes=").rstrip("-")) > 0
+
+
+def test_503_then_success_and_persistent_503_fails_cleanly(registry: Registry) -> None:
+    repo = repo_name()
+    digest, _ = registry.push_image(repo, "t", [(gz(tar_bytes([file("a")])), LAYER_GZIP)])
+    with faulty_proxy(registry.url, Faults(unavailable=2)) as proxy:
+        client = client_for(proxy)
+        assert client.resolve_tag(client.endpoint(proxy), parse_reference(f"{proxy}/{repo}:t")) == digest
+    with faulty_proxy(registry.url, Faults(unavailable=10)) as proxy:
+        client = client_for(proxy)
+        with pytest.raises(RegistryError, match="503 \\(after 3 attempts\\)"):
+            client.resolve_tag(client.endpoint(proxy), parse_reference(f"{proxy}/{repo}:t"))
+
+
+# -- protocol details with MockTransport ------------------------------------------------------
+
+
+def test_token_auth_with_credentials_and_no_credentials_across_redirects() -> None:
+    seen: list[tuple[str, str | None]] = []
+    blob = b"layer-bytes"
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append((str(request.url), request.headers.get("Authorization")))
+        if request.url.host == "auth.example":
+            expected = "Basic " + base64.b64encode(b"user:secret").decode()
+            assert request.headers.get("Authorization") == expected
+            assert request.url.params["scope"] == "repository:org/app:pull"
+            return httpx.Response(200, json={"token": "T0KEN"})
+        if request.url.host == "cdn.example":
+            return httpx.Response(200, content=blob)
+        if request.headers.get("Authorization") != "Bearer T0KEN":
+            challenge = (
+                'Bearer realm="https://auth.example/token",service="reg",scope="repository:org/app:pull"'
+            )
+            return httpx.Response(401, headers={"WWW-Authenticate": challenge})
+        return httpx.Response(307, headers={"Location": "https://cdn.example/blob?sig=1"})
+
+    client = RegistryClient(
+        httpx.Client(transport=httpx.MockTransport(handler), trust_env=False),
+        credentials={"reg.example": ("user", "secret")},
+        retry=FAST,
+    )
+    cache = BlobCache(Path(os.environ.get("PYTEST_TMP", "/tmp")) / f"blobs-{secrets.token_hex(4)}")
+    descriptor = Descriptor.model_validate(
+        {"mediaType": LAYER_GZIP, "digest": digest_of(blob), "size": len(blob)}
+    )
+    ref = parse_reference("reg.example/org/app:1")
+    client.fetch_blob(
+        Endpoint("reg.example"), ref, descriptor, cache.writer(descriptor.digest, descriptor.size)
+    )
+    cdn_requests = [auth for url, auth in seen if "cdn.example" in url]
+    assert cdn_requests == [None], "credentials must not follow a redirect to another host"
+    assert ("https://reg.example/v2/org/app/blobs/" + descriptor.digest, "Bearer T0KEN") in seen
+
+
+def test_manifest_checks() -> None:
+    manifest = json.dumps(
+        {
+            "schemaVersion": 2,
+            "config": {"mediaType": "x", "digest": "sha256:" + "a" * 64, "size": 2},
+            "layers": [],
+        }
+    ).encode()
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("c" * 64):
+            return httpx.Response(200, content=b"{" + b" " * 10_000 + b"}")
+        if request.method == "HEAD":
+            return httpx.Response(200)  # no Docker-Content-Digest: falls back to GET and hashes
+        return httpx.Response(200, content=manifest, headers={"Docker-Content-Digest": "sha256:" + "b" * 64})
+
+    client = RegistryClient(
+        httpx.Client(transport=httpx.MockTransport(handler), trust_env=False),
+        max_manifest_bytes=4096,
+        retry=FAST,
+    )
+    endpoint = Endpoint("reg.example")
+    with pytest.raises(DigestMismatch, match="the registry says"):
+        client.resolve_tag(endpoint, parse_reference("reg.example/a/b:tag"))
+    with pytest.raises(DigestMismatch, match="hashes to"):
+        client.get_manifest(endpoint, parse_reference("reg.example/a/b"), "sha256:" + "b" * 64)
+    with pytest.raises(RegistryError, match="max_manifest_bytes"):
+        client.get_manifest(endpoint, parse_reference("reg.example/a/b"), "sha256:" + "c" * 64)
