@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import gzip
-from typing import IO, Literal, cast
+from typing import IO, Literal, Protocol, cast
 
 import zstandard
 
 __all__ = ["Compression", "compression_for_media_type", "decompressing", "sniff_compression"]
 
 Compression = Literal["gzip", "zstd", "none"]
+
+
+class Readable(Protocol):
+    def read(self, size: int = -1, /) -> bytes: ...
+
 
 _MEDIA_TYPES: dict[str, Compression] = {
     "application/vnd.oci.image.layer.v1.tar": "none",
@@ -38,11 +43,13 @@ def sniff_compression(head: bytes) -> Compression:
     return "none"
 
 
-def decompressing(raw: IO[bytes], compression: Compression) -> IO[bytes]:
+def decompressing(raw: Readable, compression: Compression) -> IO[bytes]:
     """A readable stream of the decompressed bytes of ``raw`` (which is read as needed)."""
     if compression == "gzip":
-        return cast(IO[bytes], gzip.GzipFile(fileobj=raw, mode="rb"))
+        return cast(IO[bytes], gzip.GzipFile(fileobj=cast(IO[bytes], raw), mode="rb"))
     if compression == "zstd":
-        reader = zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True, closefd=False)
+        reader = zstandard.ZstdDecompressor().stream_reader(
+            cast(IO[bytes], raw), read_across_frames=True, closefd=False
+        )
         return cast(IO[bytes], reader)
-    return raw
+    return cast(IO[bytes], raw)

@@ -11,10 +11,12 @@ for it (see docs/cli.md):
     │   ├── BackendNotFound           exit 2: no entry has that name or alias
     │   └── AmbiguousName             exit 2: an alias names several entries and no entry has the name
     ├── OperationalError              exit 1: network, disk, a source that cannot be reached
-    │   └── IndexUnavailable          exit 1 (or 2 when every source answered with a malformed index)
+    │   ├── IndexUnavailable          exit 1 (or 2 when every source answered with a malformed index)
+    │   └── InstallFailed             every candidate failed (exit 3 if any failed for integrity)
     └── IntegrityError                exit 3: refused because something could not be trusted
         ├── DigestMismatch            bytes whose sha256 is not the one asked for
         ├── UnsafeArchiveError        an archive member breaks an extraction rule
+        ├── SignatureError            no signature satisfies the gallery's policy
         └── StrictModeRefusal         require_integrity refuses something it cannot verify
 
 Foreign exceptions (httpx, yaml, pydantic, OSError) are wrapped at the boundary that sees them
@@ -33,8 +35,10 @@ __all__ = [
     "GalleryError",
     "IndexFormatError",
     "IndexUnavailable",
+    "InstallFailed",
     "IntegrityError",
     "OperationalError",
+    "SignatureError",
     "StrictModeRefusal",
     "UnsafeArchiveError",
     "UsageError",
@@ -96,6 +100,17 @@ class IndexUnavailable(OperationalError):
         return 2 if self.malformed_only else 1
 
 
+class InstallFailed(OperationalError):
+    """No candidate could be installed; the message lists each with its digest and reason."""
+
+    def __init__(self, message: str, *, hint: str | None = None, integrity: bool = False) -> None:
+        super().__init__(message, hint=hint)
+        self.integrity = integrity
+
+    def code(self) -> int:
+        return 3 if self.integrity else 1
+
+
 class IntegrityError(GalleryError):
     exit_code = 3
 
@@ -110,3 +125,7 @@ class UnsafeArchiveError(IntegrityError):
 
 class StrictModeRefusal(IntegrityError):
     """Strict mode refuses something that cannot be verified; nothing was written."""
+
+
+class SignatureError(IntegrityError):
+    """No signature of the pinned digest satisfies the gallery's verification policy."""
