@@ -14,6 +14,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, NoReturn
 
+import httpx
 import typer
 from typer.core import TyperGroup
 
@@ -22,9 +23,12 @@ from gallery.capability import detect_host_facts
 from gallery.config import Config, load_config
 from gallery.errors import GalleryError
 from gallery.index import IndexEntry
+from gallery.install import Installer, ProgressReporter
 from gallery.queries import list_entries, run_doctor, show_backend
 from gallery.transport import make_http_client
+from gallery.verification import SignatureUnavailable
 
+from .progress import RichProgress
 from .render import Output
 
 
@@ -106,15 +110,73 @@ def _execute(ctx: typer.Context, out: Output, action: Callable[[Config], int]) -
 
 
 @app.command("list")
-def list_command(ctx: typer.Context, as_json: JsonFlag = False) -> None:
-    """List the entries of every configured gallery."""
+def list_command(
+    ctx: typer.Context,
+    installed: Annotated[bool, typer.Option("--installed", help="Installed backends instead.")] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """List the entries of every configured gallery (or, with --installed, what is installed)."""
     out = Output(as_json=as_json)
 
     def action(config: Config) -> int:
         with make_http_client(config) as client:
+            if installed:
+                out.installed(_installer(config, client).installed())
+                return 0
             result = list_entries(config, client=client)
         out.list_result(result)
         return result.exit_code
+
+    _execute(ctx, out, action)
+
+
+def _installer(config: Config, client: httpx.Client, progress: ProgressReporter | None = None) -> Installer:
+    return Installer(
+        config, client=client, verifier=SignatureUnavailable(), detector=detect_host_facts, progress=progress
+    )
+
+
+FailFast = Annotated[bool, typer.Option("--fail-fast", help="Stop at the first failure.")]
+
+
+@app.command("install")
+def install_command(
+    ctx: typer.Context,
+    names: Annotated[list[str], typer.Argument(help="Backend names, aliases or GALLERY@NAME.")],
+    fail_fast: FailFast = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Install backends: pinned by digest, verified under the gallery's policy, extracted safely."""
+    out = Output(as_json=as_json)
+
+    def action(config: Config) -> int:
+        with make_http_client(config) as client:
+            if out.err.is_terminal and not as_json:
+                with RichProgress(out.err) as progress:
+                    batch = _installer(config, client, progress).install(names, fail_fast=fail_fast)
+            else:
+                batch = _installer(config, client).install(names, fail_fast=fail_fast)
+        out.batch_result(batch)
+        return batch.exit_code
+
+    _execute(ctx, out, action)
+
+
+@app.command("uninstall")
+def uninstall_command(
+    ctx: typer.Context,
+    names: Annotated[list[str], typer.Argument(help="Installed backend names.")],
+    fail_fast: FailFast = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Remove installed backends (a meta-backend takes its concrete backend with it)."""
+    out = Output(as_json=as_json)
+
+    def action(config: Config) -> int:
+        with make_http_client(config) as client:
+            batch = _installer(config, client).uninstall(names, fail_fast=fail_fast)
+        out.batch_result(batch)
+        return batch.exit_code
 
     _execute(ctx, out, action)
 

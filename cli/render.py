@@ -11,6 +11,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from gallery.install import BatchResult
+from gallery.metadata import BackendMetadata
 from gallery.queries import DoctorReport, ListResult, Notice, ShowResult
 
 __all__ = ["Output", "clean"]
@@ -120,3 +122,52 @@ class Output:
             self.out.print(
                 f"{marks[check.status]}  {clean(check.name)}: {clean(check.message)}", highlight=False
             )
+
+    def batch_result(self, batch: BatchResult) -> None:
+        if self.as_json:
+            self.json(batch.to_json())
+            for result in batch.results:
+                if result.error is not None:
+                    self.error(result.error.message, result.error.hint)
+            return
+        for result in batch.results:
+            for warning in result.warnings:
+                self.err.print(f"[yellow]warning:[/yellow] {clean(warning)}", highlight=False)
+            if result.error is not None:
+                self.error(f"{result.requested}: {result.error.message}", result.error.hint)
+                continue
+            detail = f" {result.digest}" if result.digest else ""
+            verified = " (signature verified)" if result.verified else ""
+            fetched = f", {result.bytes_fetched} bytes fetched" if result.bytes_fetched else ""
+            self.out.print(
+                f"{clean(result.name or result.requested)}: {result.status}{detail}{verified}{fetched}",
+                highlight=False,
+            )
+
+    def installed(self, backends: list[BackendMetadata]) -> None:
+        if self.as_json:
+            self.json(
+                {
+                    "installed": [
+                        b.model_dump(mode="json", exclude={"files"}, exclude_none=True) for b in backends
+                    ]
+                }
+            )
+            return
+        table = Table(box=None, pad_edge=False)
+        for column in ("NAME", "GALLERY", "DIGEST", "VERIFIED", "NOTE"):
+            table.add_column(column, overflow="fold")
+        for backend in backends:
+            verified = "yes" if backend.verification is not None and backend.verification.verified else "no"
+            note = f"meta-backend for {backend.meta_backend_for}" if backend.meta_backend_for else ""
+            if backend.written_by_localai:
+                note = "installed by LocalAI"
+            table.add_row(
+                clean(backend.name),
+                clean(backend.gallery or backend.gallery_url or ""),
+                (backend.digest or "")[:19],
+                "" if backend.meta_backend_for else verified,
+                note,
+            )
+        self.out.print(table, highlight=False)
+        self.out.print(f"{len(backends)} installed", highlight=False)
