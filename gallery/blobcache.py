@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import secrets
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
@@ -61,11 +62,15 @@ class HashingReader:
 class BlobWriter:
     """Receives a blob's bytes (possibly resuming a partial file); ``commit`` checks and publishes."""
 
-    def __init__(self, cache: BlobCache, digest: str, size: int) -> None:
+    def __init__(self, cache: BlobCache, digest: str | None, size: int | None) -> None:
+        """``digest``/``size`` ``None``: not known in advance (a tarball without sha256); the blob is
+        then stored under the digest of what was received."""
         self._cache = cache
         self.digest = digest
         self.size = size
-        self._partial = cache.partial_path(digest)
+        self._partial = (
+            cache.partial_path(digest) if digest else cache.root / "partial" / f"anon-{secrets.token_hex(8)}"
+        )
         self._hash = hashlib.sha256()
         self.offset = 0
         fd = os.open(self._partial, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
@@ -74,7 +79,7 @@ class BlobWriter:
         while chunk := self._file.read(_CHUNK):
             self._hash.update(chunk)
             self.offset += len(chunk)
-        if self.offset > size:
+        if digest is None or (size is not None and self.offset > size):
             self.restart()
 
     def restart(self) -> None:
@@ -85,7 +90,7 @@ class BlobWriter:
         self.offset = 0
 
     def write(self, chunk: bytes) -> None:
-        if self.offset + len(chunk) > self.size:
+        if self.size is not None and self.offset + len(chunk) > self.size:
             raise DigestMismatch(
                 f"blob {self.digest}: more than the {self.size} bytes its descriptor declares; discarded"
             )
@@ -100,12 +105,15 @@ class BlobWriter:
             DigestMismatch: the bytes are not the blob that was asked for (the partial is deleted).
         """
         actual = "sha256:" + self._hash.hexdigest()
-        if self.offset != self.size or actual != self.digest:
+        if (self.size is not None and self.offset != self.size) or (
+            self.digest is not None and actual != self.digest
+        ):
             self.discard()
             raise DigestMismatch(
                 f"blob {self.digest}: received {self.offset} bytes hashing to {actual}, "
                 f"expected {self.size} bytes; nothing was cached"
             )
+        self.digest = actual
         self._file.flush()
         os.fsync(self._file.fileno())
         self._file.close()
@@ -139,7 +147,7 @@ class BlobCache:
     def has(self, digest: str) -> bool:
         return self.path(digest).is_file()
 
-    def writer(self, digest: str, size: int) -> BlobWriter:
+    def writer(self, digest: str | None, size: int | None) -> BlobWriter:
         (self.root / "sha256").mkdir(parents=True, exist_ok=True)
         (self.root / "partial").mkdir(parents=True, exist_ok=True)
         return BlobWriter(self, digest, size)

@@ -12,6 +12,7 @@ for it (see docs/cli.md):
     │   └── AmbiguousName             exit 2: an alias names several entries and no entry has the name
     ├── OperationalError              exit 1: network, disk, a source that cannot be reached
     │   ├── IndexUnavailable          exit 1 (or 2 when every source answered with a malformed index)
+    │   ├── SourceUnavailable         a registry, layout or URL cannot give us a candidate: try the next
     │   └── InstallFailed             every candidate failed (exit 3 if any failed for integrity)
     └── IntegrityError                exit 3: refused because something could not be trusted
         ├── DigestMismatch            bytes whose sha256 is not the one asked for
@@ -39,6 +40,7 @@ __all__ = [
     "IntegrityError",
     "OperationalError",
     "SignatureError",
+    "SourceUnavailable",
     "StrictModeRefusal",
     "UnsafeArchiveError",
     "UsageError",
@@ -98,6 +100,10 @@ class IndexUnavailable(OperationalError):
         # When every source answered but with something unusable, the problem is the index's
         # format (exit 2), not the network.
         return 2 if self.malformed_only else 1
+
+
+class SourceUnavailable(OperationalError):
+    """A candidate's source cannot be reached or does not have it; the next candidate may."""
 
 
 class InstallFailed(OperationalError):

@@ -22,6 +22,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
@@ -39,6 +40,7 @@ from .errors import (
     InstallFailed,
     IntegrityError,
     OperationalError,
+    SourceUnavailable,
     StrictModeRefusal,
     UnsafeArchiveError,
 )
@@ -46,10 +48,12 @@ from .extract import ExtractLimits, TreeBuilder
 from .fsutil import fsync_directory, remove_tree, sync_filesystem
 from .metadata import METADATA_FORMAT_VERSION, BackendMetadata, LayerRecord, read_metadata, write_metadata
 from .names import is_valid_name
-from .pin import PinnedImage, pin_image
-from .registry import RegistryClient, RegistryError
+from .oci_layout import LayoutError, OciLayout
+from .pin import PinnedImage, pin_image, pin_layout
+from .registry import RegistryClient
 from .resolve import CapabilitySelector, Resolution, resolve_backend
-from .sources import OciSource
+from .sources import OciLayoutSource, OciSource, parse_index_location
+from .tarball import pin_tarball
 from .trust import plan_integrity
 from .verification import Evidence, Verifier
 
@@ -263,50 +267,106 @@ class Installer:
         attempts: _Attempts,
         warnings: tuple[str, ...],
     ) -> None:
+        """Try one candidate (each of its registry endpoints for OCI); raise ``_Done`` on success."""
+        source = candidate.source
+        platform = self.config.platform
+        if isinstance(source, OciSource):
+            reference = source.reference
+            for host in registry_endpoints(reference, self.config.registry_mirrors):
+                endpoint = self._registry.endpoint(host)
+                label = str(candidate) if host == reference.registry else f"{candidate} via mirror {host}"
+                self._attempt(
+                    label,
+                    partial(pin_image, self._registry, endpoint, reference, platform=platform),
+                    candidate, resolution, installed, attempts, warnings,
+                )  # fmt: skip
+        elif isinstance(source, OciLayoutSource):
+            self._attempt(
+                str(candidate),
+                lambda: pin_layout(self._layout(source, resolution), platform=platform),
+                candidate, resolution, installed, attempts, warnings,
+            )  # fmt: skip
+        else:
+            entry = resolution.entry
+            if entry.signature is not None and resolution.gallery.config.verification is not None:
+                attempts.lines.append(f"{candidate}: signed tarballs cannot be verified by this build yet")
+                attempts.integrity = True
+                return
+            self._attempt(
+                str(candidate),
+                lambda: pin_tarball(
+                    source,
+                    expected_sha256=source.sha256 or entry.sha256,
+                    cache=self._cache,
+                    client=self._client,
+                    max_bytes=self.config.limits.max_extract_bytes,
+                    platform=platform,
+                ),
+                candidate, resolution, installed, attempts, warnings, tarball=True,
+            )  # fmt: skip
+
+    def _attempt(
+        self,
+        label: str,
+        pin: Callable[[], PinnedImage],
+        candidate: Candidate,
+        resolution: Resolution,
+        installed: BackendMetadata | None,
+        attempts: _Attempts,
+        warnings: tuple[str, ...],
+        *,
+        tarball: bool = False,
+    ) -> None:
+        """Pin, verify, deploy one source; record why it failed, or raise ``_Done``."""
         entry, state = resolution.entry, resolution.gallery
         policy = state.config.verification
-        if not isinstance(candidate.source, OciSource):
-            attempts.lines.append(f"{candidate}: {candidate.source.kind} sources are not installable yet")
-            return
-        reference = candidate.source.reference
-        for host in registry_endpoints(reference, self.config.registry_mirrors):
-            endpoint = self._registry.endpoint(host)
-            label = str(candidate) if host == reference.registry else f"{candidate} via mirror {host}"
-            digest: str | None = None
-            try:
-                pinned = pin_image(self._registry, endpoint, reference, platform=self.config.platform)
-                digest = pinned.resolved_digest
-                evidence = (
-                    self._verifier.verify_image(
-                        repository=endpoint.repository(reference),
-                        endpoint=str(endpoint),
-                        digest=digest,
-                        policy=policy,
-                        gallery=state.name,
-                    )
-                    if policy is not None
-                    else Evidence.unverified(f"gallery {state.name!r} has no verification policy")
+        digest: str | None = None
+        try:
+            pinned = pin()
+            digest = pinned.resolved_digest
+            if policy is not None and not tarball:
+                evidence = self._verifier.verify_image(
+                    repository=pinned.repository,
+                    endpoint=label,
+                    digest=digest,
+                    policy=policy,
+                    gallery=state.name,
                 )
-                if installed is not None:
-                    self._already_installed(entry.name, installed, pinned, str(candidate), warnings)
-                fetched = self._deploy(pinned, resolution, evidence, str(candidate))
-            except RegistryError as exc:
-                attempts.add(label, digest, exc)
-                continue
-            except IntegrityError as exc:
-                attempts.add(label, digest, exc)
-                attempts.integrity = True
-                if policy is None:
-                    raise InstallFailed(
-                        f"{entry.name}: {label}" + (f" ({digest})" if digest else "") + f": {exc.message}; "
-                        "without a signature policy an integrity failure ends the install",
-                        integrity=True,
-                    ) from exc
-                continue
-            raise _Done(
-                InstallResult(entry.name, "installed", entry.name, digest, str(candidate), evidence.verified,
-                              bytes_fetched=fetched, warnings=warnings)
-            )  # fmt: skip
+            elif tarball and entry.expected_sha256:
+                evidence = Evidence.unverified("tarball checked against the index's sha256 (no signature)")
+            else:
+                evidence = Evidence.unverified(f"gallery {state.name!r} has no verification policy")
+            if installed is not None:
+                self._already_installed(entry.name, installed, pinned, str(candidate), warnings)
+            fetched = self._deploy(pinned, resolution, evidence, str(candidate))
+        except SourceUnavailable as exc:
+            attempts.add(label, digest, exc)
+            return
+        except IntegrityError as exc:
+            attempts.add(label, digest, exc)
+            attempts.integrity = True
+            if policy is None or tarball:
+                raise InstallFailed(
+                    f"{entry.name}: {label}" + (f" ({digest})" if digest else "") + f": {exc.message}; "
+                    "without a signature policy an integrity failure ends the install",
+                    integrity=True,
+                ) from exc
+            return
+        raise _Done(
+            InstallResult(entry.name, "installed", entry.name, digest, str(candidate), evidence.verified,
+                          bytes_fetched=fetched, warnings=warnings)
+        )  # fmt: skip
+
+    def _layout(self, source: OciLayoutSource, resolution: Resolution) -> OciLayout:
+        """A relative ``ocifile://`` path is relative to the (local) index file that names it."""
+        path = Path(source.path)
+        if not path.is_absolute():
+            loaded = resolution.gallery.loaded
+            location = parse_index_location(loaded.source, base_dir=Path("/")) if loaded else None
+            if location is None or location.kind != "file":
+                raise LayoutError(f"{source}: a relative ocifile:// path needs a gallery index on local disk")
+            path = Path(location.target).parent / path
+        return OciLayout(path, max_manifest_bytes=self.config.limits.max_manifest_bytes)
 
     @staticmethod
     def _already_installed(
@@ -342,7 +402,7 @@ class Installer:
             run_sh = staging / "run.sh"
             if not run_sh.is_file() or run_sh.is_symlink():
                 raise UnsafeArchiveError(
-                    f"{pinned.reference}@{pinned.manifest_digest}: the image has no run.sh file"
+                    f"{pinned.label} ({pinned.manifest_digest}): the image has no run.sh file"
                 )
             metadata = self._metadata(pinned, resolution, evidence, candidate, files)
             write_metadata(staging, metadata)
@@ -370,7 +430,7 @@ class Installer:
 
             writer = self._cache.writer(layer.digest, layer.size)
             try:
-                self._registry.fetch_blob(pinned.endpoint, pinned.reference, layer, writer, on_bytes=on_bytes)
+                pinned.blobs.fetch_blob(layer, writer, on_bytes=on_bytes)
             finally:
                 writer.close()
                 self._progress.layer_finished(layer.digest)

@@ -3,38 +3,59 @@
 A reference that carries ``@sha256:`` is pinned as it is (no tag lookup, even with a tag). A tag
 is resolved once; the manifest (or index) is then fetched *by digest* and its bytes hashed. For an
 index, the platform manifest is selected and fetched by its own digest, hashed too. A tag moved by
-someone else after this point changes nothing.
+someone else after this point changes nothing. OCI layouts on disk are pinned the same way.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
+from .blobcache import BlobWriter
 from .compression import compression_for_media_type
 from .errors import IntegrityError
-from .oci_models import ImageIndex, ImageManifest
+from .oci_layout import OciLayout
+from .oci_models import Descriptor, ImageIndex, ImageManifest
 from .references import OciReference
 from .registry import Endpoint, ManifestNotFound, RegistryClient
 
-__all__ = ["PinnedImage", "UnsupportedImage", "pin_image"]
+__all__ = ["BlobSource", "PinnedImage", "UnsupportedImage", "pin_image", "pin_layout"]
 
 
 class UnsupportedImage(IntegrityError):
-    """The pinned manifest is not an image we can install (no platform match, unknown layer type)."""
+    """The pinned manifest is not an image we can install (nested index, unknown layer type)."""
+
+
+class BlobSource(Protocol):
+    """Where the pinned image's blobs come from; every blob is checked by the writer."""
+
+    def fetch_blob(
+        self, descriptor: Descriptor, writer: BlobWriter, *, on_bytes: Callable[[int], None] | None = None
+    ) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class _RegistryBlobs:
+    client: RegistryClient
+    endpoint: Endpoint
+    reference: OciReference
+
+    def fetch_blob(
+        self, descriptor: Descriptor, writer: BlobWriter, *, on_bytes: Callable[[int], None] | None = None
+    ) -> None:
+        self.client.fetch_blob(self.endpoint, self.reference, descriptor, writer, on_bytes=on_bytes)
 
 
 @dataclass(frozen=True, slots=True)
 class PinnedImage:
-    reference: OciReference  # the candidate as written, for display
-    endpoint: Endpoint
-    resolved_digest: str  # what the reference pinned to: an index or a manifest (signed, compared on upgrade)
+    label: str  # the candidate and where it was fetched from, for messages
+    repository: str  # endpoint/repository (or the layout path), where signatures are looked up
+    resolved_digest: str  # what the candidate pinned to: an index or a manifest (signed; compared on upgrade)
     manifest_digest: str  # the platform manifest that is installed
     manifest: ImageManifest
     platform: str
-
-    @property
-    def pinned_reference(self) -> OciReference:
-        return self.reference.pinned(self.resolved_digest)
+    blobs: BlobSource
 
 
 def pin_image(
@@ -47,25 +68,59 @@ def pin_image(
         DigestMismatch, InvalidManifest, UnsupportedImage: the content cannot be trusted or used.
     """
     resolved = reference.digest or client.resolve_tag(endpoint, reference)
-    document = client.get_manifest(endpoint, reference, resolved)
+    where = f"{endpoint}/{endpoint.repository(reference)}"
+    manifest_digest, manifest = _platform_manifest(
+        resolved,
+        lambda digest: client.get_manifest(endpoint, reference, digest),
+        platform=platform,
+        where=where,
+    )
+    return PinnedImage(
+        str(reference),
+        where,
+        resolved,
+        manifest_digest,
+        manifest,
+        platform,
+        _RegistryBlobs(client, endpoint, reference),
+    )
+
+
+def pin_layout(layout: OciLayout, *, platform: str) -> PinnedImage:
+    """Pin the one image of an OCI layout (its index.json names the digest).
+
+    Raises:
+        LayoutError, DigestMismatch, InvalidManifest, UnsupportedImage, ManifestNotFound.
+    """
+    resolved = layout.top_descriptor().digest
+    manifest_digest, manifest = _platform_manifest(
+        resolved, layout.get_document, platform=platform, where=str(layout)
+    )
+    return PinnedImage(str(layout), str(layout.root), resolved, manifest_digest, manifest, platform, layout)
+
+
+def _platform_manifest(
+    resolved: str,
+    get: Callable[[str], ImageManifest | ImageIndex],
+    *,
+    platform: str,
+    where: str,
+) -> tuple[str, ImageManifest]:
+    document = get(resolved)
     manifest_digest = resolved
     if isinstance(document, ImageIndex):
         descriptor = document.select(platform)
         if descriptor is None:
             offered = ", ".join(d.platform.key() for d in document.manifests if d.platform) or "none"
-            raise ManifestNotFound(
-                f"{endpoint}/{reference.repository}@{resolved}: no {platform} image (has {offered})"
-            )
+            raise ManifestNotFound(f"{where}@{resolved}: no {platform} image (it has {offered})")
         manifest_digest = descriptor.digest
-        document = client.get_manifest(endpoint, reference, manifest_digest)
+        document = get(manifest_digest)
         if not isinstance(document, ImageManifest):
-            raise UnsupportedImage(
-                f"{reference}@{manifest_digest}: an index inside an index is not supported"
-            )
+            raise UnsupportedImage(f"{where}@{manifest_digest}: an index inside an index is not supported")
     for layer in document.layers:
         if compression_for_media_type(layer.media_type) is None:
             raise UnsupportedImage(
-                f"{reference}@{manifest_digest}: layer {layer.digest} has media type {layer.media_type!r}, "
+                f"{where}@{manifest_digest}: layer {layer.digest} has media type {layer.media_type!r}, "
                 "which is not an image layer"
             )
-    return PinnedImage(reference, endpoint, resolved, manifest_digest, document, platform)
+    return manifest_digest, document

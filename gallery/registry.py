@@ -31,9 +31,10 @@ import tenacity
 
 from .blobcache import BlobWriter
 from .config import Config
-from .errors import DigestMismatch, OperationalError
+from .errors import DigestMismatch, OperationalError, SourceUnavailable
 from .oci_models import MANIFEST_ACCEPT, Descriptor, ImageIndex, ImageManifest, parse_document
 from .references import DOCKER_HUB, OciReference
+from .transport import raw_chunks
 
 __all__ = [
     "Endpoint",
@@ -51,7 +52,7 @@ _MAX_ERROR_BODY = 4096
 _TRANSIENT_STATUS = frozenset({429, 500, 502, 503, 504})
 
 
-class RegistryError(OperationalError):
+class RegistryError(SourceUnavailable):
     """A registry could not give us what we asked for."""
 
 
@@ -220,7 +221,7 @@ class RegistryClient:
                     "is over limits.max_manifest_bytes"
                 )
             chunks, total = [], 0
-            for chunk in _raw_chunks(response):
+            for chunk in raw_chunks(response):
                 total += len(chunk)
                 if total > self.max_manifest_bytes:
                     raise RegistryError(
@@ -272,7 +273,7 @@ class RegistryClient:
                             raise httpx.RemoteProtocolError("unexpected Content-Range; restarting the blob")
                     elif writer.offset:
                         writer.restart()  # the server ignored Range and sent the whole blob
-                    for chunk in _raw_chunks(response):  # unbuffered: bytes before a drop are kept
+                    for chunk in raw_chunks(response):  # unbuffered: bytes before a drop are kept
                         writer.write(chunk)
                         if on_bytes is not None:
                             on_bytes(len(chunk))
@@ -388,7 +389,7 @@ class RegistryClient:
     def _error(self, endpoint: Endpoint, repo: str, path: str, response: httpx.Response) -> RegistryError:
         body = b""
         if response.request.method != "HEAD":
-            for chunk in _raw_chunks(response):
+            for chunk in raw_chunks(response):
                 body += chunk
                 if len(body) > _MAX_ERROR_BODY:
                     break
@@ -407,15 +408,6 @@ class RegistryClient:
                 f"{where}: access denied ({detail})", hint="check docker_config credentials"
             )
         return RegistryError(f"{where}: {detail}")
-
-
-def _raw_chunks(response: httpx.Response) -> Iterator[bytes]:
-    """The body as sent (no Content-Encoding decoding: digests are over the bytes as stored),
-    in network-sized chunks so that bytes received before a dropped connection are kept."""
-    try:
-        yield from response.iter_raw()
-    except httpx.StreamConsumed:  # a response built in memory (e.g. a test transport)
-        yield response.content
 
 
 @contextmanager

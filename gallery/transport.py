@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ssl
+from collections.abc import Iterator
 
 import certifi
 import httpx
@@ -10,7 +11,7 @@ import httpx
 from . import __version__
 from .config import Config
 
-__all__ = ["make_http_client", "make_tls_context"]
+__all__ = ["make_http_client", "make_tls_context", "raw_chunks"]
 
 
 def make_tls_context() -> ssl.SSLContext:
@@ -42,3 +43,12 @@ def make_http_client(config: Config, *, transport: httpx.BaseTransport | None = 
         timeout=httpx.Timeout(config.timeouts.read, connect=config.timeouts.connect),
         headers={"User-Agent": f"gallery/{__version__}"},
     )
+
+
+def raw_chunks(response: httpx.Response) -> Iterator[bytes]:
+    """The body as sent (no Content-Encoding decoding: digests are over the bytes as stored),
+    in network-sized chunks so that bytes received before a dropped connection are kept."""
+    try:
+        yield from response.iter_raw()
+    except httpx.StreamConsumed:  # a response built in memory (e.g. a test transport)
+        yield response.content

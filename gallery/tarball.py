@@ -1,0 +1,140 @@
+"""Tarball backends (``http(s)://`` and ``file://``), fetched into the blob cache by sha256 (edge module).
+
+The expected sha256 comes from the entry's ``sha256`` or the URI's ``#sha256=`` fragment. The bytes
+are hashed while they are written; a mismatch is an integrity failure and nothing is cached. A
+tarball then installs exactly like a one-layer image whose digest is its sha256 (compression is
+recognised from its first bytes), so the same extraction rules apply.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+import httpx
+
+from .blobcache import BlobCache, BlobWriter
+from .compression import sniff_compression
+from .errors import DigestMismatch, SourceUnavailable
+from .oci_models import Descriptor, ImageManifest
+from .pin import PinnedImage
+from .sources import TarballSource
+from .transport import raw_chunks
+
+__all__ = ["TarballUnavailable", "pin_tarball"]
+
+_CHUNK = 1024 * 1024
+_EMPTY_CONFIG = {
+    "mediaType": "application/vnd.oci.empty.v1+json",
+    "digest": "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a",
+    "size": 2,
+}
+_LAYER_TYPES = {
+    "gzip": "application/vnd.oci.image.layer.v1.tar+gzip",
+    "zstd": "application/vnd.oci.image.layer.v1.tar+zstd",
+    "none": "application/vnd.oci.image.layer.v1.tar",
+}
+
+
+class TarballUnavailable(SourceUnavailable):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class _TarballBlobs:
+    source: TarballSource
+    client: httpx.Client
+    max_bytes: int
+
+    def fetch_blob(
+        self, descriptor: Descriptor, writer: BlobWriter, *, on_bytes: Callable[[int], None] | None = None
+    ) -> None:
+        writer.restart()
+        _stream_into(self.source, writer, self.client, self.max_bytes, on_bytes)
+        writer.commit()
+
+
+def pin_tarball(
+    source: TarballSource,
+    *,
+    expected_sha256: str | None,
+    cache: BlobCache,
+    client: httpx.Client,
+    max_bytes: int,
+    platform: str,
+    on_bytes: Callable[[int], None] | None = None,
+) -> PinnedImage:
+    """Fetch (or find in the cache) the tarball and describe it as a one-layer image.
+
+    Raises:
+        TarballUnavailable: it cannot be fetched.
+        DigestMismatch: its sha256 is not the expected one (nothing is cached).
+    """
+    expected = f"sha256:{expected_sha256}" if expected_sha256 else None
+    if expected is None or not cache.has(expected):
+        writer = cache.writer(expected, None)
+        try:
+            _stream_into(source, writer, client, max_bytes, on_bytes)
+            try:
+                writer.commit()
+            except DigestMismatch as exc:
+                raise DigestMismatch(
+                    f"tarball {source.url}: its sha256 is not the index's {expected_sha256}; "
+                    "nothing was installed"
+                ) from exc
+        finally:
+            writer.close()
+        digest = writer.digest
+        assert digest is not None
+    else:
+        digest = expected
+    path = cache.path(digest)
+    with path.open("rb") as handle:
+        compression = sniff_compression(handle.read(4))
+    layer = Descriptor.model_validate(
+        {"mediaType": _LAYER_TYPES[compression], "digest": digest, "size": path.stat().st_size}
+    )
+    manifest = ImageManifest.model_validate({"schemaVersion": 2, "config": _EMPTY_CONFIG, "layers": [layer]})
+    return PinnedImage(
+        str(source), source.url, digest, digest, manifest, platform, _TarballBlobs(source, client, max_bytes)
+    )
+
+
+def _stream_into(
+    source: TarballSource,
+    writer: BlobWriter,
+    client: httpx.Client,
+    max_bytes: int,
+    on_bytes: Callable[[int], None] | None,
+) -> None:
+    received = 0
+
+    def take(chunk: bytes) -> None:
+        nonlocal received
+        received += len(chunk)
+        if received > max_bytes:
+            raise TarballUnavailable(f"tarball {source.url} is larger than limits.max_extract_bytes")
+        writer.write(chunk)
+        if on_bytes is not None:
+            on_bytes(len(chunk))
+
+    parts = urlsplit(source.url)
+    if parts.scheme.lower() == "file":
+        try:
+            with Path(unquote(parts.path)).open("rb") as handle:
+                while chunk := handle.read(_CHUNK):
+                    take(chunk)
+        except OSError as exc:
+            raise TarballUnavailable(f"tarball {source.url}: {exc.strerror or exc}") from exc
+        return
+    try:
+        # A tarball URL carries no credentials, so following redirects (CDNs) leaks nothing.
+        with client.stream("GET", source.url, follow_redirects=True) as response:
+            if response.status_code != 200:
+                raise TarballUnavailable(f"tarball {source.url}: HTTP {response.status_code}")
+            for chunk in raw_chunks(response):
+                take(chunk)
+    except httpx.HTTPError as exc:
+        raise TarballUnavailable(f"tarball {source.url}: {type(exc).__name__}: {exc}") from exc
