@@ -406,6 +406,7 @@ class Installer:
                 )
             metadata = self._metadata(pinned, resolution, evidence, candidate, files)
             write_metadata(staging, metadata)
+            staging.chmod(0o755)  # staging is private while being built; the backend is not
             sync_filesystem(staging)
             target = self.config.backends_path / entry.name
             staging.rename(target)  # the target does not exist: checked before fetching

@@ -1,0 +1,165 @@
+"""Tarballs and OCI layouts install through the same checks as registry images; the demo works offline."""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import shutil
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+from gallery.capability import HostFacts
+from gallery.config import load_config
+from gallery.install import Installer
+from gallery.metadata import read_metadata
+from gallery.verification import SignatureUnavailable
+
+from .conftest import REPO
+from .tarbuild import file, gz, tar_bytes, zst
+
+sys.path.insert(0, str(REPO / "galleries" / "demo"))
+from make_layouts import demo_layer, write_layout
+
+RUN_SH = file("run.sh", b"#!/bin/sh\necho tarball\n", mode=0o755)
+
+
+def installer_for(tmp_path: Path, entries: list[dict[str, Any]], **fields: Any) -> Installer:
+    index = tmp_path / "index" / "index.yaml"
+    index.parent.mkdir(exist_ok=True)
+    index.write_text(yaml.safe_dump(entries))
+    data = {
+        "format_version": 1,
+        "backends_path": "./backends",
+        "cache_path": "./cache",
+        "capability": "default",
+        "galleries": [{"name": "g", "url": str(index)}],
+        **fields,
+    }
+    (tmp_path / "gallery.yaml").write_text(yaml.safe_dump(data))
+    config = load_config(tmp_path / "gallery.yaml")
+    return Installer(
+        config,
+        client=httpx.Client(trust_env=False),
+        verifier=SignatureUnavailable(),
+        detector=lambda: HostFacts("linux", "amd64"),
+    )
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+@pytest.mark.parametrize("compress", [gz, zst, lambda data: data], ids=["tar.gz", "tar.zst", "tar"])
+def test_local_tarball_with_sha256(tmp_path: Path, compress: Any) -> None:
+    blob = compress(tar_bytes([RUN_SH, file("lib/x.so", b"x")]))
+    path = tmp_path / "backend.tar"
+    path.write_bytes(blob)
+    installer = installer_for(tmp_path, [{"name": "t", "uri": f"file://{path}", "sha256": sha(blob)}])
+    result = installer.install_one("t")
+    assert result.error is None and result.digest == f"sha256:{sha(blob)}"
+    assert (tmp_path / "backends/t/lib/x.so").read_bytes() == b"x"
+    metadata = read_metadata(tmp_path / "backends/t")
+    assert metadata is not None and metadata.verification is not None
+    assert metadata.verification.verified is False and "sha256" in (metadata.verification.reason or "")
+
+
+def test_tarball_sha256_mismatch_is_exit_3_and_nothing_is_kept(tmp_path: Path) -> None:
+    blob = gz(tar_bytes([RUN_SH]))
+    path = tmp_path / "backend.tar.gz"
+    path.write_bytes(blob)
+    wrong = "0" * 64
+    installer = installer_for(tmp_path, [{"name": "t", "uri": f"file://{path}#sha256={wrong}"}])
+    result = installer.install_one("t")
+    assert result.exit_code == 3 and "is not the index's" in result.error.message  # type: ignore[union-attr]
+    assert not (tmp_path / "backends" / "t").exists()
+    assert not any((tmp_path / "cache" / "blobs" / "sha256").glob("*"))
+
+
+@pytest.fixture
+def tarball_server(tmp_path: Path) -> Iterator[tuple[str, bytes]]:
+    blob = gz(tar_bytes([RUN_SH]))
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            if self.path == "/moved.tar.gz":
+                self.send_response(302)
+                self.send_header("Location", "/backend.tar.gz")
+                self.end_headers()
+                return
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(blob)))
+            self.end_headers()
+            self.wfile.write(blob)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", blob
+    server.shutdown()
+    server.server_close()
+
+
+def test_http_tarball_without_sha256_installs_with_a_warning(
+    tmp_path: Path, tarball_server: tuple[str, bytes]
+) -> None:
+    url, blob = tarball_server
+    installer = installer_for(tmp_path, [{"name": "t", "uri": f"{url}/moved.tar.gz"}])
+    result = installer.install_one("t")
+    assert result.error is None and result.digest == f"sha256:{sha(blob)}" and not result.verified
+    assert any("no sha256" in warning for warning in result.warnings)
+    strict = installer_for(tmp_path, [{"name": "u", "uri": f"{url}/backend.tar.gz"}], require_integrity=True)
+    assert strict.install_one("u").exit_code == 3 and not (tmp_path / "backends" / "u").exists()
+
+
+def test_oci_layout_relative_to_the_index_and_tampered_layout(tmp_path: Path) -> None:
+    layer = gz(tar_bytes([RUN_SH, file("from-layout", b"yes")]))
+    digest = write_layout(
+        tmp_path / "index" / "layouts" / "img", [(layer, "application/vnd.oci.image.layer.v1.tar+gzip")]
+    )
+    installer = installer_for(tmp_path, [{"name": "l", "uri": "ocifile://layouts/img"}])
+    result = installer.install_one("l")
+    assert result.error is None and result.digest == digest
+    assert (tmp_path / "backends/l/from-layout").read_text() == "yes"
+    tampered = tmp_path / "index" / "layouts" / "bad"
+    shutil.copytree(tmp_path / "index" / "layouts" / "img", tampered)
+    blob_path = tampered / "blobs" / "sha256" / sha(layer)
+    blob_path.write_bytes(blob_path.read_bytes()[:-8] + bytes(8))
+    shutil.rmtree(tmp_path / "cache")  # a warm cache would (rightly) serve the verified blob by digest
+    bad = installer_for(tmp_path, [{"name": "b", "uri": "ocifile://layouts/bad"}])
+    failed = bad.install_one("b")
+    assert failed.exit_code == 3 and sha(layer) in failed.error.message  # type: ignore[union-attr]
+    assert not (tmp_path / "backends" / "b").exists()
+
+
+def test_the_demo_gallery_installs_offline(tmp_path: Path) -> None:
+    demo = tmp_path / "demo"
+    shutil.copytree(REPO / "galleries" / "demo", demo, ignore=shutil.ignore_patterns("__pycache__"))
+    config = yaml.safe_load((demo / "gallery.yaml").read_text())
+    config.update(backends_path="./backends", cache_path="./cache")
+    (demo / "gallery.yaml").write_text(yaml.safe_dump(config))
+    installer = Installer(
+        load_config(demo / "gallery.yaml"),
+        client=httpx.Client(trust_env=False),
+        verifier=SignatureUnavailable(),
+        detector=lambda: HostFacts("linux", "amd64"),
+    )
+    result = installer.install_one("demo-echo")
+    assert result.error is None and result.name == "cpu-demo-echo"
+    assert (demo / "backends" / "cpu-demo-echo" / "run.sh").read_bytes().startswith(b"#!/bin/sh")
+    assert (REPO / "galleries/demo/layouts/demo-echo-cpu/blobs/sha256").is_dir()
+    # The committed layouts are exactly what make_layouts.py builds.
+    rebuilt = tmp_path / "rebuilt"
+    write_layout(rebuilt, [(demo_layer("cpu"), "application/vnd.oci.image.layer.v1.tar+gzip")])
+    committed = REPO / "galleries/demo/layouts/demo-echo-cpu"
+    assert sorted(p.name for p in (rebuilt / "blobs/sha256").iterdir()) == sorted(
+        p.name for p in (committed / "blobs/sha256").iterdir()
+    )
