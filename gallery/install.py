@@ -281,11 +281,19 @@ class Installer:
                     candidate, resolution, installed, attempts, warnings,
                 )  # fmt: skip
         elif isinstance(source, OciLayoutSource):
-            self._attempt(
-                str(candidate),
-                lambda: pin_layout(self._layout(source, resolution), platform=platform),
-                candidate, resolution, installed, attempts, warnings,
-            )  # fmt: skip
+            opened: list[OciLayout] = []
+
+            def pin_from_layout() -> PinnedImage:
+                opened.append(self._layout(source, resolution))
+                return pin_layout(opened[-1], platform=platform)
+
+            try:
+                self._attempt(
+                    str(candidate), pin_from_layout, candidate, resolution, installed, attempts, warnings
+                )
+            finally:
+                for layout in opened:
+                    layout.close()
         else:
             entry = resolution.entry
             if entry.signature is not None and resolution.gallery.config.verification is not None:

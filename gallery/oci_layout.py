@@ -1,6 +1,8 @@
 """OCI image layouts on disk (``ocifile://``), read with the same checks as a registry (edge module).
 
-A layout is a directory with ``oci-layout``, ``index.json`` and ``blobs/sha256/<hex>``. Its
+A layout is a directory with ``oci-layout``, ``index.json`` and ``blobs/sha256/<hex>``, or a tar
+of one (``skopeo copy ... oci-archive:`` / ``gallery export``), read in place: members are read
+through ``tarfile.extractfile`` and never extracted, and only regular-file members count. Its
 ``index.json`` must name exactly one image (a manifest, or an image index from which the platform
 manifest is selected). Every document and blob read from it is size-capped and hashed against the
 digest that named it, exactly as if it came from a registry: a layout on a USB stick is no more
@@ -10,8 +12,11 @@ trusted than a mirror.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+import tarfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import IO
 
 from .blobcache import BlobWriter
 from .digests import is_digest
@@ -31,6 +36,39 @@ class OciLayout:
     def __init__(self, root: Path, *, max_manifest_bytes: int) -> None:
         self.root = root
         self.max_manifest_bytes = max_manifest_bytes
+        self._archive: tarfile.TarFile | None = None
+        self._members: dict[str, tarfile.TarInfo] = {}
+
+    def close(self) -> None:
+        if self._archive is not None:
+            self._archive.close()
+            self._archive = None
+
+    @contextmanager
+    def _open(self, relative: str) -> Iterator[IO[bytes]]:
+        """A file of the layout, from the directory or from inside the tar."""
+        if self.root.is_dir():
+            with (self.root / relative).open("rb") as local:
+                yield local
+            return
+        if self._archive is None:
+            try:
+                self._archive = tarfile.open(self.root, mode="r:*")  # noqa: SIM115 - kept open, closed by close()
+                for info in self._archive:
+                    name = info.name.removeprefix("./")
+                    wanted = name in ("oci-layout", "index.json") or name.startswith("blobs/sha256/")
+                    if info.isreg() and wanted:
+                        self._members.setdefault(name, info)
+            except (OSError, tarfile.TarError) as exc:
+                raise LayoutError(f"{self}: not a readable OCI layout directory or tar: {exc}") from exc
+        member = self._members.get(relative)
+        if member is None or not member.isreg():
+            raise FileNotFoundError(2, "not in the layout archive", relative)
+        handle = self._archive.extractfile(member)
+        if handle is None:
+            raise FileNotFoundError(2, "not a regular file in the layout archive", relative)
+        with handle:
+            yield handle
 
     def __str__(self) -> str:
         return f"ocifile://{self.root}"
@@ -41,9 +79,12 @@ class OciLayout:
         Raises:
             LayoutError: not a layout, or it names no image or several.
         """
-        if not (self.root / "oci-layout").is_file():
-            raise LayoutError(f"{self.root} is not an OCI image layout (no oci-layout file)")
-        index = parse_document(self._read_capped(self.root / "index.json"), where=f"{self}/index.json")
+        try:
+            with self._open("oci-layout"):
+                pass
+        except OSError as exc:
+            raise LayoutError(f"{self.root} is not an OCI image layout (no oci-layout file)") from exc
+        index = parse_document(self._read_capped("index.json"), where=f"{self}/index.json")
         if not isinstance(index, ImageIndex) or len(index.manifests) != 1:
             count = len(index.manifests) if isinstance(index, ImageIndex) else 0
             raise LayoutError(f"{self}: index.json must name exactly one image (it names {count})")
@@ -62,7 +103,7 @@ class OciLayout:
         """Copy a blob into the cache; ``writer.commit`` checks size and digest."""
         writer.restart()
         try:
-            with self._blob_path(descriptor.digest).open("rb") as handle:
+            with self._open(self._blob_path(descriptor.digest)) as handle:
                 while chunk := handle.read(_CHUNK):
                     writer.write(chunk)
                     if on_bytes is not None:
@@ -71,17 +112,17 @@ class OciLayout:
             raise LayoutError(f"{self}: cannot read blob {descriptor.digest}: {exc.strerror or exc}") from exc
         writer.commit()
 
-    def _blob_path(self, digest: str) -> Path:
+    def _blob_path(self, digest: str) -> str:
         if not is_digest(digest):
             raise DigestMismatch(f"{self}: {digest!r} is not a sha256 digest")
-        return self.root / "blobs" / "sha256" / digest.removeprefix("sha256:")
+        return "blobs/sha256/" + digest.removeprefix("sha256:")
 
-    def _read_capped(self, path: Path) -> bytes:
+    def _read_capped(self, relative: str) -> bytes:
         try:
-            with path.open("rb") as handle:
+            with self._open(relative) as handle:
                 data = handle.read(self.max_manifest_bytes + 1)
         except OSError as exc:
-            raise LayoutError(f"{self}: cannot read {path.name}: {exc.strerror or exc}") from exc
+            raise LayoutError(f"{self}: cannot read {relative}: {exc.strerror or exc}") from exc
         if len(data) > self.max_manifest_bytes:
-            raise LayoutError(f"{self}: {path.name} is over limits.max_manifest_bytes")
+            raise LayoutError(f"{self}: {relative} is over limits.max_manifest_bytes")
         return data

@@ -6,6 +6,7 @@ import hashlib
 import http.server
 import shutil
 import sys
+import tarfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -163,3 +164,39 @@ def test_the_demo_gallery_installs_offline(tmp_path: Path) -> None:
     assert sorted(p.name for p in (rebuilt / "blobs/sha256").iterdir()) == sorted(
         p.name for p in (committed / "blobs/sha256").iterdir()
     )
+
+
+def test_oci_layout_tar_is_read_in_place(tmp_path: Path) -> None:
+    layer = gz(tar_bytes([RUN_SH, file("from-tar", b"yes")]))
+    layout = tmp_path / "layout-dir"
+    digest = write_layout(layout, [(layer, "application/vnd.oci.image.layer.v1.tar+gzip")])
+    archive = tmp_path / "index" / "image.tar"
+    archive.parent.mkdir()
+    with tarfile.open(archive, "w") as handle:
+        handle.add(layout, arcname=".")
+        handle.add(tmp_path / "index", arcname="not-a-layout-member", recursive=False)
+    installer = installer_for(tmp_path, [{"name": "l", "uri": "ocifile://image.tar"}])
+    result = installer.install_one("l")
+    assert result.error is None and result.digest == digest
+    assert (tmp_path / "backends/l/from-tar").read_text() == "yes"
+    missing = installer_for(tmp_path, [{"name": "m", "uri": "ocifile://absent.tar"}]).install_one("m")
+    assert missing.exit_code == 1 and "absent.tar" in missing.error.message  # type: ignore[union-attr]
+
+
+def test_a_damaged_cached_blob_is_evicted_and_fetched_again(tmp_path: Path) -> None:
+    layer = gz(tar_bytes([RUN_SH, file("data", b"good" * 1000)]))
+    write_layout(
+        tmp_path / "index" / "layouts" / "img", [(layer, "application/vnd.oci.image.layer.v1.tar+gzip")]
+    )
+    first = installer_for(
+        tmp_path,
+        [{"name": "a", "uri": "ocifile://layouts/img"}, {"name": "b", "uri": "ocifile://layouts/img"}],
+    )
+    assert first.install_one("a").error is None
+    cached = tmp_path / "cache" / "blobs" / "sha256" / sha(layer)
+    cached.write_bytes(cached.read_bytes()[:-16] + bytes(16))  # bit rot in the cache
+    result = first.install_one("b")
+    assert result.error is None, result.error
+    assert result.bytes_fetched == len(layer)  # fetched again from the source
+    assert cached.read_bytes() == layer
+    assert (tmp_path / "backends/b/data").read_bytes() == b"good" * 1000

@@ -201,3 +201,26 @@ def test_manifest_checks() -> None:
         client.get_manifest(endpoint, parse_reference("reg.example/a/b"), "sha256:" + "b" * 64)
     with pytest.raises(RegistryError, match="max_manifest_bytes"):
         client.get_manifest(endpoint, parse_reference("reg.example/a/b"), "sha256:" + "c" * 64)
+
+
+def test_plain_http_only_for_insecure_registries() -> None:
+    seen: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(f"{request.url.scheme}://{request.url.host}")
+        return httpx.Response(200, headers={"Docker-Content-Digest": "sha256:" + "d" * 64})
+
+    client = RegistryClient(
+        httpx.Client(transport=httpx.MockTransport(handler), trust_env=False),
+        insecure_registries=frozenset({"local.test:5000"}),
+        retry=FAST,
+    )
+    for host in ("quay.io", "local.test:5000", "docker.io"):
+        ref = parse_reference(f"{host}/org/app:1")
+        client.resolve_tag(client.endpoint(ref.registry), ref)
+    assert seen == ["https://quay.io", "http://local.test", "https://registry-1.docker.io"]
+    mirror = client.endpoint("mirror.internal:5000/dockerhub")
+    assert (
+        mirror.repository(parse_reference("localai/x:1")) == "dockerhub/localai/x"
+        and mirror.scheme == "https"
+    )
