@@ -54,7 +54,7 @@ from .registry import RegistryClient
 from .resolve import CapabilitySelector, Resolution, resolve_backend
 from .sources import OciLayoutSource, OciSource, parse_index_location
 from .tarball import pin_tarball
-from .trust import plan_integrity
+from .trust import plan_for_entry
 from .verification import Evidence, Verifier
 
 __all__ = ["BatchResult", "InstallResult", "Installer", "NoProgress", "ProgressReporter"]
@@ -224,17 +224,7 @@ class Installer:
     def _install(self, requested: str) -> InstallResult:
         resolution = resolve_backend(self.catalog, requested, capabilities=self._selector)
         entry, state = resolution.entry, resolution.gallery
-        policy = state.config.verification
-        source = entry.source
-        assert source is not None
-        plan = plan_integrity(
-            source,
-            gallery=state.name,
-            policy=policy,
-            sha256=entry.expected_sha256,
-            signature_url=entry.signature,
-            require_integrity=self.config.require_integrity,
-        )
+        plan = plan_for_entry(entry, state.config, require_integrity=self.config.require_integrity)
         if plan.refusal is not None:
             raise StrictModeRefusal(f"{entry.name}: {plan.refusal}")
         warnings = (plan.warning,) if plan.warning else ()

@@ -21,7 +21,7 @@ from .config import Config
 from .index import IndexEntry
 from .resolve import CapabilitySelector, resolve_backend
 from .sources import OciSource
-from .trust import plan_integrity
+from .trust import plan_for_entry
 
 __all__ = [
     "Check",
@@ -199,16 +199,7 @@ def show_backend(
             endpoints = registry_endpoints(candidate.source.reference, config.registry_mirrors)
         views.append(CandidateView(candidate.kind, str(candidate.source), candidate.note, endpoints))
     policy = state.config.verification
-    source = entry.source
-    assert source is not None
-    plan = plan_integrity(
-        source,
-        gallery=state.name,
-        policy=policy,
-        sha256=entry.expected_sha256,
-        signature_url=entry.signature,
-        require_integrity=config.require_integrity,
-    )
+    plan = plan_for_entry(entry, state.config, require_integrity=config.require_integrity)
     choice = resolution.capability
     return ShowResult(
         requested=name,

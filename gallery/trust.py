@@ -14,10 +14,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from .config import GalleryConfig
+from .index import IndexEntry
 from .policy import VerificationPolicy
 from .sources import BackendSource, TarballSource
 
-__all__ = ["IntegrityPlan", "plan_integrity"]
+__all__ = ["IntegrityPlan", "plan_for_entry", "plan_integrity"]
 
 Protection = Literal["signature", "sha256", "signature+sha256", "none"]
 
@@ -68,4 +70,19 @@ def plan_integrity(
         "none",
         None,
         f"gallery {gallery!r} has no verification policy: {source} will be installed unverified",
+    )
+
+
+def plan_for_entry(entry: IndexEntry, gallery: GalleryConfig, *, require_integrity: bool) -> IntegrityPlan:
+    """``plan_integrity`` for a concrete entry's primary source under its gallery's policy."""
+    source = entry.source
+    if source is None:
+        raise ValueError(f"{entry.name!r} is a meta-backend; plan its concrete entry")
+    return plan_integrity(
+        source,
+        gallery=gallery.name,
+        policy=gallery.verification,
+        sha256=entry.expected_sha256,
+        signature_url=entry.signature,
+        require_integrity=require_integrity,
     )
