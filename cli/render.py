@@ -139,6 +139,8 @@ class Output:
             detail = f" {result.digest}" if result.digest else ""
             verified = " (signature verified)" if result.verified else ""
             fetched = f", {result.bytes_fetched} bytes fetched" if result.bytes_fetched else ""
+            if result.also_removed:
+                fetched += f" (with {', '.join(result.also_removed)})"
             self.out.print(
                 f"{clean(result.name or result.requested)}: {result.status}{detail}{verified}{fetched}",
                 highlight=False,

@@ -94,6 +94,7 @@ class InstallResult:
     seconds: float = 0.0
     warnings: tuple[str, ...] = ()
     error: GalleryError | None = None
+    also_removed: tuple[str, ...] = ()  # uninstall: backends that went with this one
 
     @property
     def exit_code(self) -> int:
@@ -110,6 +111,7 @@ class InstallResult:
             "bytes_fetched": self.bytes_fetched,
             "seconds": round(self.seconds, 3),
             "warnings": list(self.warnings),
+            "also_removed": list(self.also_removed),
             "error": None if self.error is None else {"message": self.error.message, "hint": self.error.hint},
             "exit_code": self.exit_code,
         }
