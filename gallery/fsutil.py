@@ -54,10 +54,10 @@ def sync_filesystem(path: Path) -> None:
     following rename durable only after the data it points to.
     """
     import ctypes
-    import ctypes.util
 
-    libc_name = ctypes.util.find_library("c")
-    syncfs = getattr(ctypes.CDLL(libc_name, use_errno=True), "syncfs", None) if libc_name else None
+    # The running process already has libc loaded; ctypes.util.find_library would shell out to
+    # ldconfig or gcc (and read the environment) to find it again.
+    syncfs = getattr(ctypes.CDLL(None, use_errno=True), "syncfs", None)
     if syncfs is None:
         os.sync()
         return

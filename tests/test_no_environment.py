@@ -9,6 +9,7 @@ written outside the configured roots. A text scan would miss ``Path.home()``, ``
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable, Iterator, MutableMapping
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
@@ -19,10 +20,16 @@ from typer.testing import CliRunner
 from cli.main import app
 from gallery.capability import detect_host_facts
 from gallery.config import load_config
+from gallery.install import Installer
 from gallery.queries import list_entries, run_doctor, show_backend
 from gallery.transport import make_http_client
+from gallery.verification import SignatureUnavailable
 
+from .conftest import REPO
 from .test_index_fetch import http_server  # noqa: F401  (fixture)
+
+sys.path.insert(0, str(REPO / "galleries" / "demo"))
+from make_layouts import demo_layer, write_layout
 
 
 class EnvironmentRead(AssertionError):
@@ -69,9 +76,13 @@ class RaisingEnviron(MutableMapping[str, str]):
 
 @pytest.fixture
 def project(tmp_path: Path, http_server: str) -> Path:  # noqa: F811
-    """A config whose gallery comes over HTTP from 127.0.0.1, with a local mirror file."""
+    """A config whose gallery comes over HTTP from 127.0.0.1, with a local mirror file whose
+    entries install from an OCI layout beside it."""
     (tmp_path / "mirror.yaml").write_text(
-        '- {name: m, capabilities: {default: a}}\n- {name: a, uri: "quay.io/x/a:1"}\n'
+        '- {name: m, capabilities: {default: a}}\n- {name: a, uri: "ocifile://layouts/a"}\n'
+    )
+    write_layout(
+        tmp_path / "layouts" / "a", [(demo_layer("cpu"), "application/vnd.oci.image.layer.v1.tar+gzip")]
     )
     (tmp_path / "gallery.yaml").write_text(
         "format_version: 1\n"
@@ -132,9 +143,17 @@ def test_library_commands_read_no_environment(project: Path, no_environment: For
             listed = list_entries(config, client=client)
             shown = show_backend(config, "m", client=client, detector=detect_host_facts)
             report = run_doctor(config, client=client, detector=detect_host_facts)
+            installer = Installer(
+                config, client=client, verifier=SignatureUnavailable(), detector=detect_host_facts
+            )
+            installed = installer.install(["m", "m"])
+            listed_installed = [b.name for b in installer.installed()]
+            removed = installer.uninstall(["m"])
     assert [row.entry.name for row in listed.rows] == ["a", "m", "a"]
     assert shown.entry.name == "a" and shown.gallery == "local" and shown.capability is not None
     assert report.exit_code == 0
+    assert [r.status for r in installed.results] == ["installed", "unchanged"], installed.results[0].error
+    assert listed_installed == ["a", "m"] and removed.exit_code == 0
     written = snapshot(project) - before
     roots = project / "roots"
     assert written, "the index fetcher saves last good copies under cache_path"
@@ -158,6 +177,9 @@ TYPER_INTERNAL = frozenset({"PYDANTIC_DISABLE_PLUGINS"})
         ["doctor", "--json"],
         ["--require-integrity", "show", "a"],
         ["schema", "config"],
+        ["install", "m"],
+        ["install", "local@a", "--json"],
+        ["list", "--installed"],
     ],
 )
 def test_cli_commands_read_no_environment(project: Path, no_environment: Forbid, command: list[str]) -> None:
