@@ -17,8 +17,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
+import filelock
+
 from .digests import is_digest
-from .errors import DigestMismatch
+from .errors import DigestMismatch, OperationalError
 from .fsutil import fsync_directory
 
 __all__ = ["BlobCache", "BlobWriter", "HashingReader"]
@@ -151,6 +153,22 @@ class BlobCache:
         (self.root / "sha256").mkdir(parents=True, exist_ok=True)
         (self.root / "partial").mkdir(parents=True, exist_ok=True)
         return BlobWriter(self, digest, size)
+
+    @contextlib.contextmanager
+    def locked(self, digest: str, *, timeout: float = 600.0) -> Iterator[None]:
+        """Hold the blob's lock while fetching it: processes sharing the cache download it once
+        and never write into the same partial file."""
+        locks = self.root / "locks"
+        locks.mkdir(parents=True, exist_ok=True)
+        lock = filelock.FileLock(locks / f"{_hex(digest)}.lock", timeout=timeout)
+        try:
+            with lock:
+                yield
+        except filelock.Timeout as exc:
+            raise OperationalError(
+                f"blob {digest}: another process has been fetching it for {timeout:.0f}s",
+                hint="wait for it to finish, or stop it",
+            ) from exc
 
     @contextlib.contextmanager
     def reading(self, digest: str) -> Iterator[HashingReader]:

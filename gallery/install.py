@@ -429,12 +429,16 @@ class Installer:
                 counted.append(amount)
                 self._progress.layer_advanced(layer.digest, amount)
 
-            writer = self._cache.writer(layer.digest, layer.size)
-            try:
-                pinned.blobs.fetch_blob(layer, writer, on_bytes=on_bytes)
-            finally:
-                writer.close()
-                self._progress.layer_finished(layer.digest)
+            with self._cache.locked(layer.digest):
+                if self._cache.has(layer.digest):  # another process fetched it while we waited
+                    self._progress.layer_finished(layer.digest)
+                    return
+                writer = self._cache.writer(layer.digest, layer.size)
+                try:
+                    pinned.blobs.fetch_blob(layer, writer, on_bytes=on_bytes)
+                finally:
+                    writer.close()
+                    self._progress.layer_finished(layer.digest)
 
         workers = max(1, min(self.config.max_parallel_layers, len(missing)))
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="layer") as pool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import secrets
 from collections.abc import Callable
@@ -317,3 +318,23 @@ def test_cli_install_list_uninstall(env: Env, make_config: Callable[..., Path]) 
     assert text.exit_code == 0 and "echo: unchanged" in text.stdout
     assert runner.invoke(app, ["--config", config_path, "uninstall", "echo"]).exit_code == 0
     assert env.visible() == []
+
+
+def test_a_digest_in_the_uri_is_pinned_as_it_is_without_a_tag_lookup(env: Env) -> None:
+    digest = env.push("real-tag", [(gz(tar_bytes([RUN_SH])), LAYER_GZIP)])
+    # The tag in the uri does not exist: with a digest present it must never be looked up.
+    env.entries = [{"name": "echo", "uri": f"{env.ref('no-such-tag')}@{digest}"}]
+    result = env.installer(env.config()).install_one("echo")
+    assert result.error is None and result.digest == digest
+
+
+def test_credentials_come_from_the_configured_docker_config(env: Env) -> None:
+    docker = env.tmp / "docker-config.json"
+    docker.write_text(json.dumps({"auths": {
+        "https://index.docker.io/v1/": {"auth": base64.b64encode(b"hub-user:hub-pass").decode()},
+        "quay.io": {"username": "q", "password": "p"},
+    }}))  # fmt: skip
+    env.entries = []
+    config = env.config(docker_config=str(docker))
+    client = RegistryClient.from_config(config, httpx.Client(trust_env=False))
+    assert client.credentials == {"docker.io": ("hub-user", "hub-pass"), "quay.io": ("q", "p")}
