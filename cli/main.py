@@ -25,8 +25,8 @@ from gallery.errors import GalleryError
 from gallery.index import IndexEntry
 from gallery.install import Installer, ProgressReporter
 from gallery.queries import list_entries, run_doctor, show_backend
+from gallery.signatures import SigstoreVerifier
 from gallery.transport import make_http_client
-from gallery.verification import SignatureUnavailable
 
 from .progress import RichProgress
 from .render import Output
@@ -132,7 +132,7 @@ def list_command(
 
 def _installer(config: Config, client: httpx.Client, progress: ProgressReporter | None = None) -> Installer:
     return Installer(
-        config, client=client, verifier=SignatureUnavailable(), detector=detect_host_facts, progress=progress
+        config, client=client, verifier=SigstoreVerifier(), detector=detect_host_facts, progress=progress
     )
 
 

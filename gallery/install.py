@@ -52,10 +52,11 @@ from .oci_layout import LayoutError, OciLayout
 from .pin import PinnedImage, pin_image, pin_layout
 from .registry import RegistryClient
 from .resolve import CapabilitySelector, Resolution, resolve_backend
+from .signature_sources import FirstReachable, RegistrySignatures
 from .sources import OciLayoutSource, OciSource, parse_index_location
 from .tarball import pin_tarball
 from .trust import plan_for_entry
-from .verification import Evidence, Verifier
+from .verification import Evidence, SignatureSource, Verifier
 
 __all__ = ["BatchResult", "InstallResult", "Installer", "NoProgress", "ProgressReporter"]
 
@@ -262,6 +263,7 @@ class Installer:
         """Try one candidate (each of its registry endpoints for OCI); raise ``_Done`` on success."""
         source = candidate.source
         platform = self.config.platform
+        limits = self.config.limits
         if isinstance(source, OciSource):
             reference = source.reference
             for host in registry_endpoints(reference, self.config.registry_mirrors):
@@ -269,7 +271,7 @@ class Installer:
                 label = str(candidate) if host == reference.registry else f"{candidate} via mirror {host}"
                 self._attempt(
                     label,
-                    partial(pin_image, self._registry, endpoint, reference, platform=platform),
+                    partial(pin_image, self._registry, endpoint, reference, platform=platform, limits=limits),
                     candidate, resolution, installed, attempts, warnings,
                 )  # fmt: skip
         elif isinstance(source, OciLayoutSource):
@@ -277,7 +279,7 @@ class Installer:
 
             def pin_from_layout() -> PinnedImage:
                 opened.append(self._layout(source, resolution))
-                return pin_layout(opened[-1], platform=platform)
+                return pin_layout(opened[-1], platform=platform, limits=limits)
 
             try:
                 self._attempt(
@@ -326,10 +328,10 @@ class Installer:
             digest = pinned.resolved_digest
             if policy is not None and not tarball:
                 evidence = self._verifier.verify_image(
-                    repository=pinned.repository,
-                    endpoint=label,
                     digest=digest,
+                    sources=self._signature_sources(pinned, resolution),
                     policy=policy,
+                    trusted_root=state.config.trusted_root or self.config.trusted_root,
                     gallery=state.name,
                 )
             elif tarball and entry.expected_sha256:
@@ -356,6 +358,29 @@ class Installer:
             InstallResult(entry.name, "installed", entry.name, digest, str(candidate), evidence.verified,
                           bytes_fetched=fetched, warnings=warnings)
         )  # fmt: skip
+
+    def _signature_sources(self, pinned: PinnedImage, resolution: Resolution) -> list[SignatureSource]:
+        """The candidate's own repository first, then the primary uri's (a bundle binds to a digest,
+        not to a repository: mirrors often carry no signatures). The primary is reached through
+        its registry mirrors too."""
+        sources: list[SignatureSource] = [pinned.signatures] if pinned.signatures is not None else []
+        primary = resolution.entry.source
+        if isinstance(primary, OciSource):
+            reference = primary.reference
+            limits = self.config.limits
+            candidates = [
+                RegistrySignatures(
+                    self._registry,
+                    self._registry.endpoint(host),
+                    reference,
+                    limits.max_referrers,
+                    limits.max_bundle_bytes,
+                )
+                for host in registry_endpoints(reference, self.config.registry_mirrors)
+            ]
+            if not any(c.describe() == s.describe() for c in candidates for s in sources):
+                sources.append(FirstReachable(candidates))
+        return sources
 
     def _layout(self, source: OciLayoutSource, resolution: Resolution) -> OciLayout:
         """A relative ``ocifile://`` path is relative to the (local) index file that names it."""

@@ -73,22 +73,45 @@ class OciLayout:
     def __str__(self) -> str:
         return f"ocifile://{self.root}"
 
-    def top_descriptor(self) -> Descriptor:
-        """The one image ``index.json`` names.
-
-        Raises:
-            LayoutError: not a layout, or it names no image or several.
-        """
+    def _index(self) -> ImageIndex:
         try:
             with self._open("oci-layout"):
                 pass
         except OSError as exc:
             raise LayoutError(f"{self.root} is not an OCI image layout (no oci-layout file)") from exc
         index = parse_document(self._read_capped("index.json"), where=f"{self}/index.json")
-        if not isinstance(index, ImageIndex) or len(index.manifests) != 1:
-            count = len(index.manifests) if isinstance(index, ImageIndex) else 0
-            raise LayoutError(f"{self}: index.json must name exactly one image (it names {count})")
-        return index.manifests[0]
+        if not isinstance(index, ImageIndex):
+            raise LayoutError(f"{self}: index.json is not an image index")
+        return index
+
+    def top_descriptor(self) -> Descriptor:
+        """The one image ``index.json`` names (signature referrers listed beside it do not count).
+
+        Raises:
+            LayoutError: not a layout, or it names no image or several.
+        """
+        images = [d for d in self._index().manifests if d.artifact_type is None]
+        if len(images) != 1:
+            raise LayoutError(f"{self}: index.json must name exactly one image (it names {len(images)})")
+        return images[0]
+
+    def referrer_descriptors(self) -> list[Descriptor]:
+        """Manifests in index.json that carry an artifactType (signatures and other referrers)."""
+        return [d for d in self._index().manifests if d.artifact_type is not None]
+
+    def read_blob(self, descriptor: Descriptor, *, max_bytes: int) -> bytes:
+        """A small blob read whole, capped and checked against its digest."""
+        if descriptor.size > max_bytes:
+            raise LayoutError(f"{self}: blob {descriptor.digest} is over the size limit")
+        try:
+            with self._open(self._blob_path(descriptor.digest)) as handle:
+                data = handle.read(max_bytes + 1)
+        except OSError as exc:
+            raise LayoutError(f"{self}: cannot read blob {descriptor.digest}: {exc.strerror or exc}") from exc
+        actual = "sha256:" + hashlib.sha256(data).hexdigest()
+        if actual != descriptor.digest:
+            raise DigestMismatch(f"{self}: blob {descriptor.digest} hashes to {actual}")
+        return data
 
     def get_document(self, digest: str) -> ImageManifest | ImageIndex:
         data = self._read_capped(self._blob_path(digest))

@@ -14,11 +14,14 @@ from typing import Protocol
 
 from .blobcache import BlobWriter
 from .compression import compression_for_media_type
+from .config import Limits
 from .errors import IntegrityError
 from .oci_layout import OciLayout
 from .oci_models import Descriptor, ImageIndex, ImageManifest
 from .references import OciReference
 from .registry import Endpoint, ManifestNotFound, RegistryClient
+from .signature_sources import LayoutSignatures, RegistrySignatures
+from .verification import SignatureSource
 
 __all__ = ["BlobSource", "PinnedImage", "UnsupportedImage", "pin_image", "pin_layout"]
 
@@ -56,10 +59,11 @@ class PinnedImage:
     manifest: ImageManifest
     platform: str
     blobs: BlobSource
+    signatures: SignatureSource | None = None  # where the candidate's own signatures are looked up
 
 
 def pin_image(
-    client: RegistryClient, endpoint: Endpoint, reference: OciReference, *, platform: str
+    client: RegistryClient, endpoint: Endpoint, reference: OciReference, *, platform: str, limits: Limits
 ) -> PinnedImage:
     """Resolve ``reference`` on ``endpoint`` to a digest and fetch its manifest by digest.
 
@@ -75,18 +79,16 @@ def pin_image(
         platform=platform,
         where=where,
     )
+    signatures = RegistrySignatures(
+        client, endpoint, reference, limits.max_referrers, limits.max_bundle_bytes
+    )
+    blobs = _RegistryBlobs(client, endpoint, reference)
     return PinnedImage(
-        str(reference),
-        where,
-        resolved,
-        manifest_digest,
-        manifest,
-        platform,
-        _RegistryBlobs(client, endpoint, reference),
+        str(reference), where, resolved, manifest_digest, manifest, platform, blobs, signatures
     )
 
 
-def pin_layout(layout: OciLayout, *, platform: str) -> PinnedImage:
+def pin_layout(layout: OciLayout, *, platform: str, limits: Limits) -> PinnedImage:
     """Pin the one image of an OCI layout (its index.json names the digest).
 
     Raises:
@@ -96,7 +98,10 @@ def pin_layout(layout: OciLayout, *, platform: str) -> PinnedImage:
     manifest_digest, manifest = _platform_manifest(
         resolved, layout.get_document, platform=platform, where=str(layout)
     )
-    return PinnedImage(str(layout), str(layout.root), resolved, manifest_digest, manifest, platform, layout)
+    signatures = LayoutSignatures(layout, limits.max_referrers, limits.max_bundle_bytes)
+    return PinnedImage(
+        str(layout), str(layout.root), resolved, manifest_digest, manifest, platform, layout, signatures
+    )
 
 
 def _platform_manifest(

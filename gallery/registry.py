@@ -32,7 +32,15 @@ import tenacity
 from .blobcache import BlobWriter
 from .config import Config
 from .errors import DigestMismatch, OperationalError, SourceUnavailable
-from .oci_models import MANIFEST_ACCEPT, Descriptor, ImageIndex, ImageManifest, parse_document
+from .oci_models import (
+    MANIFEST_ACCEPT,
+    OCI_INDEX,
+    Descriptor,
+    ImageIndex,
+    ImageManifest,
+    InvalidManifest,
+    parse_document,
+)
 from .references import DOCKER_HUB, OciReference
 from .transport import raw_chunks
 
@@ -54,6 +62,10 @@ _TRANSIENT_STATUS = frozenset({429, 500, 502, 503, 504})
 
 class RegistryError(SourceUnavailable):
     """A registry could not give us what we asked for."""
+
+    def __init__(self, message: str, *, hint: str | None = None, status: int | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.status = status
 
 
 class ManifestNotFound(RegistryError):
@@ -212,23 +224,107 @@ class RegistryClient:
             raise DigestMismatch(f"{endpoint}/{repo}@{digest}: the manifest served hashes to {actual}")
         return parse_document(data, where=f"{endpoint}/{repo}@{digest}")
 
+    # -- referrers (signature discovery) ----------------------------------------------------
+
+    def referrers(
+        self, endpoint: Endpoint, ref: OciReference, digest: str, *, limit: int
+    ) -> list[Descriptor]:
+        """Descriptors of the manifests that refer to ``digest``: the OCI 1.1 referrers API
+        (following ``Link`` paging), else the tag-schema fallback ``sha256-<hex>``.
+
+        Raises:
+            RegistryError: the registry cannot be reached.
+        """
+        repo = endpoint.repository(ref)
+        found: list[Descriptor] = []
+        path: str | None = f"referrers/{digest}"
+        pages = 0
+        while path is not None and len(found) < limit and pages < 16:
+            pages += 1
+            try:
+                data, headers = self._read_document(endpoint, repo, path, accept=OCI_INDEX)
+            except (ManifestNotFound, RegistryUnauthorized):
+                return found if pages > 1 else self._fallback_referrers(endpoint, ref, digest, limit=limit)
+            except RegistryError as exc:
+                if exc.status in (400, 405, 406) and pages == 1:
+                    return self._fallback_referrers(endpoint, ref, digest, limit=limit)
+                raise
+            content_type = headers.get("Content-Type", "").split(";")[0].strip()
+            try:
+                document = parse_document(data, where=f"{endpoint}/{repo}/{path}")
+            except InvalidManifest:
+                document = None
+            if content_type not in (OCI_INDEX, "") or not isinstance(document, ImageIndex):
+                if pages == 1:
+                    return self._fallback_referrers(endpoint, ref, digest, limit=limit)
+                break
+            found.extend(document.manifests)
+            path = _next_link(headers.get("Link"), repo)
+        return found[:limit]
+
+    def _fallback_referrers(
+        self, endpoint: Endpoint, ref: OciReference, digest: str, *, limit: int
+    ) -> list[Descriptor]:
+        repo = endpoint.repository(ref)
+        tag = digest.replace(":", "-")
+        try:
+            data, _ = self._read_document(endpoint, repo, f"manifests/{tag}", accept=MANIFEST_ACCEPT)
+        except ManifestNotFound:
+            return []
+        document = parse_document(data, where=f"{endpoint}/{repo}:{tag}")
+        return list(document.manifests[:limit]) if isinstance(document, ImageIndex) else []
+
+    def has_tag(self, endpoint: Endpoint, ref: OciReference, tag: str) -> bool:
+        try:
+            with self._open(
+                endpoint, endpoint.repository(ref), "HEAD", f"manifests/{tag}", accept=MANIFEST_ACCEPT
+            ):
+                return True
+        except ManifestNotFound:
+            return False
+
+    def read_blob(
+        self, endpoint: Endpoint, ref: OciReference, descriptor: Descriptor, *, max_bytes: int
+    ) -> bytes:
+        """A small blob (a bundle) read whole, capped, and checked against its digest.
+
+        Raises:
+            RegistryError (over the cap, unreachable), DigestMismatch.
+        """
+        repo = endpoint.repository(ref)
+        if descriptor.size > max_bytes:
+            raise RegistryError(
+                f"{endpoint}/{repo}@{descriptor.digest}: {descriptor.size} bytes is over the limit"
+            )
+        data, _ = self._read_document(endpoint, repo, f"blobs/{descriptor.digest}", limit=max_bytes)
+        actual = "sha256:" + hashlib.sha256(data).hexdigest()
+        if actual != descriptor.digest:
+            raise DigestMismatch(f"{endpoint}/{repo}@{descriptor.digest}: the blob served hashes to {actual}")
+        return data
+
     def _read_manifest(self, endpoint: Endpoint, repo: str, reference: str) -> tuple[bytes, str | None]:
-        with self._open(endpoint, repo, "GET", f"manifests/{reference}", accept=MANIFEST_ACCEPT) as response:
+        data, headers = self._read_document(endpoint, repo, f"manifests/{reference}", accept=MANIFEST_ACCEPT)
+        return data, headers.get("Docker-Content-Digest")
+
+    def _read_document(
+        self, endpoint: Endpoint, repo: str, path: str, *, accept: str | None = None, limit: int | None = None
+    ) -> tuple[bytes, httpx.Headers]:
+        cap = limit or self.max_manifest_bytes
+        setting = "limits.max_bundle_bytes" if limit else "limits.max_manifest_bytes"
+        reference = path.rsplit("/", 1)[-1]
+        with self._open(endpoint, repo, "GET", path, accept=accept) as response:
             declared = response.headers.get("Content-Length")
-            if declared and declared.isdigit() and int(declared) > self.max_manifest_bytes:
+            if declared and declared.isdigit() and int(declared) > cap:
                 raise RegistryError(
-                    f"{endpoint}/{repo}:{reference}: manifest of {declared} bytes "
-                    "is over limits.max_manifest_bytes"
+                    f"{endpoint}/{repo}:{reference}: {declared} bytes is over {setting} ({cap})"
                 )
             chunks, total = [], 0
             for chunk in raw_chunks(response):
                 total += len(chunk)
-                if total > self.max_manifest_bytes:
-                    raise RegistryError(
-                        f"{endpoint}/{repo}:{reference}: manifest over limits.max_manifest_bytes"
-                    )
+                if total > cap:
+                    raise RegistryError(f"{endpoint}/{repo}:{reference}: more than {setting} ({cap})")
                 chunks.append(chunk)
-            return b"".join(chunks), response.headers.get("Docker-Content-Digest")
+            return b"".join(chunks), response.headers
 
     # -- blobs ------------------------------------------------------------------------------
 
@@ -421,6 +517,20 @@ def _as_registry_errors(where: str, attempts: int) -> Iterator[None]:
         raise RegistryError(f"{where}: timed out (after {attempts} attempts)") from exc
     except httpx.TransportError as exc:
         raise RegistryError(f"{where}: {type(exc).__name__}: {exc} (after {attempts} attempts)") from exc
+
+
+def _next_link(header: str | None, repo: str) -> str | None:
+    """The path of the next referrers page from a ``Link: <...>; rel="next"`` header (same repo only)."""
+    if not header:
+        return None
+    match = re.search(r'<([^>]+)>\s*;\s*rel="?next"?', header)
+    if match is None:
+        return None
+    target = urlsplit(match.group(1))
+    prefix = f"/v2/{repo}/"
+    if target.netloc or not target.path.startswith(prefix):
+        return None
+    return target.path[len(prefix) :] + (f"?{target.query}" if target.query else "")
 
 
 def _retry_after(value: str | None) -> float | None:

@@ -1,21 +1,20 @@
-"""The verification stage: between "pin" and "fetch", it receives exactly the pinned digest.
+"""The verification stage's seam: between "pin" and "fetch", it receives exactly the pinned digest.
 
-``Verifier`` is the seam. Until Sigstore verification is built (see docs/design.md), the only
-implementation refuses: a gallery with a policy never installs an image that was not verified, and
-a gallery without one records ``verified: false`` (strict mode has refused it earlier).
+``Verifier`` is the protocol the installer calls; ``gallery.signatures.SigstoreVerifier`` is the
+implementation. ``Evidence`` is what metadata.json records under ``verification``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict
 
-from .errors import SignatureError
 from .policy import VerificationPolicy
 
-__all__ = ["Evidence", "SignatureUnavailable", "Verifier"]
+__all__ = ["Evidence", "SignatureSource", "Verifier"]
 
 
 class Evidence(BaseModel):
@@ -31,6 +30,7 @@ class Evidence(BaseModel):
     log_index: int | None = None
     policy_fingerprint: str | None = None
     bundle: dict[str, Any] | None = None
+    bundle_digest: str | None = None
     reason: str | None = None
 
     @classmethod
@@ -38,22 +38,28 @@ class Evidence(BaseModel):
         return cls(verified=False, reason=reason)
 
 
-class Verifier(Protocol):
-    def verify_image(
-        self, *, repository: str, endpoint: str, digest: str, policy: VerificationPolicy, gallery: str
-    ) -> Evidence:
-        """Verify the signature of ``digest`` under ``policy``; raise ``SignatureError`` if none holds."""
+class SignatureSource(Protocol):
+    """Somewhere signatures of a digest may be found (a repository, an OCI layout)."""
+
+    def describe(self) -> str: ...
+
+    def bundles(self, digest: str) -> list[bytes]:
+        """Candidate bundles (capped, digest-checked blobs); ``SourceUnavailable`` if unreachable."""
         ...
 
+    def has_legacy_signature(self, digest: str) -> bool: ...
 
-class SignatureUnavailable:
-    """Refuses every policy-protected image: signature verification is not built yet."""
 
+class Verifier(Protocol):
     def verify_image(
-        self, *, repository: str, endpoint: str, digest: str, policy: VerificationPolicy, gallery: str
+        self,
+        *,
+        digest: str,
+        sources: Sequence[SignatureSource],
+        policy: VerificationPolicy,
+        trusted_root: str,
+        gallery: str,
+        covers: Callable[[str], bool] = ...,
     ) -> Evidence:
-        raise SignatureError(
-            f"{endpoint}/{repository}@{digest}: gallery {gallery!r} requires a signature, and this build "
-            "cannot verify Sigstore signatures yet; the image was not installed",
-            hint="remove the gallery's verification block only if you accept unverified images",
-        )
+        """Verify a signature of ``digest`` under ``policy``; raise ``SignatureError`` if none holds."""
+        ...

@@ -21,7 +21,7 @@ from gallery.install import Installer
 from gallery.metadata import read_metadata
 from gallery.references import OciReference
 from gallery.registry import Endpoint, RegistryClient, RetryPolicy
-from gallery.verification import SignatureUnavailable
+from gallery.signatures import SigstoreVerifier
 
 from .registry_server import LAYER_GZIP, LAYER_TAR, LAYER_ZSTD, Registry, digest_of
 from .tarbuild import directory, file, gz, symlink, tar_bytes, zst
@@ -76,7 +76,7 @@ class Env:
         return Installer(
             config,
             client=client,
-            verifier=SignatureUnavailable(),
+            verifier=SigstoreVerifier(),
             detector=cpu_host,
             registry=registry,
             **kwargs,
@@ -260,7 +260,7 @@ def test_a_policy_that_cannot_be_checked_refuses_the_image(env: Env) -> None:
     env.entries = [{"name": "echo", "uri": env.ref("t")}]
     config = env.config(verification={"issuer": "https://issuer.example", "identity": "ci@example.org"})
     result = env.installer(config).install_one("echo")
-    assert result.exit_code == 3 and "cannot verify" in result.error.message  # type: ignore[union-attr]
+    assert result.exit_code == 3 and "no signature found" in result.error.message  # type: ignore[union-attr]
     assert env.visible() == [] and not (env.tmp / "cache" / "blobs").exists()
 
 

@@ -20,7 +20,7 @@ from gallery.capability import HostFacts
 from gallery.config import load_config
 from gallery.install import Installer
 from gallery.metadata import read_metadata
-from gallery.verification import SignatureUnavailable
+from gallery.signatures import SigstoreVerifier
 
 from .conftest import REPO
 from .tarbuild import file, gz, tar_bytes, zst
@@ -48,7 +48,7 @@ def installer_for(tmp_path: Path, entries: list[dict[str, Any]], **fields: Any) 
     return Installer(
         config,
         client=httpx.Client(trust_env=False),
-        verifier=SignatureUnavailable(),
+        verifier=SigstoreVerifier(),
         detector=lambda: HostFacts("linux", "amd64"),
     )
 
@@ -150,7 +150,7 @@ def test_the_demo_gallery_installs_offline(tmp_path: Path) -> None:
     installer = Installer(
         load_config(demo / "gallery.yaml"),
         client=httpx.Client(trust_env=False),
-        verifier=SignatureUnavailable(),
+        verifier=SigstoreVerifier(),
         detector=lambda: HostFacts("linux", "amd64"),
     )
     result = installer.install_one("demo-echo")

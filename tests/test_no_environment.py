@@ -22,8 +22,8 @@ from gallery.capability import detect_host_facts
 from gallery.config import load_config
 from gallery.install import Installer
 from gallery.queries import list_entries, run_doctor, show_backend
+from gallery.signatures import SigstoreVerifier
 from gallery.transport import make_http_client
-from gallery.verification import SignatureUnavailable
 
 from .conftest import REPO
 from .test_index_fetch import http_server  # noqa: F401  (fixture)
@@ -144,7 +144,7 @@ def test_library_commands_read_no_environment(project: Path, no_environment: For
             shown = show_backend(config, "m", client=client, detector=detect_host_facts)
             report = run_doctor(config, client=client, detector=detect_host_facts)
             installer = Installer(
-                config, client=client, verifier=SignatureUnavailable(), detector=detect_host_facts
+                config, client=client, verifier=SigstoreVerifier(), detector=detect_host_facts
             )
             installed = installer.install(["m", "m"])
             listed_installed = [b.name for b in installer.installed()]

@@ -199,7 +199,7 @@ def test_manifest_checks() -> None:
         client.resolve_tag(endpoint, parse_reference("reg.example/a/b:tag"))
     with pytest.raises(DigestMismatch, match="hashes to"):
         client.get_manifest(endpoint, parse_reference("reg.example/a/b"), "sha256:" + "b" * 64)
-    with pytest.raises(RegistryError, match="max_manifest_bytes"):
+    with pytest.raises(RegistryError, match=r"over limits\.max_manifest_bytes \(4096\)"):
         client.get_manifest(endpoint, parse_reference("reg.example/a/b"), "sha256:" + "c" * 64)
 
 
