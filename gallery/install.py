@@ -136,10 +136,21 @@ class _Attempts:
     """What each candidate did, for the final error."""
 
     lines: list[str] = field(default_factory=list)
+    hints: list[str] = field(default_factory=list)
     integrity: bool = False
 
     def add(self, label: str, digest: str | None, error: GalleryError) -> None:
         self.lines.append(f"{label}" + (f" ({digest})" if digest else "") + f": {error.message}")
+        if error.hint and error.hint not in self.hints:
+            self.hints.append(error.hint)
+
+    def hint(self) -> str:
+        """The failures' own next steps when they agree, else where to look."""
+        return (
+            self.hints[0]
+            if len(self.hints) == 1
+            else "see each candidate's reason; 'gallery show NAME' lists them"
+        )
 
 
 class _Done(Exception):
@@ -248,7 +259,7 @@ class Installer:
                 return done.result
         raise InstallFailed(
             f"{entry.name}: no candidate could be installed: " + "; ".join(attempts.lines),
-            hint="see each candidate's reason; 'gallery show NAME' lists them",
+            hint=attempts.hint(),
             integrity=attempts.integrity,
         )
 

@@ -150,3 +150,47 @@ def running_registry(workdir: Path) -> Iterator[Registry]:
         except subprocess.TimeoutExpired:
             process.kill()
         log.close()
+
+
+BUNDLE_TYPE = "application/vnd.dev.sigstore.bundle.v0.3+json"
+EMPTY_CONFIG = "application/vnd.oci.empty.v1+json"
+
+
+def push_signature(
+    registry: Registry,
+    repo: str,
+    subject_digest: str,
+    bundle: bytes,
+    *,
+    subject_media_type: str = OCI_MANIFEST,
+    subject_size: int = 0,
+) -> str:
+    """Publish a Sigstore bundle as cosign does on a registry without the referrers API: a referrer
+    manifest pushed by digest, listed in the tag-schema fallback index ``sha256-<hex>``."""
+    empty = registry.push_blob(repo, b"{}")
+    layer = registry.push_blob(repo, bundle)
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "artifactType": BUNDLE_TYPE,
+        "config": {"mediaType": EMPTY_CONFIG, "digest": empty, "size": 2},
+        "layers": [{"mediaType": BUNDLE_TYPE, "digest": layer, "size": len(bundle)}],
+        "subject": {"mediaType": subject_media_type, "digest": subject_digest, "size": subject_size},
+        "annotations": {
+            "dev.sigstore.bundle.content": "dsse-envelope",
+            "dev.sigstore.bundle.predicateType": "https://sigstore.dev/cosign/sign/v1",
+        },
+    }
+    data = json.dumps(manifest).encode()
+    digest = registry.push_manifest(repo, digest_of(data), manifest, OCI_MANIFEST)
+    tag = subject_digest.replace(":", "-")
+    with httpx.Client(trust_env=False, timeout=30) as client:
+        existing = client.get(f"{registry.url}/v2/{repo}/manifests/{tag}", headers={"Accept": OCI_INDEX})
+    entries = existing.json()["manifests"] if existing.status_code == 200 else []
+    entries.append(
+        {"mediaType": OCI_MANIFEST, "digest": digest, "size": len(data), "artifactType": BUNDLE_TYPE}
+    )
+    registry.push_manifest(
+        repo, tag, {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": entries}, OCI_INDEX
+    )
+    return digest
