@@ -54,7 +54,7 @@ from .registry import RegistryClient
 from .resolve import CapabilitySelector, Resolution, resolve_backend
 from .signature_sources import FirstReachable, RegistrySignatures
 from .sources import OciLayoutSource, OciSource, parse_index_location
-from .tarball import pin_tarball
+from .tarball import pin_tarball, read_signature
 from .trust import plan_for_entry
 from .verification import Evidence, SignatureSource, Verifier
 
@@ -301,10 +301,6 @@ class Installer:
                     layout.close()
         else:
             entry = resolution.entry
-            if entry.signature is not None and resolution.gallery.config.verification is not None:
-                attempts.lines.append(f"{candidate}: signed tarballs cannot be verified by this build yet")
-                attempts.integrity = True
-                return
             self._attempt(
                 str(candidate),
                 lambda: pin_tarball(
@@ -341,6 +337,18 @@ class Installer:
                 evidence = self._verifier.verify_image(
                     digest=digest,
                     sources=self._signature_sources(pinned, resolution),
+                    policy=policy,
+                    trusted_root=state.config.trusted_root or self.config.trusted_root,
+                    gallery=state.name,
+                )
+            elif tarball and policy is not None and entry.signature is not None:
+                limits = self.config.limits
+                bundle = read_signature(
+                    entry.signature, client=self._client, max_bytes=limits.max_bundle_bytes
+                )
+                evidence = self._verifier.verify_blob(
+                    sha256_hex=digest.removeprefix("sha256:"),
+                    bundle=bundle,
                     policy=policy,
                     trusted_root=state.config.trusted_root or self.config.trusted_root,
                     gallery=state.name,

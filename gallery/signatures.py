@@ -30,8 +30,10 @@ import rfc8785
 from cryptography import x509
 from sigstore.errors import Error as SigstoreError
 from sigstore.errors import VerificationError
+from sigstore.hashes import Hashed
 from sigstore.models import Bundle, InvalidBundle, TrustedRoot
 from sigstore.verify import Verifier as SigstoreLibraryVerifier
+from sigstore_models.common.v1 import HashAlgorithm
 from sigstore_models.trustroot import v1 as trustroot_v1
 
 from .errors import OperationalError, SignatureError
@@ -48,6 +50,7 @@ __all__ = [
     "TrustRoots",
     "VerificationCache",
     "policy_fingerprint",
+    "verify_blob_bundle",
     "verify_image_bundle",
 ]
 
@@ -214,6 +217,39 @@ def verify_image_bundle(
     subject_digests = _cosign_subjects(payload)
     if digest not in subject_digests and not any(covers(d) for d in subject_digests):
         raise SignatureError(f"signature is over {', '.join(subject_digests) or 'nothing'}, not {digest}")
+    return _evidence(bundle, data, digest, policy, root, certificate_policy)
+
+
+def verify_blob_bundle(
+    data: bytes, *, sha256_hex: str, policy: VerificationPolicy, root: LoadedRoot
+) -> Evidence:
+    """Verify a ``cosign sign-blob --bundle`` signature of a file whose sha256 is ``sha256_hex``.
+
+    Raises:
+        SignatureError: not a bundle, not over that file, or outside the policy.
+    """
+    try:
+        bundle = Bundle.from_json(data)
+    except (InvalidBundle, ValueError, KeyError, TypeError) as exc:
+        raise SignatureError(f"not a Sigstore bundle: {str(exc)[:200]}") from exc
+    certificate_policy = _CertificatePolicy(policy)
+    hashed = Hashed(algorithm=HashAlgorithm.SHA2_256, digest=bytes.fromhex(sha256_hex))
+    try:
+        root.verifier.verify_artifact(hashed, bundle, certificate_policy)
+    except (VerificationError, SigstoreError) as exc:
+        raise SignatureError(str(exc)) from exc
+    return _evidence(bundle, data, f"sha256:{sha256_hex}", policy, root, certificate_policy)
+
+
+def _evidence(
+    bundle: Bundle,
+    data: bytes,
+    digest: str,
+    policy: VerificationPolicy,
+    root: LoadedRoot,
+    certificate_policy: _CertificatePolicy,
+) -> Evidence:
+    """The evidence of a verified bundle, after the not_before check."""
     entry = bundle.log_entry._inner
     if entry.integrated_time is None:
         raise SignatureError("the log entry has no integrated time to check not_before against")
@@ -337,6 +373,21 @@ class SigstoreVerifier:
         return self._cache.get_or_verify(
             key, lambda: self._verify(digest, sources, policy, root, gallery, covers)
         )
+
+    def verify_blob(
+        self, *, sha256_hex: str, bundle: bytes, policy: VerificationPolicy, trusted_root: str, gallery: str
+    ) -> Evidence:
+        """A tarball's ``sign-blob`` bundle under the gallery policy (cached like images)."""
+        root = self._roots.get(trusted_root)
+        key = (f"sha256:{sha256_hex}", policy_fingerprint(policy, root.digest))
+
+        def verify() -> Evidence:
+            try:
+                return verify_blob_bundle(bundle, sha256_hex=sha256_hex, policy=policy, root=root)
+            except SignatureError as exc:
+                raise SignatureError(f"tarball signature for gallery {gallery!r}: {exc.message}") from exc
+
+        return self._cache.get_or_verify(key, verify)
 
     def _verify(
         self,

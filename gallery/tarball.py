@@ -23,7 +23,7 @@ from .pin import PinnedImage
 from .sources import TarballSource
 from .transport import raw_chunks
 
-__all__ = ["TarballUnavailable", "pin_tarball"]
+__all__ = ["TarballUnavailable", "pin_tarball", "read_signature"]
 
 _CHUNK = 1024 * 1024
 _EMPTY_CONFIG = {
@@ -138,3 +138,38 @@ def _stream_into(
                 take(chunk)
     except httpx.HTTPError as exc:
         raise TarballUnavailable(f"tarball {source.url}: {type(exc).__name__}: {exc}") from exc
+
+
+def read_signature(url: str, *, client: httpx.Client, max_bytes: int) -> bytes:
+    """A tarball's signature bundle (the entry's ``signature``), read with a size cap.
+
+    Raises:
+        TarballUnavailable: it cannot be read or is larger than ``max_bytes``.
+    """
+    writer_chunks: list[bytes] = []
+    received = 0
+
+    def take(chunk: bytes) -> None:
+        nonlocal received
+        received += len(chunk)
+        if received > max_bytes:
+            raise TarballUnavailable(f"signature {url} is larger than limits.max_bundle_bytes")
+        writer_chunks.append(chunk)
+
+    parts = urlsplit(url)
+    try:
+        if parts.scheme.lower() == "file":
+            with Path(unquote(parts.path)).open("rb") as handle:
+                while chunk := handle.read(_CHUNK):
+                    take(chunk)
+        else:
+            with client.stream("GET", url, follow_redirects=True) as response:
+                if response.status_code != 200:
+                    raise TarballUnavailable(f"signature {url}: HTTP {response.status_code}")
+                for chunk in raw_chunks(response):
+                    take(chunk)
+    except OSError as exc:
+        raise TarballUnavailable(f"signature {url}: {exc.strerror or exc}") from exc
+    except httpx.HTTPError as exc:
+        raise TarballUnavailable(f"signature {url}: {type(exc).__name__}: {exc}") from exc
+    return b"".join(writer_chunks)

@@ -63,3 +63,9 @@ class Verifier(Protocol):
     ) -> Evidence:
         """Verify a signature of ``digest`` under ``policy``; raise ``SignatureError`` if none holds."""
         ...
+
+    def verify_blob(
+        self, *, sha256_hex: str, bundle: bytes, policy: VerificationPolicy, trusted_root: str, gallery: str
+    ) -> Evidence:
+        """Verify a ``sign-blob`` bundle of a file with that sha256; raise ``SignatureError``."""
+        ...

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import secrets
 import threading
@@ -311,3 +312,22 @@ def test_trusted_roots_load_once_and_failures_are_not_cached(tmp_path: Path, tru
         roots.get(str(missing))
     missing.write_bytes(trusted_root.read_bytes())
     assert roots.get(str(missing)).digest == roots.get(str(trusted_root)).digest
+
+
+def test_signed_tarball_is_verified_under_the_gallery_policy(signed: Signed) -> None:
+    blob = gz(tar_bytes([RUN_SH]))
+    tarball = signed.tmp / "backend.tar.gz"
+    tarball.write_bytes(blob)
+    good = signed.tmp / "good.sigstore"
+    good.write_bytes(signed.sigstore.sign_blob(blob))
+    bad = signed.tmp / "bad.sigstore"
+    bad.write_bytes(signed.sigstore.sign_blob(blob, identity="mallory@example.org"))
+    sha = hashlib.sha256(blob).hexdigest()
+    signed.entries = [
+        {"name": "b", "uri": f"file://{tarball}", "sha256": sha, "signature": f"file://{good}"},
+        {"name": "c", "uri": f"file://{tarball}", "sha256": sha, "signature": f"file://{bad}"},
+    ]
+    result = signed.install(EXACT)
+    assert result.error is None and result.verified
+    refused = signed.install(EXACT, name="c")
+    assert refused.exit_code == 3 and "mallory@example.org" in refused.error.message
