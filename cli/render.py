@@ -137,7 +137,13 @@ class Output:
                 self.error(f"{result.requested}: {result.error.message}", result.error.hint)
                 continue
             detail = f" {result.digest}" if result.digest else ""
-            verified = " (signature verified)" if result.verified else ""
+            verified = (
+                f", signed by {clean(result.signer)}"
+                if result.signer
+                else " (verified)"
+                if result.verified
+                else ""
+            )
             fetched = f", {result.bytes_fetched} bytes fetched" if result.bytes_fetched else ""
             if result.also_removed:
                 fetched += f" (with {', '.join(result.also_removed)})"

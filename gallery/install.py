@@ -96,6 +96,7 @@ class InstallResult:
     warnings: tuple[str, ...] = ()
     error: GalleryError | None = None
     also_removed: tuple[str, ...] = ()  # uninstall: backends that went with this one
+    signer: str | None = None  # "identity (issuer)" when a signature was verified
 
     @property
     def exit_code(self) -> int:
@@ -113,6 +114,7 @@ class InstallResult:
             "seconds": round(self.seconds, 3),
             "warnings": list(self.warnings),
             "also_removed": list(self.also_removed),
+            "signer": self.signer,
             "error": None if self.error is None else {"message": self.error.message, "hint": self.error.hint},
             "exit_code": self.exit_code,
         }
@@ -373,9 +375,10 @@ class Installer:
                     integrity=True,
                 ) from exc
             return
+        signer = f"{evidence.identity} (issuer {evidence.issuer})" if evidence.verified else None
         raise _Done(
             InstallResult(entry.name, "installed", entry.name, digest, str(candidate), evidence.verified,
-                          bytes_fetched=fetched, warnings=warnings)
+                          bytes_fetched=fetched, warnings=warnings, signer=signer)
         )  # fmt: skip
 
     def _signature_sources(self, pinned: PinnedImage, resolution: Resolution) -> list[SignatureSource]:

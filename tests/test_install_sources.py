@@ -141,11 +141,37 @@ def test_oci_layout_relative_to_the_index_and_tampered_layout(tmp_path: Path) ->
     assert not (tmp_path / "backends" / "b").exists()
 
 
-def test_the_demo_gallery_installs_offline(tmp_path: Path) -> None:
+def test_the_demo_gallery_installs_offline_verified(tmp_path: Path) -> None:
     demo = tmp_path / "demo"
     shutil.copytree(REPO / "galleries" / "demo", demo, ignore=shutil.ignore_patterns("__pycache__"))
     config = yaml.safe_load((demo / "gallery.yaml").read_text())
     config.update(backends_path="./backends", cache_path="./cache")
+    (demo / "gallery.yaml").write_text(yaml.safe_dump(config))
+    loaded = load_config(demo / "gallery.yaml")
+    assert loaded.require_integrity and loaded.galleries[0].verification is not None
+    installer = Installer(
+        loaded,
+        client=httpx.Client(trust_env=False),
+        verifier=SigstoreVerifier(),
+        detector=lambda: HostFacts("linux", "amd64"),
+    )
+    result = installer.install_one("demo-echo")
+    assert result.error is None and result.name == "cpu-demo-echo" and result.verified
+    assert result.signer is not None and "example/gallery-demo" in result.signer
+    assert (demo / "backends" / "cpu-demo-echo" / "run.sh").read_bytes().startswith(b"#!/bin/sh")
+    # The committed images are exactly what make_layouts.py builds (the signatures differ per run).
+    rebuilt = tmp_path / "rebuilt"
+    write_layout(rebuilt, [(demo_layer("cpu"), "application/vnd.oci.image.layer.v1.tar+gzip")])
+    committed = REPO / "galleries/demo/layouts/demo-echo-cpu/blobs/sha256"
+    assert {p.name for p in (rebuilt / "blobs/sha256").iterdir()} <= {p.name for p in committed.iterdir()}
+
+
+def test_the_demo_policy_refuses_a_signer_it_does_not_name(tmp_path: Path) -> None:
+    demo = tmp_path / "demo"
+    shutil.copytree(REPO / "galleries" / "demo", demo, ignore=shutil.ignore_patterns("__pycache__"))
+    config = yaml.safe_load((demo / "gallery.yaml").read_text())
+    config.update(backends_path="./backends", cache_path="./cache")
+    config["galleries"][0]["verification"]["identity_regex"] = "^https://github\\.com/someone-else/.*$"
     (demo / "gallery.yaml").write_text(yaml.safe_dump(config))
     installer = Installer(
         load_config(demo / "gallery.yaml"),
@@ -154,16 +180,8 @@ def test_the_demo_gallery_installs_offline(tmp_path: Path) -> None:
         detector=lambda: HostFacts("linux", "amd64"),
     )
     result = installer.install_one("demo-echo")
-    assert result.error is None and result.name == "cpu-demo-echo"
-    assert (demo / "backends" / "cpu-demo-echo" / "run.sh").read_bytes().startswith(b"#!/bin/sh")
-    assert (REPO / "galleries/demo/layouts/demo-echo-cpu/blobs/sha256").is_dir()
-    # The committed layouts are exactly what make_layouts.py builds.
-    rebuilt = tmp_path / "rebuilt"
-    write_layout(rebuilt, [(demo_layer("cpu"), "application/vnd.oci.image.layer.v1.tar+gzip")])
-    committed = REPO / "galleries/demo/layouts/demo-echo-cpu"
-    assert sorted(p.name for p in (rebuilt / "blobs/sha256").iterdir()) == sorted(
-        p.name for p in (committed / "blobs/sha256").iterdir()
-    )
+    assert result.exit_code == 3 and "policy expects" in result.error.message  # type: ignore[union-attr]
+    assert not (demo / "backends" / "cpu-demo-echo").exists()
 
 
 def test_oci_layout_tar_is_read_in_place(tmp_path: Path) -> None:

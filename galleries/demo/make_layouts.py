@@ -1,9 +1,12 @@
-"""Build the demo gallery's OCI image layouts (deterministic: same bytes every run).
+"""Build the demo gallery's signed OCI image layouts.
 
-    python galleries/demo/make_layouts.py        # rewrites galleries/demo/layouts/
+    .venv/bin/python galleries/demo/make_layouts.py   # rewrites galleries/demo/layouts/ and trusted_root.json
 
-Each layout holds one small image whose run.sh echoes its arguments. Only the standard library is
-used, so the layouts can be rebuilt anywhere; tests use the same functions.
+Each layout holds one small image whose run.sh echoes its arguments (the image bytes are the same
+every run), plus a cosign-format signature referrer made with a throwaway demo Sigstore instance
+(tests/sigstore_instance.py). Only the instance's public trust material is kept, in
+galleries/demo/trusted_root.json; its private keys die with this process, so nobody can sign
+anything else for the demo policy. Tests use the same functions.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import json
 import shutil
 import sys
 import tarfile
+from collections.abc import Callable
 from pathlib import Path
 
 MTIME = 1_700_000_000
@@ -30,8 +34,15 @@ def tar_of(files: dict[str, tuple[bytes, int]]) -> bytes:
     return buffer.getvalue()
 
 
-def write_layout(root: Path, layers: list[tuple[bytes, str]], *, platform: str = "linux/amd64") -> str:
-    """Write an OCI image layout with one image; returns its manifest digest."""
+def write_layout(
+    root: Path,
+    layers: list[tuple[bytes, str]],
+    *,
+    platform: str = "linux/amd64",
+    sign: Callable[[str], bytes] | None = None,
+) -> str:
+    """Write an OCI image layout with one image (and, with ``sign``, a signature referrer for its
+    manifest digest, listed in index.json with the bundle artifactType); returns the digest."""
     if root.exists():
         shutil.rmtree(root)
     blobs = root / "blobs" / "sha256"
@@ -64,6 +75,25 @@ def write_layout(root: Path, layers: list[tuple[bytes, str]], *, platform: str =
             }
         ],
     }
+    if sign is not None:
+        bundle_type = "application/vnd.dev.sigstore.bundle.v0.3+json"
+        bundle = blob(sign(str(manifest_blob["digest"])))
+        referrer = {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "artifactType": bundle_type,
+            "config": {"mediaType": "application/vnd.oci.empty.v1+json", **blob(b"{}")},
+            "layers": [{"mediaType": bundle_type, **bundle}],
+            "subject": {"mediaType": "application/vnd.oci.image.manifest.v1+json", **manifest_blob},
+        }
+        referrer_blob = blob(json.dumps(referrer, sort_keys=True).encode())
+        index["manifests"].append(  # type: ignore[attr-defined]
+            {
+                "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "artifactType": bundle_type,
+                **referrer_blob,
+            }
+        )
     (root / "oci-layout").write_text('{"imageLayoutVersion": "1.0.0"}')
     (root / "index.json").write_text(json.dumps(index, sort_keys=True))
     return str(manifest_blob["digest"])
@@ -75,14 +105,31 @@ def demo_layer(variant: str) -> bytes:
     return gzip.compress(tar_of({"run.sh": (run_sh, 0o755), "README": (readme, 0o644)}), mtime=0)
 
 
+DEMO_IDENTITY = "https://github.com/example/gallery-demo/.github/workflows/release.yml@refs/tags/v1.0.0"
+DEMO_ISSUER = "https://token.actions.githubusercontent.com"
+
+
 def main() -> None:
+    import datetime as dt
+
     here = Path(__file__).resolve().parent
+    sys.path.insert(0, str(here.parent.parent / "tests"))
+    from sigstore_instance import SigstoreInstance
+
+    instance = SigstoreInstance(name="gallery-demo")
+    signed_at = dt.datetime(2026, 6, 1, 12, 0, tzinfo=dt.UTC)
+
+    def sign(digest: str) -> bytes:
+        return instance.sign_image(digest, identity=DEMO_IDENTITY, issuer=DEMO_ISSUER, when=signed_at)
+
+    instance.write_trusted_root(here / "trusted_root.json")
     for variant in ("cpu", "cuda12"):
         digest = write_layout(
             here / "layouts" / f"demo-echo-{variant}",
             [(demo_layer(variant), "application/vnd.oci.image.layer.v1.tar+gzip")],
+            sign=sign,
         )
-        sys.stdout.write(f"demo-echo-{variant}: {digest}\n")
+        sys.stdout.write(f"demo-echo-{variant}: {digest} (signed by {DEMO_IDENTITY})\n")
 
 
 if __name__ == "__main__":
