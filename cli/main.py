@@ -25,7 +25,8 @@ from gallery.errors import GalleryError
 from gallery.index import IndexEntry
 from gallery.install import Installer, ProgressReporter
 from gallery.queries import list_entries, run_doctor, show_backend
-from gallery.signatures import SigstoreVerifier
+from gallery.recheck import verify_installed
+from gallery.signatures import SigstoreVerifier, TrustRoots
 from gallery.transport import make_http_client
 
 from .progress import RichProgress
@@ -156,6 +157,29 @@ def install_command(
                     batch = _installer(config, client, progress).install(names, fail_fast=fail_fast)
             else:
                 batch = _installer(config, client).install(names, fail_fast=fail_fast)
+        out.batch_result(batch)
+        return batch.exit_code
+
+    _execute(ctx, out, action)
+
+
+@app.command("verify")
+def verify_command(
+    ctx: typer.Context,
+    names: Annotated[list[str] | None, typer.Argument(help="Installed backends (default: all).")] = None,
+    all_: Annotated[bool, typer.Option("--all", help="Every installed backend.")] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Re-check installed backends against the current policy, offline (exit 3 if any fails)."""
+    out = Output(as_json=as_json)
+    if names and all_:
+        out.error("give backend names or --all, not both", None)
+        raise typer.Exit(2)
+
+    def action(config: Config) -> int:
+        with make_http_client(config) as client:
+            installed = _installer(config, client).installed()
+        batch = verify_installed(config, installed, names or [], roots=TrustRoots())
         out.batch_result(batch)
         return batch.exit_code
 

@@ -80,7 +80,7 @@ class NoProgress:
         pass
 
 
-Status = Literal["installed", "unchanged", "uninstalled", "failed"]
+Status = Literal["installed", "unchanged", "uninstalled", "verified", "failed"]
 
 
 @dataclass(frozen=True)
