@@ -78,6 +78,7 @@ def _recheck(config: Config, metadata: BackendMetadata, roots: TrustRoots) -> Ev
         )
     except SignatureError as exc:
         raise SignatureError(
-            f"{metadata.name} ({metadata.digest}) no longer satisfies gallery {metadata.gallery!r}: {exc.message}",
+            f"{metadata.name} ({metadata.digest}) no longer satisfies gallery {metadata.gallery!r}: "
+            f"{exc.message}",
             hint="reinstall a version signed within the policy, or review the policy change",
         ) from exc
