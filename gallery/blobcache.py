@@ -1,6 +1,7 @@
 """Content-addressed blob cache: ``cache_path/blobs/sha256/<hex>``, verified blobs only (edge module).
 
-A blob is streamed into ``blobs/partial/<hex>`` while being hashed; only when its size and digest
+A blob is streamed into ``cache_path/partial/<hex>`` while being hashed (bookkeeping lives beside
+``blobs/``, never in it, so a failed fetch leaves ``blobs/`` exactly as it was); only when its size and digest
 match is it fsync'd and renamed into ``blobs/sha256/<hex>``. A partial file survives a dropped
 connection so the next attempt can resume with ``Range`` (its bytes are re-hashed first, so a
 resumed blob is checked as a whole). Failures are never cached: a blob that does not match is
@@ -71,7 +72,7 @@ class BlobWriter:
         self.digest = digest
         self.size = size
         self._partial = (
-            cache.partial_path(digest) if digest else cache.root / "partial" / f"anon-{secrets.token_hex(8)}"
+            cache.partial_path(digest) if digest else cache.state / "partial" / f"anon-{secrets.token_hex(8)}"
         )
         self._hash = hashlib.sha256()
         self.offset = 0
@@ -120,6 +121,7 @@ class BlobWriter:
         os.fsync(self._file.fileno())
         self._file.close()
         final = self._cache.path(self.digest)
+        final.parent.mkdir(parents=True, exist_ok=True)
         self._partial.replace(final)
         fsync_directory(final.parent)
         return final
@@ -137,28 +139,28 @@ class BlobWriter:
 
 class BlobCache:
     def __init__(self, root: Path) -> None:
-        """``root`` is ``cache_path/blobs``."""
+        """``root`` is ``cache_path/blobs``; partial downloads and locks go to its parent."""
         self.root = root
+        self.state = root.parent
 
     def path(self, digest: str) -> Path:
         return self.root / "sha256" / _hex(digest)
 
     def partial_path(self, digest: str) -> Path:
-        return self.root / "partial" / _hex(digest)
+        return self.state / "partial" / _hex(digest)
 
     def has(self, digest: str) -> bool:
         return self.path(digest).is_file()
 
     def writer(self, digest: str | None, size: int | None) -> BlobWriter:
-        (self.root / "sha256").mkdir(parents=True, exist_ok=True)
-        (self.root / "partial").mkdir(parents=True, exist_ok=True)
+        (self.state / "partial").mkdir(parents=True, exist_ok=True)
         return BlobWriter(self, digest, size)
 
     @contextlib.contextmanager
     def locked(self, digest: str, *, timeout: float = 600.0) -> Iterator[None]:
         """Hold the blob's lock while fetching it: processes sharing the cache download it once
         and never write into the same partial file."""
-        locks = self.root / "locks"
+        locks = self.state / "locks"
         locks.mkdir(parents=True, exist_ok=True)
         lock = filelock.FileLock(locks / f"{_hex(digest)}.lock", timeout=timeout)
         try:

@@ -53,7 +53,8 @@ from .pin import PinnedImage, pin_image, pin_layout
 from .registry import RegistryClient
 from .resolve import CapabilitySelector, Resolution, resolve_backend
 from .signature_sources import FirstReachable, RegistrySignatures
-from .sources import OciLayoutSource, OciSource, parse_index_location
+from .signatures import signed_sha256
+from .sources import OciLayoutSource, OciSource, TarballSource, parse_index_location
 from .tarball import pin_tarball, read_signature
 from .trust import plan_for_entry
 from .verification import Evidence, SignatureSource, Verifier
@@ -302,19 +303,55 @@ class Installer:
                 for layout in opened:
                     layout.close()
         else:
-            entry = resolution.entry
-            self._attempt(
-                str(candidate),
-                lambda: pin_tarball(
-                    source,
-                    expected_sha256=source.sha256 or entry.sha256,
-                    cache=self._cache,
-                    client=self._client,
-                    max_bytes=self.config.limits.max_extract_bytes,
-                    platform=platform,
-                ),
-                candidate, resolution, installed, attempts, warnings, tarball=True,
-            )  # fmt: skip
+            self._try_tarball(source, candidate, resolution, installed, attempts, warnings)
+
+    def _try_tarball(
+        self,
+        source: TarballSource,
+        candidate: Candidate,
+        resolution: Resolution,
+        installed: BackendMetadata | None,
+        attempts: _Attempts,
+        warnings: tuple[str, ...],
+    ) -> None:
+        """Pin, verify, fetch holds for tarballs too: a signed tarball's signature is checked against
+        the expected sha256 (the entry's, else the one the bundle signs) before any byte is fetched."""
+        entry, state = resolution.entry, resolution.gallery
+        policy = state.config.verification
+        expected = source.sha256 or entry.sha256
+        evidence: Evidence | None = None
+        if policy is not None and entry.signature is not None:
+            try:
+                bundle = read_signature(
+                    entry.signature, client=self._client, max_bytes=self.config.limits.max_bundle_bytes
+                )
+                expected = expected or signed_sha256(bundle)
+                evidence = self._verifier.verify_blob(
+                    sha256_hex=expected,
+                    bundle=bundle,
+                    policy=policy,
+                    trusted_root=state.config.trusted_root or self.config.trusted_root,
+                    gallery=state.name,
+                )
+            except SourceUnavailable as exc:
+                attempts.add(str(candidate), None, exc)
+                return
+            except IntegrityError as exc:
+                attempts.add(str(candidate), f"sha256:{expected}" if expected else None, exc)
+                attempts.integrity = True
+                raise InstallFailed(f"{entry.name}: {candidate}: {exc.message}", integrity=True) from exc
+        self._attempt(
+            str(candidate),
+            lambda: pin_tarball(
+                source,
+                expected_sha256=expected,
+                cache=self._cache,
+                client=self._client,
+                max_bytes=self.config.limits.max_extract_bytes,
+                platform=self.config.platform,
+            ),
+            candidate, resolution, installed, attempts, warnings, tarball=True, verified=evidence,
+        )  # fmt: skip
 
     def _attempt(
         self,
@@ -327,30 +364,23 @@ class Installer:
         warnings: tuple[str, ...],
         *,
         tarball: bool = False,
+        verified: Evidence | None = None,
     ) -> None:
-        """Pin, verify, deploy one source; record why it failed, or raise ``_Done``."""
+        """Pin, verify, deploy one source; record why it failed, or raise ``_Done``.
+
+        ``verified``: evidence already established before pinning (signed tarballs)."""
         entry, state = resolution.entry, resolution.gallery
         policy = state.config.verification
         digest: str | None = None
         try:
             pinned = pin()
             digest = pinned.resolved_digest
-            if policy is not None and not tarball:
+            if verified is not None:
+                evidence = verified
+            elif policy is not None and not tarball:
                 evidence = self._verifier.verify_image(
                     digest=digest,
                     sources=self._signature_sources(pinned, resolution),
-                    policy=policy,
-                    trusted_root=state.config.trusted_root or self.config.trusted_root,
-                    gallery=state.name,
-                )
-            elif tarball and policy is not None and entry.signature is not None:
-                limits = self.config.limits
-                bundle = read_signature(
-                    entry.signature, client=self._client, max_bytes=limits.max_bundle_bytes
-                )
-                evidence = self._verifier.verify_blob(
-                    sha256_hex=digest.removeprefix("sha256:"),
-                    bundle=bundle,
                     policy=policy,
                     trusted_root=state.config.trusted_root or self.config.trusted_root,
                     gallery=state.name,

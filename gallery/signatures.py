@@ -14,6 +14,7 @@ Failures are collected per bundle and reported together; nothing here is cached 
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import importlib.resources
 import json
@@ -50,6 +51,7 @@ __all__ = [
     "TrustRoots",
     "VerificationCache",
     "policy_fingerprint",
+    "signed_sha256",
     "verify_blob_bundle",
     "verify_image_bundle",
 ]
@@ -239,6 +241,24 @@ def verify_blob_bundle(
     except (VerificationError, SigstoreError) as exc:
         raise SignatureError(str(exc)) from exc
     return _evidence(bundle, data, f"sha256:{sha256_hex}", policy, root, certificate_policy)
+
+
+def signed_sha256(data: bytes) -> str:
+    """The sha256 (hex) a ``sign-blob`` bundle claims to sign; checked by ``verify_blob_bundle``.
+
+    Raises:
+        SignatureError: the bundle is not a message-signature bundle over a sha256.
+    """
+    try:
+        digest = json.loads(data)["messageSignature"]["messageDigest"]
+        if digest.get("algorithm") != "SHA2_256":
+            raise ValueError(digest.get("algorithm"))
+        raw = base64.b64decode(digest["digest"], validate=True)
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise SignatureError("the signature is not a cosign sign-blob bundle over a sha256") from exc
+    if len(raw) != 32:
+        raise SignatureError("the signature's message digest is not a sha256")
+    return raw.hex()
 
 
 def _evidence(
