@@ -129,8 +129,7 @@ def test_no_bypass(
             push(repo, "latest-cpu", bad_layer)
     elif candidate == "layout":
         layout = tmp_path / "index" / "layout"
-        sign = lambda d: instance.sign_image(d, identity=identity)
-        write_layout(layout, [(layer, LAYER_GZIP)], sign=sign)
+        write_layout(layout, [(layer, LAYER_GZIP)], sign=lambda d: instance.sign_image(d, identity=identity))
         entry["uri"] = "ocifile://layout"
         if failure == "tampered-blob":
             blob = layout / "blobs" / "sha256" / digest_of(layer)[7:]
