@@ -224,3 +224,42 @@ def test_plain_http_only_for_insecure_registries() -> None:
         mirror.repository(parse_reference("localai/x:1")) == "dockerhub/localai/x"
         and mirror.scheme == "https"
     )
+
+
+def test_referrers_api_paging_and_fallback() -> None:
+    subject = "sha256:" + "e" * 64
+    bundle_type = "application/vnd.dev.sigstore.bundle.v0.3+json"
+
+    def descriptor(n: int) -> dict[str, object]:
+        return {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": "sha256:" + f"{n:064x}",
+                "size": 10, "artifactType": bundle_type}  # fmt: skip
+
+    def index(*items: dict[str, object]) -> dict[str, object]:
+        return {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "manifests": list(items),
+        }
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        path = request.url.path
+        headers = {"Content-Type": "application/vnd.oci.image.index.v1+json"}
+        if path == f"/v2/paged/app/referrers/{subject}" and not request.url.query:
+            headers["Link"] = f'</v2/paged/app/referrers/{subject}?last=1>; rel="next"'
+            return httpx.Response(200, json=index(descriptor(1)), headers=headers)
+        if path == f"/v2/paged/app/referrers/{subject}":
+            return httpx.Response(200, json=index(descriptor(2), descriptor(3)), headers=headers)
+        if path.startswith("/v2/old/app/referrers/"):
+            return httpx.Response(404, json={"errors": [{"code": "NOT_FOUND"}]})
+        if path == f"/v2/old/app/manifests/{subject.replace(':', '-')}":
+            return httpx.Response(200, json=index(descriptor(4)), headers=headers)
+        return httpx.Response(404)
+
+    client = RegistryClient(httpx.Client(transport=httpx.MockTransport(handler), trust_env=False), retry=FAST)
+    endpoint = Endpoint("reg.example")
+    paged = client.referrers(endpoint, parse_reference("reg.example/paged/app:1"), subject, limit=10)
+    assert [d.digest[-1] for d in paged] == ["1", "2", "3"]
+    assert len(client.referrers(endpoint, parse_reference("reg.example/paged/app:1"), subject, limit=2)) == 2
+    fallback = client.referrers(endpoint, parse_reference("reg.example/old/app:1"), subject, limit=10)
+    assert [d.digest[-1] for d in fallback] == ["4"]
+    assert client.referrers(endpoint, parse_reference("reg.example/none/app:1"), subject, limit=10) == []
