@@ -109,35 +109,19 @@ def _stream_into(
     max_bytes: int,
     on_bytes: Callable[[int], None] | None,
 ) -> None:
-    received = 0
-
     def take(chunk: bytes) -> None:
-        nonlocal received
-        received += len(chunk)
-        if received > max_bytes:
-            raise TarballUnavailable(f"tarball {source.url} is larger than limits.max_extract_bytes")
         writer.write(chunk)
         if on_bytes is not None:
             on_bytes(len(chunk))
 
-    parts = urlsplit(source.url)
-    if parts.scheme.lower() == "file":
-        try:
-            with Path(unquote(parts.path)).open("rb") as handle:
-                while chunk := handle.read(_CHUNK):
-                    take(chunk)
-        except OSError as exc:
-            raise TarballUnavailable(f"tarball {source.url}: {exc.strerror or exc}") from exc
-        return
-    try:
-        # A tarball URL carries no credentials, so following redirects (CDNs) leaks nothing.
-        with client.stream("GET", source.url, follow_redirects=True) as response:
-            if response.status_code != 200:
-                raise TarballUnavailable(f"tarball {source.url}: HTTP {response.status_code}")
-            for chunk in raw_chunks(response):
-                take(chunk)
-    except httpx.HTTPError as exc:
-        raise TarballUnavailable(f"tarball {source.url}: {type(exc).__name__}: {exc}") from exc
+    _read_url(
+        source.url,
+        client=client,
+        max_bytes=max_bytes,
+        sink=take,
+        what="tarball",
+        limit="limits.max_extract_bytes",
+    )
 
 
 def read_signature(url: str, *, client: httpx.Client, max_bytes: int) -> bytes:
@@ -146,15 +130,30 @@ def read_signature(url: str, *, client: httpx.Client, max_bytes: int) -> bytes:
     Raises:
         TarballUnavailable: it cannot be read or is larger than ``max_bytes``.
     """
-    writer_chunks: list[bytes] = []
+    chunks: list[bytes] = []
+    _read_url(
+        url,
+        client=client,
+        max_bytes=max_bytes,
+        sink=chunks.append,
+        what="signature",
+        limit="limits.max_bundle_bytes",
+    )
+    return b"".join(chunks)
+
+
+def _read_url(
+    url: str, *, client: httpx.Client, max_bytes: int, sink: Callable[[bytes], None], what: str, limit: str
+) -> None:
+    """Stream a ``file://`` or ``http(s)://`` URL into ``sink``, refusing more than ``max_bytes``."""
     received = 0
 
     def take(chunk: bytes) -> None:
         nonlocal received
         received += len(chunk)
         if received > max_bytes:
-            raise TarballUnavailable(f"signature {url} is larger than limits.max_bundle_bytes")
-        writer_chunks.append(chunk)
+            raise TarballUnavailable(f"{what} {url} is larger than {limit} ({max_bytes})")
+        sink(chunk)
 
     parts = urlsplit(url)
     try:
@@ -162,14 +161,14 @@ def read_signature(url: str, *, client: httpx.Client, max_bytes: int) -> bytes:
             with Path(unquote(parts.path)).open("rb") as handle:
                 while chunk := handle.read(_CHUNK):
                     take(chunk)
-        else:
-            with client.stream("GET", url, follow_redirects=True) as response:
-                if response.status_code != 200:
-                    raise TarballUnavailable(f"signature {url}: HTTP {response.status_code}")
-                for chunk in raw_chunks(response):
-                    take(chunk)
+            return
+        # These URLs carry no credentials, so following redirects (CDNs) leaks nothing.
+        with client.stream("GET", url, follow_redirects=True) as response:
+            if response.status_code != 200:
+                raise TarballUnavailable(f"{what} {url}: HTTP {response.status_code}")
+            for chunk in raw_chunks(response):
+                take(chunk)
     except OSError as exc:
-        raise TarballUnavailable(f"signature {url}: {exc.strerror or exc}") from exc
+        raise TarballUnavailable(f"{what} {url}: {exc.strerror or exc}") from exc
     except httpx.HTTPError as exc:
-        raise TarballUnavailable(f"signature {url}: {type(exc).__name__}: {exc}") from exc
-    return b"".join(writer_chunks)
+        raise TarballUnavailable(f"{what} {url}: {type(exc).__name__}: {exc}") from exc
