@@ -156,6 +156,16 @@ class _Attempts:
         )
 
 
+@dataclass(frozen=True)
+class _Job:
+    """What every candidate of one install shares."""
+
+    resolution: Resolution
+    installed: BackendMetadata | None
+    attempts: _Attempts
+    warnings: tuple[str, ...]
+
+
 class _Done(Exception):
     def __init__(self, result: InstallResult) -> None:
         self.result = result
@@ -256,7 +266,7 @@ class Installer:
         attempts = _Attempts()
         for candidate in build_candidates(entry, lookup=state.entry):
             try:
-                self._try_candidate(candidate, resolution, installed, attempts, warnings)
+                self._try_candidate(candidate, _Job(resolution, installed, attempts, warnings))
             except _Done as done:
                 self._link_meta(resolution)
                 return done.result
@@ -269,12 +279,10 @@ class Installer:
     def _try_candidate(
         self,
         candidate: Candidate,
-        resolution: Resolution,
-        installed: BackendMetadata | None,
-        attempts: _Attempts,
-        warnings: tuple[str, ...],
+        job: _Job,
     ) -> None:
         """Try one candidate (each of its registry endpoints for OCI); raise ``_Done`` on success."""
+        resolution = job.resolution
         source = candidate.source
         platform = self.config.platform
         limits = self.config.limits
@@ -286,7 +294,7 @@ class Installer:
                 self._attempt(
                     label,
                     partial(pin_image, self._registry, endpoint, reference, platform=platform, limits=limits),
-                    candidate, resolution, installed, attempts, warnings,
+                    candidate, job,
                 )  # fmt: skip
         elif isinstance(source, OciLayoutSource):
             opened: list[OciLayout] = []
@@ -296,26 +304,22 @@ class Installer:
                 return pin_layout(opened[-1], platform=platform, limits=limits)
 
             try:
-                self._attempt(
-                    str(candidate), pin_from_layout, candidate, resolution, installed, attempts, warnings
-                )
+                self._attempt(str(candidate), pin_from_layout, candidate, job)
             finally:
                 for layout in opened:
                     layout.close()
         else:
-            self._try_tarball(source, candidate, resolution, installed, attempts, warnings)
+            self._try_tarball(source, candidate, job)
 
     def _try_tarball(
         self,
         source: TarballSource,
         candidate: Candidate,
-        resolution: Resolution,
-        installed: BackendMetadata | None,
-        attempts: _Attempts,
-        warnings: tuple[str, ...],
+        job: _Job,
     ) -> None:
         """Pin, verify, fetch holds for tarballs too: a signed tarball's signature is checked against
         the expected sha256 (the entry's, else the one the bundle signs) before any byte is fetched."""
+        resolution, attempts = job.resolution, job.attempts
         entry, state = resolution.entry, resolution.gallery
         policy = state.config.verification
         expected = source.sha256 or entry.sha256
@@ -350,7 +354,7 @@ class Installer:
                 max_bytes=self.config.limits.max_extract_bytes,
                 platform=self.config.platform,
             ),
-            candidate, resolution, installed, attempts, warnings, tarball=True, verified=evidence,
+            candidate, job, tarball=True, verified=evidence,
         )  # fmt: skip
 
     def _attempt(
@@ -358,10 +362,7 @@ class Installer:
         label: str,
         pin: Callable[[], PinnedImage],
         candidate: Candidate,
-        resolution: Resolution,
-        installed: BackendMetadata | None,
-        attempts: _Attempts,
-        warnings: tuple[str, ...],
+        job: _Job,
         *,
         tarball: bool = False,
         verified: Evidence | None = None,
@@ -369,6 +370,7 @@ class Installer:
         """Pin, verify, deploy one source; record why it failed, or raise ``_Done``.
 
         ``verified``: evidence already established before pinning (signed tarballs)."""
+        resolution, installed, attempts, warnings = job.resolution, job.installed, job.attempts, job.warnings
         entry, state = resolution.entry, resolution.gallery
         policy = state.config.verification
         digest: str | None = None
