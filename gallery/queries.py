@@ -20,6 +20,7 @@ from .catalog import Catalog, load_catalog
 from .config import Config
 from .index import IndexEntry
 from .resolve import CapabilitySelector, resolve_backend
+from .signatures import TrustRootError, TrustRoots
 from .sources import OciSource
 from .trust import plan_for_entry
 
@@ -317,21 +318,13 @@ def run_doctor(config: Config, *, client: httpx.Client, detector: CapabilityDete
 
 
 def _check_trusted_root(name: str, value: str) -> Check:
-    if value == "production":
-        return Check(name, "ok", "production (the Sigstore public-good root embedded in sigstore-python)")
-    check = _check_json_file(name, Path(value))
-    if check.status != "ok":
-        return check
+    """Load the root exactly as verification will (sigstore parses and checks it)."""
     try:
-        with Path(value).open("rb") as handle:
-            media_type = json.loads(handle.read(4 * 1024 * 1024)).get("mediaType", "")
-    except (OSError, ValueError, AttributeError):
-        media_type = ""
-    if "trustedroot" not in str(media_type):
-        return Check(
-            name, "error", f"{value} is not a Sigstore trusted_root.json (mediaType {media_type!r})", 2
-        )
-    return Check(name, "ok", value)
+        loaded = TrustRoots().get(value)
+    except TrustRootError as exc:
+        return Check(name, "error", exc.message, 2)
+    where = "the Sigstore public-good root embedded in sigstore-python" if value == "production" else value
+    return Check(name, "ok", f"{where} ({loaded.digest[:19]})")
 
 
 def _check_json_file(name: str, path: Path) -> Check:
