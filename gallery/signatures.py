@@ -197,6 +197,13 @@ class _CertificatePolicy:
             )
 
 
+def _load_bundle(data: bytes) -> Bundle:
+    try:
+        return Bundle.from_json(data)
+    except (InvalidBundle, ValueError, KeyError, TypeError) as exc:
+        raise SignatureError(f"not a Sigstore bundle: {str(exc)[:200]}") from exc
+
+
 def verify_image_bundle(
     data: bytes, *, digest: str, policy: VerificationPolicy, root: LoadedRoot, covers: Callable[[str], bool]
 ) -> Evidence:
@@ -205,10 +212,7 @@ def verify_image_bundle(
     ``covers(subject_digest)`` answers whether a signature over another digest still covers
     ``digest`` (a signed image index that lists the platform manifest).
     """
-    try:
-        bundle = Bundle.from_json(data)
-    except (InvalidBundle, ValueError, KeyError, TypeError) as exc:
-        raise SignatureError(f"not a Sigstore bundle: {str(exc)[:200]}") from exc
+    bundle = _load_bundle(data)
     certificate_policy = _CertificatePolicy(policy)
     try:
         payload_type, payload = root.verifier.verify_dsse(bundle, certificate_policy)
@@ -230,10 +234,7 @@ def verify_blob_bundle(
     Raises:
         SignatureError: not a bundle, not over that file, or outside the policy.
     """
-    try:
-        bundle = Bundle.from_json(data)
-    except (InvalidBundle, ValueError, KeyError, TypeError) as exc:
-        raise SignatureError(f"not a Sigstore bundle: {str(exc)[:200]}") from exc
+    bundle = _load_bundle(data)
     certificate_policy = _CertificatePolicy(policy)
     hashed = Hashed(algorithm=HashAlgorithm.SHA2_256, digest=bytes.fromhex(sha256_hex))
     try:
