@@ -53,7 +53,6 @@ class _RegistryBlobs:
 @dataclass(frozen=True, slots=True)
 class PinnedImage:
     label: str  # the candidate and where it was fetched from, for messages
-    repository: str  # endpoint/repository (or the layout path), where signatures are looked up
     resolved_digest: str  # what the candidate pinned to: an index or a manifest (signed; compared on upgrade)
     manifest_digest: str  # the platform manifest that is installed
     manifest: ImageManifest
@@ -83,9 +82,7 @@ def pin_image(
         client, endpoint, reference, limits.max_referrers, limits.max_bundle_bytes
     )
     blobs = _RegistryBlobs(client, endpoint, reference)
-    return PinnedImage(
-        str(reference), where, resolved, manifest_digest, manifest, platform, blobs, signatures
-    )
+    return PinnedImage(str(reference), resolved, manifest_digest, manifest, platform, blobs, signatures)
 
 
 def pin_layout(layout: OciLayout, *, platform: str, limits: Limits) -> PinnedImage:
@@ -99,9 +96,7 @@ def pin_layout(layout: OciLayout, *, platform: str, limits: Limits) -> PinnedIma
         resolved, layout.get_document, platform=platform, where=str(layout)
     )
     signatures = LayoutSignatures(layout, limits.max_referrers, limits.max_bundle_bytes)
-    return PinnedImage(
-        str(layout), str(layout.root), resolved, manifest_digest, manifest, platform, layout, signatures
-    )
+    return PinnedImage(str(layout), resolved, manifest_digest, manifest, platform, layout, signatures)
 
 
 def _platform_manifest(

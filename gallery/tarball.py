@@ -98,7 +98,7 @@ def pin_tarball(
     )
     manifest = ImageManifest.model_validate({"schemaVersion": 2, "config": _EMPTY_CONFIG, "layers": [layer]})
     return PinnedImage(
-        str(source), source.url, digest, digest, manifest, platform, _TarballBlobs(source, client, max_bytes)
+        str(source), digest, digest, manifest, platform, _TarballBlobs(source, client, max_bytes)
     )
 
 
