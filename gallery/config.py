@@ -92,10 +92,12 @@ class _Model(BaseModel):
 
 
 class Timeouts(_Model):
-    """Seconds; every network operation has both."""
+    """Seconds; every network operation has both. ``lock``: how long a command waits for another
+    process that is changing the same backend before it gives up (exit 1)."""
 
     connect: Annotated[float, Field(gt=0, le=600)] = 10.0
     read: Annotated[float, Field(gt=0, le=3600)] = 60.0
+    lock: Annotated[float, Field(ge=0, le=86400)] = 600.0
 
 
 class Limits(_Model):

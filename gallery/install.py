@@ -1,22 +1,25 @@
-"""Installing and uninstalling backends: the pipeline from a name to a placed, recorded backend.
+"""Installing, upgrading, rolling back and uninstalling backends: from a name to a placed, recorded
+backend.
 
-    resolve -> strict-mode check (nothing written yet) -> for each candidate and registry endpoint:
-      pin to a digest -> verify that digest -> [same digest installed? done] -> fetch layers by
-      digest into the blob cache -> extract into staging under backends/.gallery/ (re-hashing every
-      cached blob as it is read) -> run.sh present -> metadata.json -> sync -> rename into place
+    resolve -> strict-mode check (nothing written yet) -> backend lock (recover an interrupted
+    operation first) -> for each candidate and registry endpoint: pin to a digest [same digest
+    installed? done: one manifest HEAD] -> verify that digest -> fetch missing layers by digest into
+    the blob cache -> extract into staging under backends/.gallery/ (re-hashing every cached blob
+    as it is read) -> run.sh present -> metadata.json -> journaled swap into place (swap.py)
 
 Failure rules (the contract): a candidate that is unreachable or lacks the reference moves on to
 the next endpoint/candidate. With a signature policy every candidate is verified on its own, so an
 integrity failure also moves on. Without a policy an integrity failure ends the install: we never
 fall back to a weaker candidate. Every failure leaves ``backends/`` as it was.
 
-Replacing a different installed version is ``upgrade``'s job (atomic swap with rollback), so
-``install`` refuses it and says so.
+Replacing a different installed version is ``upgrade``'s job (it keeps the old version as a
+generation for ``rollback``), so ``install`` refuses it and says so. Upgrade runs the very same
+candidate loop, verification included: the only differences are that the backend must already be
+installed and that a new digest replaces it.
 """
 
 from __future__ import annotations
 
-import secrets
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -45,23 +48,24 @@ from .errors import (
     UnsafeArchiveError,
 )
 from .extract import ExtractLimits, TreeBuilder
-from .fsutil import fsync_directory, remove_tree, sync_filesystem
+from .fsops import FsOps
+from .fsutil import fsync_directory, remove_tree
+from .locks import backend_lock
 from .metadata import METADATA_FORMAT_VERSION, BackendMetadata, LayerRecord, read_metadata, write_metadata
 from .names import is_valid_name
 from .oci_layout import LayoutError, OciLayout
 from .pin import PinnedImage, pin_image, pin_layout
-from .registry import RegistryClient
+from .registry import Endpoint, RegistryClient
 from .resolve import CapabilitySelector, Resolution, resolve_backend
 from .signature_sources import FirstReachable, RegistrySignatures
 from .signatures import signed_sha256
 from .sources import OciLayoutSource, OciSource, TarballSource, parse_index_location
+from .swap import RecoveryReport, StateDir, Step, Swapper, recover_pending
 from .tarball import pin_tarball, read_signature
 from .trust import plan_for_entry
 from .verification import Evidence, SignatureSource, Verifier
 
 __all__ = ["BatchResult", "InstallResult", "Installer", "NoProgress", "ProgressReporter"]
-
-STATE_DIR = ".gallery"
 
 
 class ProgressReporter(Protocol):
@@ -81,7 +85,10 @@ class NoProgress:
         pass
 
 
-Status = Literal["installed", "unchanged", "uninstalled", "verified", "failed"]
+Status = Literal[
+    "installed", "upgraded", "would-upgrade", "rolled-back", "unchanged", "uninstalled", "verified", "failed"
+]
+Mode = Literal["install", "upgrade", "dry-run"]
 
 
 @dataclass(frozen=True)
@@ -164,6 +171,18 @@ class _Job:
     installed: BackendMetadata | None
     attempts: _Attempts
     warnings: tuple[str, ...]
+    mode: Mode = "install"
+
+    def unchanged_if(self, digest: str, candidate: str) -> None:
+        """Raise ``_Done`` when ``digest`` is what is installed: nothing to fetch or verify."""
+        installed = self.installed
+        if installed is None or digest not in (installed.resolved_digest, installed.digest):
+            return
+        verified = installed.verification is not None and installed.verification.verified
+        name = self.resolution.entry.name
+        raise _Done(
+            InstallResult(name, "unchanged", name, digest, candidate, verified, warnings=self.warnings)
+        )
 
 
 class _Done(Exception):
@@ -184,7 +203,11 @@ class Installer:
         progress: ProgressReporter | None = None,
         registry: RegistryClient | None = None,
         catalog: Catalog | None = None,
+        fs: FsOps | None = None,
+        step: Step | None = None,
     ) -> None:
+        """``fs`` and ``step`` are test seams: the filesystem operations of the swap (fault
+        injection, order of operations) and a hook called at every step of it (crash tests)."""
         self.config = config
         self._client = client
         self._verifier = verifier
@@ -193,6 +216,10 @@ class Installer:
         self._registry = registry or RegistryClient.from_config(config, client)
         self._catalog = catalog
         self._cache = BlobCache(config.cache_path / "blobs")
+        self._state = StateDir(config.backends_path)
+        self._swapper = Swapper(
+            config.backends_path, keep_generations=config.keep_generations, fs=fs, step=step
+        )
         self._limits = ExtractLimits(
             max_bytes=config.limits.max_extract_bytes,
             max_files=config.limits.max_files,
@@ -213,9 +240,39 @@ class Installer:
         return self._batch(names, self.install_one, fail_fast=fail_fast)
 
     def install_one(self, requested: str) -> InstallResult:
+        return self._timed(requested, lambda: self._install(requested, "install"))
+
+    def upgrade(
+        self,
+        names: Sequence[str],
+        *,
+        all_installed: bool = False,
+        dry_run: bool = False,
+        fail_fast: bool = False,
+    ) -> BatchResult:
+        """Upgrade each installed backend (``all_installed``: every one; meta-backends through
+        their concrete backend) to what its gallery offers now; ``dry_run`` pins and verifies only."""
+        if all_installed:
+            names = [m.name for m in self.installed() if m.meta_backend_for is None]
+        return self._batch(names, partial(self.upgrade_one, dry_run=dry_run), fail_fast=fail_fast)
+
+    def upgrade_one(self, name: str, *, dry_run: bool = False) -> InstallResult:
+        return self._timed(name, lambda: self._upgrade(name, dry_run=dry_run))
+
+    def rollback(self, name: str) -> InstallResult:
+        """Put back the newest kept generation of ``name`` (the current version is discarded)."""
+        return self._timed(name, lambda: self._rollback(name))
+
+    def recover(self) -> RecoveryReport:
+        """Finish or undo operations interrupted by a crash (backends whose lock is free)."""
+        return recover_pending(
+            self.config.backends_path, keep_generations=self.config.keep_generations, fs=self._swapper.fs
+        )
+
+    def _timed(self, requested: str, action: Callable[[], InstallResult]) -> InstallResult:
         started = time.monotonic()
         try:
-            result = self._install(requested)
+            result = action()
         except GalleryError as exc:
             return InstallResult(requested, "failed", error=exc, seconds=time.monotonic() - started)
         return _with_time(result, time.monotonic() - started)
@@ -246,35 +303,74 @@ class Installer:
                 found.append(metadata)
         return found
 
-    # -- install ----------------------------------------------------------------------------
+    # -- install / upgrade ------------------------------------------------------------------
 
-    def _install(self, requested: str) -> InstallResult:
+    def _install(self, requested: str, mode: Mode) -> InstallResult:
         resolution = resolve_backend(self.catalog, requested, capabilities=self._selector)
         entry, state = resolution.entry, resolution.gallery
         plan = plan_for_entry(entry, state.config, require_integrity=self.config.require_integrity)
-        if plan.refusal is not None:
+        if plan.refusal is not None:  # before the lock file: strict mode writes nothing
             raise StrictModeRefusal(f"{entry.name}: {plan.refusal}")
         warnings = (plan.warning,) if plan.warning else ()
+        if mode == "dry-run":
+            return self._run_candidates(resolution, mode, warnings)
+        with backend_lock(self._state.root, entry.name, timeout=self.config.timeouts.lock):
+            self._swapper.recover(entry.name)
+            result = self._run_candidates(resolution, mode, warnings)
+        self._link_meta(resolution)
+        return result
+
+    def _run_candidates(self, resolution: Resolution, mode: Mode, warnings: tuple[str, ...]) -> InstallResult:
+        entry, state = resolution.entry, resolution.gallery
         target = self.config.backends_path / entry.name
-        installed = read_metadata(target) if target.is_dir() else None
+        installed = read_metadata(target) if target.is_dir() and not target.is_symlink() else None
         if target.exists() and installed is None:
             raise OperationalError(
                 f"{target} exists but has no metadata.json; it was not installed by a gallery",
                 hint="move it away, then install again",
             )
-
+        if installed is None and mode != "install":
+            raise BackendNotFound(
+                f"{entry.name} is not installed", hint=f"use 'gallery install {entry.name}'"
+            )
         attempts = _Attempts()
         for candidate in build_candidates(entry, lookup=state.entry):
             try:
-                self._try_candidate(candidate, _Job(resolution, installed, attempts, warnings))
+                self._try_candidate(candidate, _Job(resolution, installed, attempts, warnings, mode))
             except _Done as done:
-                self._link_meta(resolution)
                 return done.result
         raise InstallFailed(
-            f"{entry.name}: no candidate could be installed: " + "; ".join(attempts.lines),
+            f"{entry.name}: no candidate could be " + ("installed: " if mode == "install" else "upgraded: ")
+            + "; ".join(attempts.lines),
             hint=attempts.hint(),
             integrity=attempts.integrity,
-        )
+        )  # fmt: skip
+
+    def _upgrade(self, name: str, *, dry_run: bool) -> InstallResult:
+        if not is_valid_name(name):
+            raise BackendNotFound(f"{name!r} is not a backend name")
+        installed = read_metadata(self.config.backends_path / name)
+        if installed is None:
+            raise BackendNotFound(f"{name} is not installed", hint=f"use 'gallery install {name}'")
+        if installed.meta_backend_for is not None:  # a meta-backend upgrades its concrete backend
+            name = installed.meta_backend_for
+            installed = read_metadata(self.config.backends_path / name)
+            if installed is None:
+                raise BackendNotFound(f"{name} is not installed", hint=f"use 'gallery install {name}'")
+        gallery = installed.gallery
+        requested = f"{gallery}@{name}" if gallery and self.config.gallery(gallery) else name
+        return self._install(requested, "dry-run" if dry_run else "upgrade")
+
+    def _rollback(self, name: str) -> InstallResult:
+        if not is_valid_name(name):
+            raise BackendNotFound(f"{name!r} is not a backend name")
+        with backend_lock(self._state.root, name, timeout=self.config.timeouts.lock):
+            self._swapper.recover(name)
+            self._swapper.rollback(name)
+            restored = read_metadata(self.config.backends_path / name)
+        assert restored is not None  # the swap checked it
+        verified = restored.verification is not None and restored.verification.verified
+        return InstallResult(name, "rolled-back", name, restored.digest, restored.candidate, verified)
 
     def _try_candidate(
         self,
@@ -291,11 +387,15 @@ class Installer:
             for host in registry_endpoints(reference, self.config.registry_mirrors):
                 endpoint = self._registry.endpoint(host)
                 label = str(candidate) if host == reference.registry else f"{candidate} via mirror {host}"
-                self._attempt(
-                    label,
-                    partial(pin_image, self._registry, endpoint, reference, platform=platform, limits=limits),
-                    candidate, job,
-                )  # fmt: skip
+
+                def pin(endpoint: Endpoint = endpoint) -> PinnedImage:
+                    # One HEAD decides a no-op upgrade: nothing else is fetched or verified.
+                    resolved = reference.digest or self._registry.resolve_tag(endpoint, reference)
+                    job.unchanged_if(resolved, str(candidate))
+                    return pin_image(self._registry, endpoint, reference, platform=platform, limits=limits,
+                                     resolved=resolved)  # fmt: skip
+
+                self._attempt(label, pin, candidate, job)
         elif isinstance(source, OciLayoutSource):
             opened: list[OciLayout] = []
 
@@ -323,6 +423,8 @@ class Installer:
         entry, state = resolution.entry, resolution.gallery
         policy = state.config.verification
         expected = source.sha256 or entry.sha256
+        if expected:
+            job.unchanged_if(f"sha256:{expected}", str(candidate))
         evidence: Evidence | None = None
         if policy is not None and entry.signature is not None:
             try:
@@ -370,13 +472,20 @@ class Installer:
         """Pin, verify, deploy one source; record why it failed, or raise ``_Done``.
 
         ``verified``: evidence already established before pinning (signed tarballs)."""
-        resolution, installed, attempts, warnings = job.resolution, job.installed, job.attempts, job.warnings
+        resolution, attempts, warnings = job.resolution, job.attempts, job.warnings
         entry, state = resolution.entry, resolution.gallery
         policy = state.config.verification
         digest: str | None = None
         try:
             pinned = pin()
             digest = pinned.resolved_digest
+            job.unchanged_if(digest, str(candidate))
+            if job.installed is not None and job.mode == "install":
+                raise OperationalError(
+                    f"{entry.name} is already installed at {job.installed.digest}; "
+                    f"the gallery now offers {digest}",
+                    hint=f"use 'gallery upgrade {entry.name}'",
+                )
             if verified is not None:
                 evidence = verified
             elif policy is not None and not tarball:
@@ -391,9 +500,10 @@ class Installer:
                 evidence = Evidence.unverified("tarball checked against the index's sha256 (no signature)")
             else:
                 evidence = Evidence.unverified(f"gallery {state.name!r} has no verification policy")
-            if installed is not None:
-                self._already_installed(entry.name, installed, pinned, str(candidate), warnings)
-            fetched = self._deploy(pinned, resolution, evidence, str(candidate))
+            if job.mode == "dry-run":
+                raise _Done(InstallResult(entry.name, "would-upgrade", entry.name, digest, str(candidate),
+                                          evidence.verified, warnings=warnings))  # fmt: skip
+            fetched = self._deploy(pinned, resolution, evidence, str(candidate), job.mode)
         except SourceUnavailable as exc:
             attempts.add(label, digest, exc)
             return
@@ -408,8 +518,9 @@ class Installer:
                 ) from exc
             return
         signer = f"{evidence.identity} (issuer {evidence.issuer})" if evidence.verified else None
+        status: Status = "upgraded" if job.mode == "upgrade" else "installed"
         raise _Done(
-            InstallResult(entry.name, "installed", entry.name, digest, str(candidate), evidence.verified,
+            InstallResult(entry.name, status, entry.name, digest, str(candidate), evidence.verified,
                           bytes_fetched=fetched, warnings=warnings, signer=signer)
         )  # fmt: skip
 
@@ -447,26 +558,12 @@ class Installer:
             path = Path(location.target).parent / path
         return OciLayout(path, max_manifest_bytes=self.config.limits.max_manifest_bytes)
 
-    @staticmethod
-    def _already_installed(
-        name: str, installed: BackendMetadata, pinned: PinnedImage, candidate: str, warnings: tuple[str, ...]
-    ) -> None:
-        """Same digest: nothing to do. Another digest: that is an upgrade, not an install."""
-        digest = pinned.resolved_digest
-        if installed.manifest_digest == pinned.manifest_digest or installed.digest == digest:
-            verified = installed.verification is not None and installed.verification.verified
-            raise _Done(
-                InstallResult(name, "unchanged", name, digest, candidate, verified, warnings=warnings)
-            )
-        raise OperationalError(
-            f"{name} is already installed at {installed.digest}; the gallery now offers {digest}",
-            hint=f"use 'gallery upgrade {name}'",
-        )
-
-    def _deploy(self, pinned: PinnedImage, resolution: Resolution, evidence: Evidence, candidate: str) -> int:
+    def _deploy(
+        self, pinned: PinnedImage, resolution: Resolution, evidence: Evidence, candidate: str, mode: Mode
+    ) -> int:
         entry = resolution.entry
         fetched = self._fetch_layers(pinned, entry.name)
-        staging = self._new_staging(entry.name)
+        staging = self._state.new_staging(entry.name)
         try:
             try:
                 builder = self._extract(pinned, staging)
@@ -475,7 +572,7 @@ class Installer:
                 self._cache.evict(bad.digest)
                 fetched += self._fetch_layers(pinned, entry.name)
                 remove_tree(staging)
-                staging = self._new_staging(entry.name)
+                staging = self._state.new_staging(entry.name)
                 builder = self._extract(pinned, staging)
             files = builder.finish()
             run_sh = staging / "run.sh"
@@ -486,13 +583,18 @@ class Installer:
             metadata = self._metadata(pinned, resolution, evidence, candidate, files)
             write_metadata(staging, metadata)
             staging.chmod(0o755)  # staging is private while being built; the backend is not
-            sync_filesystem(staging)
-            target = self.config.backends_path / entry.name
-            staging.rename(target)  # the target does not exist: checked before fetching
-            fsync_directory(self.config.backends_path)
+        except OSError as exc:
+            remove_tree(staging)
+            raise OperationalError(
+                f"{entry.name}: cannot build {pinned.label} ({pinned.manifest_digest}) in {staging.parent}: "
+                f"{exc.strerror or exc}",
+                hint="free space or fix permissions under backends_path, then retry",
+            ) from exc
         except BaseException:
             remove_tree(staging)
             raise
+        # From here the swap owns staging: its undo removes it, or its journal names it for recovery.
+        self._swapper.place(entry.name, staging, op="upgrade" if mode == "upgrade" else "install")
         return fetched
 
     def _fetch_layers(self, pinned: PinnedImage, backend: str) -> int:
@@ -593,13 +695,6 @@ class Installer:
         write_metadata(directory, record)
         fsync_directory(self.config.backends_path)
 
-    def _new_staging(self, name: str) -> Path:
-        parent = self.config.backends_path / STATE_DIR / "staging"
-        parent.mkdir(parents=True, exist_ok=True)
-        path = parent / f"{name}.{secrets.token_hex(6)}"
-        path.mkdir(mode=0o700)
-        return path
-
     # -- uninstall --------------------------------------------------------------------------
 
     def _uninstall(self, name: str) -> list[str]:
@@ -618,17 +713,10 @@ class Installer:
             if other.meta_backend_for == name and other.name != name:
                 also.append(other.name)
         for victim in (name, *also):
-            self._remove_backend(victim)
+            with backend_lock(self._state.root, victim, timeout=self.config.timeouts.lock):
+                self._swapper.recover(victim)
+                self._swapper.remove(victim)  # present or gone, never half-deleted; generations go too
         return also
-
-    def _remove_backend(self, name: str) -> None:
-        target = self.config.backends_path / name
-        trash = self.config.backends_path / STATE_DIR / "trash"
-        trash.mkdir(parents=True, exist_ok=True)
-        moved = trash / f"{name}.{secrets.token_hex(6)}"
-        target.rename(moved)  # atomic: the backend is present or gone, never half-deleted
-        fsync_directory(self.config.backends_path)
-        remove_tree(moved)
 
     # -- helpers ----------------------------------------------------------------------------
 

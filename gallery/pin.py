@@ -62,15 +62,24 @@ class PinnedImage:
 
 
 def pin_image(
-    client: RegistryClient, endpoint: Endpoint, reference: OciReference, *, platform: str, limits: Limits
+    client: RegistryClient,
+    endpoint: Endpoint,
+    reference: OciReference,
+    *,
+    platform: str,
+    limits: Limits,
+    resolved: str | None = None,
 ) -> PinnedImage:
     """Resolve ``reference`` on ``endpoint`` to a digest and fetch its manifest by digest.
+
+    ``resolved``: the digest the caller already resolved the tag to on this endpoint (upgrade
+    compares it with the installed one before fetching anything else).
 
     Raises:
         ManifestNotFound, RegistryError: the endpoint does not have it or cannot be reached.
         DigestMismatch, InvalidManifest, UnsupportedImage: the content cannot be trusted or used.
     """
-    resolved = reference.digest or client.resolve_tag(endpoint, reference)
+    resolved = resolved or reference.digest or client.resolve_tag(endpoint, reference)
     where = f"{endpoint}/{endpoint.repository(reference)}"
     manifest_digest, manifest = _platform_manifest(
         resolved,

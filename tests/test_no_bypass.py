@@ -1,11 +1,12 @@
 """The no-bypass matrix: no entry point, candidate kind or failure installs something untrusted.
 
-entry points {install, meta-backend} x candidates {uri, entry mirror in another repository,
+entry points {install, meta-backend, upgrade, upgrade through a meta-backend} x candidates {uri, entry mirror in another repository,
 registry mirror, tag fallback, local layout, tarball + mirror} x failures {bad signature, strict
 with no policy, strict with no sha256, tampered blob, primary fails integrity then a weaker
 candidate}. Combinations that cannot occur (a tarball has no registry to tamper, an OCI image no
-sha256 field) are not generated. Every case must exit 3 and leave backends/ and the blob cache
-byte-identical. Later entry points (upgrade, preload, preload --lock, install --from) join the
+sha256 field) are not generated. Every case must exit 3 and leave backends/ (an upgrade's old
+version included) and the blob cache byte-identical; strict-mode refusals write nothing at all,
+not even a lock file. Later entry points (preload, preload --lock, install --from) join the
 matrix as they land.
 """
 
@@ -52,9 +53,8 @@ def applicable(candidate: str, failure: str) -> bool:
     return True
 
 
-MATRIX = [
-    (e, c, f) for e in ("install", "meta-backend") for c in CANDIDATES for f in FAILURES if applicable(c, f)
-]
+ENTRY_POINTS = ["install", "meta-backend", "upgrade", "upgrade-meta"]
+MATRIX = [(e, c, f) for e in ENTRY_POINTS for c in CANDIDATES for f in FAILURES if applicable(c, f)]
 
 
 def tree_hash(root: Path) -> str:
@@ -157,7 +157,7 @@ def test_no_bypass(
         tamper(bad_layer)  # without a policy an integrity failure ends the install: no fallback
 
     entries = [entry]
-    if entry_point == "meta-backend":
+    if entry_point in ("meta-backend", "upgrade-meta"):
         entries.append({"name": "meta", "capabilities": {"default": "target"}})
     index = tmp_path / "index" / "index.yaml"
     index.parent.mkdir(parents=True, exist_ok=True)
@@ -179,6 +179,18 @@ def test_no_bypass(
     existing.mkdir(parents=True)
     (existing / "run.sh").write_text("#!/bin/sh\n")
     (existing / "metadata.json").write_text('{"name": "existing", "format_version": 1}')
+    if entry_point.startswith("upgrade"):  # an older version of the target is installed
+        old = tmp_path / "backends" / "target"
+        old.mkdir()
+        (old / "run.sh").write_text("#!/bin/sh\necho old\n")
+        (old / "metadata.json").write_text(
+            '{"name": "target", "format_version": 1, "gallery": "m", "digest": "sha256:' + "ab" * 32 + '"}'
+        )
+    if entry_point == "upgrade-meta":
+        (tmp_path / "backends" / "meta").mkdir()
+        (tmp_path / "backends" / "meta" / "metadata.json").write_text(
+            '{"name": "meta", "format_version": 1, "gallery": "m", "meta_backend_for": "target"}'
+        )
     cached = tmp_path / "cache" / "blobs" / "sha256"
     cached.mkdir(parents=True)
     (cached / hashlib.sha256(b"cached").hexdigest()).write_bytes(b"cached")
@@ -188,15 +200,22 @@ def test_no_bypass(
     installer = Installer(config, client=client, verifier=SigstoreVerifier(),
                           registry=RegistryClient.from_config(config, client, retry=RetryPolicy(attempts=1, initial_wait=0)),
                           detector=lambda: HostFacts("linux", "amd64"))  # fmt: skip
-    result = installer.install_one("meta" if entry_point == "meta-backend" else "target")
+    requested = "meta" if entry_point in ("meta-backend", "upgrade-meta") else "target"
+    if entry_point.startswith("upgrade"):
+        result = installer.upgrade_one(requested)
+    else:
+        result = installer.install_one(requested)
 
     assert result.exit_code == 3, (result.status, result.error)
-    staging = tmp_path / "backends" / ".gallery"
-    if staging.exists():  # an empty state dir may appear; nothing may be left inside it
+    state = tmp_path / "backends" / ".gallery"
+    if strict:
+        assert not state.exists()
+    if state.exists():  # empty bookkeeping dirs and lock files may appear; nothing else
         assert not [
             p
-            for p in staging.rglob("*")
-            if p.is_file() or (p.is_dir() and any(p.iterdir()) and p.name != "staging")
+            for p in state.rglob("*")
+            if (p.is_file() and p.parent.name != "locks")
+            or (p.is_dir() and any(p.iterdir()) and p.name not in ("staging", "locks"))
         ]
-        shutil.rmtree(staging)
+        shutil.rmtree(state)
     assert (tree_hash(tmp_path / "backends"), tree_hash(tmp_path / "cache" / "blobs")) == before
