@@ -22,11 +22,13 @@ from gallery import __version__
 from gallery.capability import detect_host_facts
 from gallery.config import Config, load_config
 from gallery.errors import GalleryError
+from gallery.fsck import mark_repaired, prune_cache, scan
 from gallery.index import IndexEntry
-from gallery.install import Installer, ProgressReporter
+from gallery.install import BatchResult, Installer, ProgressReporter
 from gallery.queries import list_entries, run_doctor, show_backend
 from gallery.recheck import verify_installed
 from gallery.signatures import SigstoreVerifier, TrustRoots
+from gallery.swap import recover_pending
 from gallery.transport import make_http_client
 
 from .progress import RichProgress
@@ -101,6 +103,9 @@ def _execute(ctx: typer.Context, out: Output, action: Callable[[Config], int]) -
         config = load_config(options.config_path).with_overrides(
             require_integrity=options.require_integrity, capability=options.capability
         )
+        # Every command, readers included, first finishes or undoes what a crashed command left
+        # (only where no live process holds the backend's lock: readers never wait).
+        out.recovery(recover_pending(config.backends_path, keep_generations=config.keep_generations))
         code = action(config)
     except GalleryError as exc:
         if options.debug:
@@ -159,6 +164,90 @@ def install_command(
                 batch = _installer(config, client).install(names, fail_fast=fail_fast)
         out.batch_result(batch)
         return batch.exit_code
+
+    _execute(ctx, out, action)
+
+
+@app.command("upgrade")
+def upgrade_command(
+    ctx: typer.Context,
+    names: Annotated[list[str] | None, typer.Argument(help="Installed backends.")] = None,
+    all_: Annotated[bool, typer.Option("--all", help="Every installed backend.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Pin and verify; change nothing.")] = False,
+    fail_fast: FailFast = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Upgrade installed backends to what their gallery offers now (by digest, verified, swapped
+    atomically; the previous version is kept for 'gallery rollback')."""
+    out = Output(as_json=as_json)
+    if bool(names) == all_:
+        out.error("give backend names or --all", "gallery upgrade NAME... | gallery upgrade --all")
+        raise typer.Exit(2)
+
+    def action(config: Config) -> int:
+        with make_http_client(config) as client:
+            installer = _installer(config, client)
+            batch = installer.upgrade(names or [], all_installed=all_, dry_run=dry_run, fail_fast=fail_fast)
+        out.batch_result(batch)
+        return batch.exit_code
+
+    _execute(ctx, out, action)
+
+
+@app.command("rollback")
+def rollback_command(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Installed backend.")],
+    as_json: JsonFlag = False,
+) -> None:
+    """Put back the previous version of NAME (the newest kept generation), atomically."""
+    out = Output(as_json=as_json)
+
+    def action(config: Config) -> int:
+        with make_http_client(config) as client:
+            result = _installer(config, client).rollback(name)
+        batch = BatchResult((result,))
+        out.batch_result(batch)
+        return batch.exit_code
+
+    _execute(ctx, out, action)
+
+
+@app.command("fsck")
+def fsck_command(
+    ctx: typer.Context,
+    repair: Annotated[bool, typer.Option("--repair", help="Fix what can be fixed safely.")] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Check installed backends against their recorded files, leftovers and the blob cache
+    (exit 3 when damage remains)."""
+    out = Output(as_json=as_json)
+
+    def action(config: Config) -> int:
+        report = scan(config, repair=repair)
+        repaired = None
+        if repair and report.damaged_backends():
+            with make_http_client(config) as client:
+                repaired = _installer(config, client).repair(report.damaged_backends())
+            report = mark_repaired(report, repaired)
+        out.fsck_report(report, repaired)
+        return max(report.exit_code, repaired.exit_code if repaired else 0)
+
+    _execute(ctx, out, action)
+
+
+cache_app = typer.Typer(help="The blob cache.", no_args_is_help=True)
+app.add_typer(cache_app, name="cache")
+
+
+@cache_app.command("prune")
+def cache_prune_command(ctx: typer.Context, as_json: JsonFlag = False) -> None:
+    """Remove cached blobs no installed backend or kept generation references."""
+    out = Output(as_json=as_json)
+
+    def action(config: Config) -> int:
+        out.prune_result(prune_cache(config))
+        return 0
 
     _execute(ctx, out, action)
 

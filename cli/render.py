@@ -11,9 +11,11 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from gallery.fsck import FsckReport, PruneResult
 from gallery.install import BatchResult
 from gallery.metadata import BackendMetadata
 from gallery.queries import DoctorReport, ListResult, Notice, ShowResult
+from gallery.swap import RecoveryReport
 
 __all__ = ["Output", "clean"]
 
@@ -151,6 +153,53 @@ class Output:
                 f"{clean(result.name or result.requested)}: {result.status}{detail}{verified}{fetched}",
                 highlight=False,
             )
+
+    def recovery(self, report: RecoveryReport) -> None:
+        for action in report.actions:
+            self.err.print(f"[yellow]recovered:[/yellow] {clean(action)}", highlight=False)
+        for problem in report.skipped:
+            self.err.print(f"[yellow]warning:[/yellow] recovery pending: {clean(problem)}", highlight=False)
+
+    def fsck_report(self, report: FsckReport, repaired: BatchResult | None) -> None:
+        if repaired is not None:
+            for result in repaired.results:
+                if result.error is not None:
+                    self.error(
+                        f"{result.requested}: cannot repair: {result.error.message}", result.error.hint
+                    )
+        if self.as_json:
+            data = report.to_json()
+            data["repairs"] = repaired.to_json()["results"] if repaired is not None else []
+            self.json(data)
+            return
+        marks = {True: "[red]DAMAGE[/red]", False: "[yellow]note[/yellow]  "}
+        for finding in report.findings:
+            line = (
+                f"{marks[finding.damage]}  {clean(finding.subject)}: {finding.kind}: {clean(finding.detail)}"
+            )
+            if finding.repaired:
+                line += f" [green](repaired: {clean(finding.repaired)})[/green]"
+            self.out.print(line, highlight=False)
+        damage = sum(1 for f in report.findings if f.damage and f.repaired is None)
+        self.out.print(
+            f"{report.backends_checked} backends and {report.blobs_checked} cached blobs checked; "
+            + (
+                f"{damage} problems remain (gallery fsck --repair fixes what it safely can)"
+                if damage
+                else "no damage"
+            ),
+            highlight=False,
+        )
+
+    def prune_result(self, result: PruneResult) -> None:
+        if self.as_json:
+            self.json(result.to_json())
+            return
+        self.out.print(
+            f"removed {len(result.removed)} blobs and {result.partials_removed} partial downloads "
+            f"({result.bytes_freed} bytes); kept {result.kept} referenced blobs",
+            highlight=False,
+        )
 
     def installed(self, backends: list[BackendMetadata]) -> None:
         if self.as_json:

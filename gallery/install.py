@@ -86,9 +86,17 @@ class NoProgress:
 
 
 Status = Literal[
-    "installed", "upgraded", "would-upgrade", "rolled-back", "unchanged", "uninstalled", "verified", "failed"
+    "installed",
+    "upgraded",
+    "would-upgrade",
+    "rolled-back",
+    "repaired",
+    "unchanged",
+    "uninstalled",
+    "verified",
+    "failed",
 ]
-Mode = Literal["install", "upgrade", "dry-run"]
+Mode = Literal["install", "upgrade", "dry-run", "repair"]
 
 
 @dataclass(frozen=True)
@@ -173,10 +181,21 @@ class _Job:
     warnings: tuple[str, ...]
     mode: Mode = "install"
 
+    @property
+    def wanted(self) -> str | None:
+        """Repair re-fetches exactly the recorded digest; other modes take what the gallery offers."""
+        if self.mode != "repair" or self.installed is None:
+            return None
+        return self.installed.resolved_digest or self.installed.digest
+
     def unchanged_if(self, digest: str, candidate: str) -> None:
         """Raise ``_Done`` when ``digest`` is what is installed: nothing to fetch or verify."""
         installed = self.installed
-        if installed is None or digest not in (installed.resolved_digest, installed.digest):
+        if (
+            self.mode == "repair"
+            or installed is None
+            or digest not in (installed.resolved_digest, installed.digest)
+        ):
             return
         verified = installed.verification is not None and installed.verification.verified
         name = self.resolution.entry.name
@@ -259,6 +278,28 @@ class Installer:
     def upgrade_one(self, name: str, *, dry_run: bool = False) -> InstallResult:
         return self._timed(name, lambda: self._upgrade(name, dry_run=dry_run))
 
+    def repair(self, names: Sequence[str]) -> BatchResult:
+        """Rebuild damaged backends from their *recorded* digest (fetched and verified under the
+        current policy, as an install would); the damaged tree goes to the trash, not to a generation."""
+        return self._batch(names, self.repair_one, fail_fast=False)
+
+    def repair_one(self, name: str) -> InstallResult:
+        def action() -> InstallResult:
+            installed = read_metadata(self.config.backends_path / name) if is_valid_name(name) else None
+            if installed is None:
+                raise BackendNotFound(f"{name} is not installed")
+            if not (installed.resolved_digest or installed.digest):
+                raise OperationalError(
+                    f"{name}: no digest recorded, so there is nothing to re-fetch",
+                    hint=f"reinstall it: gallery uninstall {name} && gallery install {name}",
+                )
+            gallery = installed.gallery
+            return self._install(
+                f"{gallery}@{name}" if gallery and self.config.gallery(gallery) else name, "repair"
+            )
+
+        return self._timed(name, action)
+
     def rollback(self, name: str) -> InstallResult:
         """Put back the newest kept generation of ``name`` (the current version is discarded)."""
         return self._timed(name, lambda: self._rollback(name))
@@ -329,7 +370,7 @@ class Installer:
                 f"{target} exists but has no metadata.json; it was not installed by a gallery",
                 hint="move it away, then install again",
             )
-        if installed is None and mode != "install":
+        if installed is None and mode != "install":  # upgrade, dry-run and repair replace something
             raise BackendNotFound(
                 f"{entry.name} is not installed", hint=f"use 'gallery install {entry.name}'"
             )
@@ -383,7 +424,7 @@ class Installer:
         platform = self.config.platform
         limits = self.config.limits
         if isinstance(source, OciSource):
-            reference = source.reference
+            reference = source.reference if job.wanted is None else source.reference.pinned(job.wanted)
             for host in registry_endpoints(reference, self.config.registry_mirrors):
                 endpoint = self._registry.endpoint(host)
                 label = str(candidate) if host == reference.registry else f"{candidate} via mirror {host}"
@@ -423,6 +464,8 @@ class Installer:
         entry, state = resolution.entry, resolution.gallery
         policy = state.config.verification
         expected = source.sha256 or entry.sha256
+        if job.wanted is not None:
+            expected = job.wanted.removeprefix("sha256:")
         if expected:
             job.unchanged_if(f"sha256:{expected}", str(candidate))
         evidence: Evidence | None = None
@@ -480,6 +523,8 @@ class Installer:
             pinned = pin()
             digest = pinned.resolved_digest
             job.unchanged_if(digest, str(candidate))
+            if job.wanted is not None and digest != job.wanted:
+                raise SourceUnavailable(f"it offers {digest}, not the recorded {job.wanted}")
             if job.installed is not None and job.mode == "install":
                 raise OperationalError(
                     f"{entry.name} is already installed at {job.installed.digest}; "
@@ -518,7 +563,7 @@ class Installer:
                 ) from exc
             return
         signer = f"{evidence.identity} (issuer {evidence.issuer})" if evidence.verified else None
-        status: Status = "upgraded" if job.mode == "upgrade" else "installed"
+        status: Status = {"upgrade": "upgraded", "repair": "repaired"}.get(job.mode, "installed")  # type: ignore[assignment]
         raise _Done(
             InstallResult(entry.name, status, entry.name, digest, str(candidate), evidence.verified,
                           bytes_fetched=fetched, warnings=warnings, signer=signer)
@@ -594,7 +639,7 @@ class Installer:
             remove_tree(staging)
             raise
         # From here the swap owns staging: its undo removes it, or its journal names it for recovery.
-        self._swapper.place(entry.name, staging, op="upgrade" if mode == "upgrade" else "install")
+        self._swapper.place(entry.name, staging, op=mode if mode in ("upgrade", "repair") else "install")
         return fetched
 
     def _fetch_layers(self, pinned: PinnedImage, backend: str) -> int:

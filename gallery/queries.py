@@ -22,6 +22,7 @@ from .index import IndexEntry
 from .resolve import CapabilitySelector, resolve_backend
 from .signatures import TrustRootError, TrustRoots
 from .sources import OciSource
+from .swap import pending_names
 from .trust import plan_for_entry
 
 __all__ = [
@@ -256,6 +257,13 @@ def run_doctor(config: Config, *, client: httpx.Client, detector: CapabilityDete
         checks.append(_check_json_file("docker_config", config.docker_config))
     checks.append(_check_directory("backends_path", config.backends_path))
     checks.append(_check_directory("cache_path", config.cache_path))
+    pending = pending_names(config.backends_path)
+    checks.append(
+        Check("pending recovery", "warning", f"interrupted operations on {', '.join(pending)} (their lock is "
+              "held, or recovery failed: see the warning above); the next command retries")
+        if pending
+        else Check("pending recovery", "ok", "no interrupted operation")
+    )  # fmt: skip
 
     if config.capability == "auto":
         facts = detector()
