@@ -22,6 +22,7 @@ Layout under ``backends_path/.gallery/`` (same filesystem as the backends, so re
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 from collections.abc import Callable
@@ -203,8 +204,17 @@ class Swapper:
             OperationalError: a filesystem step failed; the live version is as it was, or the
                 journal is left for recovery (the message says so).
         """
-        self.fs.sync_files(staged)
-        self.fs.sync_dirs(staged)
+        try:
+            self.fs.sync_files(staged)
+            self.fs.sync_dirs(staged)
+        except OSError as exc:
+            with contextlib.suppress(OSError):  # else the next command removes it as an orphan
+                self.fs.remove_tree(staged)
+            raise OperationalError(
+                f"{op} of {name} failed: cannot flush the staged version ({_describe(exc)}); "
+                "the installed version is unchanged",
+                hint="fix the filesystem problem, then retry",
+            ) from exc
         self._step("synced")
         target = self.backends / name
         old = _ino(target)
