@@ -136,7 +136,13 @@ class TreeBuilder:
             if record is None or not stat.S_ISDIR(os.lstat(path).st_mode):
                 continue
             os.utime(path, ns=self._dir_times[rel], follow_symlinks=False)
-            os.chmod(path, record.mode, follow_symlinks=False)
+            # fchmod on an O_NOFOLLOW descriptor: never through a symlink, and portable (Linux
+            # has no lchmod, so chmod(follow_symlinks=False) is not available everywhere).
+            fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+            try:
+                os.fchmod(fd, record.mode)
+            finally:
+                os.close(fd)
         return tuple(self._records[key] for key in sorted(self._records))
 
     # -- members ----------------------------------------------------------------------------

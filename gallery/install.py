@@ -632,7 +632,7 @@ class Installer:
             remove_tree(staging)
             raise OperationalError(
                 f"{entry.name}: cannot build {pinned.label} ({pinned.manifest_digest}) in {staging.parent}: "
-                f"{exc.strerror or exc}",
+                f"{exc.strerror or exc}" + (f" ({Path(exc.filename).name})" if exc.filename else ""),
                 hint="free space or fix permissions under backends_path, then retry",
             ) from exc
         except BaseException:
@@ -669,7 +669,14 @@ class Installer:
         workers = max(1, min(self.config.max_parallel_layers, len(missing)))
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="layer") as pool:
             for future in [pool.submit(fetch, layer) for layer in missing]:
-                future.result()
+                try:
+                    future.result()
+                except OSError as exc:  # the cache's disk, not the source: no other candidate helps
+                    raise OperationalError(
+                        f"{pinned.label} ({pinned.manifest_digest}): cannot write to the blob cache "
+                        f"{self._cache.state}: {exc.strerror or exc}",
+                        hint="free space under cache_path (gallery cache prune), then retry",
+                    ) from exc
         return sum(counted)
 
     def _extract(self, pinned: PinnedImage, staging: Path) -> TreeBuilder:
