@@ -39,6 +39,7 @@ from .compression import compression_for_media_type, decompressing
 from .config import Config
 from .errors import (
     BackendNotFound,
+    DigestMismatch,
     GalleryError,
     InstallFailed,
     IntegrityError,
@@ -47,20 +48,21 @@ from .errors import (
     StrictModeRefusal,
     UnsafeArchiveError,
 )
-from .extract import ExtractLimits, TreeBuilder
+from .extract import ExtractLimits, FileRecord, TreeBuilder
 from .fsops import FsOps
 from .fsutil import fsync_directory, remove_tree
 from .locks import backend_lock
 from .metadata import METADATA_FORMAT_VERSION, BackendMetadata, LayerRecord, read_metadata, write_metadata
 from .names import is_valid_name
 from .oci_layout import LayoutError, OciLayout
+from .oci_models import EMPTY_CONFIG, Descriptor, ImageManifest
 from .pin import PinnedImage, pin_image, pin_layout
 from .registry import Endpoint, RegistryClient
 from .resolve import CapabilitySelector, Resolution, resolve_backend
 from .signature_sources import FirstReachable, RegistrySignatures
-from .signatures import signed_sha256
+from .signatures import TrustRoots, signed_sha256
 from .sources import OciLayoutSource, OciSource, TarballSource, parse_index_location
-from .swap import RecoveryReport, StateDir, Step, Swapper, recover_pending
+from .swap import Op, RecoveryReport, StateDir, Step, Swapper, recover_pending
 from .tarball import pin_tarball, read_signature
 from .trust import plan_for_entry
 from .verification import Evidence, SignatureSource, Verifier
@@ -236,6 +238,7 @@ class Installer:
         self._catalog = catalog
         self._cache = BlobCache(config.cache_path / "blobs")
         self._state = StateDir(config.backends_path)
+        self._roots = TrustRoots()
         self._swapper = Swapper(
             config.backends_path, keep_generations=config.keep_generations, fs=fs, step=step
         )
@@ -293,12 +296,41 @@ class Installer:
                     f"{name}: no digest recorded, so there is nothing to re-fetch",
                     hint=f"reinstall it: gallery uninstall {name} && gallery install {name}",
                 )
+            if installed.layers and all(self._cache.has(layer.digest) for layer in installed.layers):
+                return self._rebuild_from_cache(installed)
             gallery = installed.gallery
             return self._install(
                 f"{gallery}@{name}" if gallery and self.config.gallery(gallery) else name, "repair"
             )
 
         return self._timed(name, action)
+
+    def _rebuild_from_cache(self, installed: BackendMetadata) -> InstallResult:
+        """Rebuild from the recorded, cached (digest-checked) layers, offline. The recorded
+        signature is checked against today's policy first, as 'gallery verify' does; the rebuilt
+        file list must equal the recorded one."""
+        from .recheck import recheck_metadata  # recheck builds on this module's results
+
+        name = installed.name
+        evidence = recheck_metadata(self.config, installed, self._roots)
+        layers = [{"mediaType": r.media_type, "digest": r.digest, "size": r.size} for r in installed.layers]
+        manifest = ImageManifest.model_validate(
+            {"schemaVersion": 2, "config": EMPTY_CONFIG, "layers": layers}
+        )
+        digest = installed.resolved_digest or installed.digest or ""
+        pinned = PinnedImage(f"{name} (blob cache)", digest, installed.manifest_digest or digest, manifest,
+                             installed.platform or self.config.platform, _NoBlobs())  # fmt: skip
+
+        def metadata(files: tuple[FileRecord, ...]) -> BackendMetadata:
+            rebuilt = tuple(f.to_json() for f in files if f.path != "metadata.json")
+            if rebuilt != installed.files:
+                raise DigestMismatch(f"{name}: the cached layers do not rebuild the recorded files")
+            return installed
+
+        with backend_lock(self._state.root, name, timeout=self.config.timeouts.lock):
+            self._swapper.recover(name)
+            self._build_and_place(pinned, name, metadata, "repair")
+        return InstallResult(name, "repaired", name, digest, installed.candidate, evidence.verified)
 
     def rollback(self, name: str) -> InstallResult:
         """Put back the newest kept generation of ``name`` (the current version is discarded)."""
@@ -606,18 +638,31 @@ class Installer:
     def _deploy(
         self, pinned: PinnedImage, resolution: Resolution, evidence: Evidence, candidate: str, mode: Mode
     ) -> int:
-        entry = resolution.entry
-        fetched = self._fetch_layers(pinned, entry.name)
-        staging = self._state.new_staging(entry.name)
+        def metadata(files: tuple[FileRecord, ...]) -> BackendMetadata:
+            return self._metadata(pinned, resolution, evidence, candidate, files)
+
+        op: Op = "upgrade" if mode == "upgrade" else "repair" if mode == "repair" else "install"
+        return self._build_and_place(pinned, resolution.entry.name, metadata, op)
+
+    def _build_and_place(
+        self,
+        pinned: PinnedImage,
+        name: str,
+        metadata: Callable[[tuple[FileRecord, ...]], BackendMetadata],
+        op: Op,
+    ) -> int:
+        """Fetch what the cache lacks, extract into staging, write metadata, swap into place."""
+        fetched = self._fetch_layers(pinned, name)
+        staging = self._state.new_staging(name)
         try:
             try:
                 builder = self._extract(pinned, staging)
             except _CachedBlobBad as bad:
                 # The cache held bytes that are not the blob: evict, fetch again, start over once.
                 self._cache.evict(bad.digest)
-                fetched += self._fetch_layers(pinned, entry.name)
+                fetched += self._fetch_layers(pinned, name)
                 remove_tree(staging)
-                staging = self._state.new_staging(entry.name)
+                staging = self._state.new_staging(name)
                 builder = self._extract(pinned, staging)
             files = builder.finish()
             run_sh = staging / "run.sh"
@@ -625,13 +670,12 @@ class Installer:
                 raise UnsafeArchiveError(
                     f"{pinned.label} ({pinned.manifest_digest}): the image has no run.sh file"
                 )
-            metadata = self._metadata(pinned, resolution, evidence, candidate, files)
-            write_metadata(staging, metadata)
+            write_metadata(staging, metadata(files))
             staging.chmod(0o755)  # staging is private while being built; the backend is not
         except OSError as exc:
             remove_tree(staging)
             raise OperationalError(
-                f"{entry.name}: cannot build {pinned.label} ({pinned.manifest_digest}) in {staging.parent}: "
+                f"{name}: cannot build {pinned.label} ({pinned.manifest_digest}) in {staging.parent}: "
                 f"{exc.strerror or exc}" + (f" ({Path(exc.filename).name})" if exc.filename else ""),
                 hint="free space or fix permissions under backends_path, then retry",
             ) from exc
@@ -639,7 +683,7 @@ class Installer:
             remove_tree(staging)
             raise
         # From here the swap owns staging: its undo removes it, or its journal names it for recovery.
-        self._swapper.place(entry.name, staging, op=mode if mode in ("upgrade", "repair") else "install")
+        self._swapper.place(name, staging, op=op)
         return fetched
 
     def _fetch_layers(self, pinned: PinnedImage, backend: str) -> int:
@@ -782,6 +826,13 @@ class Installer:
             if fail_fast and result.error is not None:
                 break
         return BatchResult(tuple(results))
+
+
+class _NoBlobs:
+    """Blob source of a rebuild from the cache: a blob that is not there cannot be fetched."""
+
+    def fetch_blob(self, descriptor: Descriptor, writer: Any, *, on_bytes: Any = None) -> None:
+        raise SourceUnavailable(f"blob {descriptor.digest} is no longer in the cache")
 
 
 class _CachedBlobBad(Exception):

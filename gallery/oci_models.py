@@ -11,6 +11,7 @@ from .digests import is_digest
 from .errors import IntegrityError
 
 __all__ = [
+    "EMPTY_CONFIG",
     "INDEX_MEDIA_TYPES",
     "MANIFEST_ACCEPT",
     "MANIFEST_MEDIA_TYPES",
@@ -21,6 +22,13 @@ __all__ = [
     "Platform",
     "parse_document",
 ]
+
+# The OCI empty descriptor: the config of images we describe ourselves (tarballs, cache rebuilds).
+EMPTY_CONFIG = {
+    "mediaType": "application/vnd.oci.empty.v1+json",
+    "digest": "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a",
+    "size": 2,
+}
 
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"

@@ -19,7 +19,7 @@ from .metadata import BackendMetadata
 from .signatures import TrustRoots, verify_blob_bundle, verify_image_bundle
 from .verification import Evidence
 
-__all__ = ["verify_installed"]
+__all__ = ["recheck_metadata", "verify_installed"]
 
 
 def verify_installed(
@@ -35,7 +35,7 @@ def verify_installed(
             results.append(InstallResult(name, "failed", error=error))
             continue
         try:
-            evidence = _recheck(config, metadata, roots)
+            evidence = recheck_metadata(config, metadata, roots)
         except GalleryError as exc:
             results.append(InstallResult(name, "failed", name=name, digest=metadata.digest, error=exc))
             continue
@@ -48,7 +48,12 @@ def verify_installed(
     return BatchResult(tuple(results))
 
 
-def _recheck(config: Config, metadata: BackendMetadata, roots: TrustRoots) -> Evidence:
+def recheck_metadata(config: Config, metadata: BackendMetadata, roots: TrustRoots) -> Evidence:
+    """The recorded evidence, verified again against the current policy and root (offline).
+
+    Raises:
+        IntegrityError, SignatureError: the backend no longer satisfies its gallery's policy.
+    """
     gallery = config.gallery(metadata.gallery) if metadata.gallery else None
     policy = gallery.verification if gallery is not None else None
     recorded = metadata.verification

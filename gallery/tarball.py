@@ -18,7 +18,7 @@ import httpx
 from .blobcache import BlobCache, BlobWriter
 from .compression import sniff_compression
 from .errors import DigestMismatch, SourceUnavailable
-from .oci_models import Descriptor, ImageManifest
+from .oci_models import EMPTY_CONFIG, Descriptor, ImageManifest
 from .pin import PinnedImage
 from .sources import TarballSource
 from .transport import raw_chunks
@@ -26,11 +26,6 @@ from .transport import raw_chunks
 __all__ = ["TarballUnavailable", "pin_tarball", "read_signature"]
 
 _CHUNK = 1024 * 1024
-_EMPTY_CONFIG = {
-    "mediaType": "application/vnd.oci.empty.v1+json",
-    "digest": "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a",
-    "size": 2,
-}
 _LAYER_TYPES = {
     "gzip": "application/vnd.oci.image.layer.v1.tar+gzip",
     "zstd": "application/vnd.oci.image.layer.v1.tar+zstd",
@@ -96,7 +91,7 @@ def pin_tarball(
     layer = Descriptor.model_validate(
         {"mediaType": _LAYER_TYPES[compression], "digest": digest, "size": path.stat().st_size}
     )
-    manifest = ImageManifest.model_validate({"schemaVersion": 2, "config": _EMPTY_CONFIG, "layers": [layer]})
+    manifest = ImageManifest.model_validate({"schemaVersion": 2, "config": EMPTY_CONFIG, "layers": [layer]})
     return PinnedImage(
         str(source), digest, digest, manifest, platform, _TarballBlobs(source, client, max_bytes)
     )
