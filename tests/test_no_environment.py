@@ -20,6 +20,7 @@ from typer.testing import CliRunner
 from cli.main import app
 from gallery.capability import detect_host_facts
 from gallery.config import load_config
+from gallery.fsck import prune_cache, scan
 from gallery.install import Installer
 from gallery.queries import list_entries, run_doctor, show_backend
 from gallery.signatures import SigstoreVerifier
@@ -81,9 +82,11 @@ def project(tmp_path: Path, http_server: str) -> Path:  # noqa: F811
     (tmp_path / "mirror.yaml").write_text(
         '- {name: m, capabilities: {default: a}}\n- {name: a, uri: "ocifile://layouts/a"}\n'
     )
-    write_layout(
-        tmp_path / "layouts" / "a", [(demo_layer("cpu"), "application/vnd.oci.image.layer.v1.tar+gzip")]
-    )
+    for name, flavour in (("a", "cpu"), ("a2", "cuda")):
+        write_layout(
+            tmp_path / "layouts" / name,
+            [(demo_layer(flavour), "application/vnd.oci.image.layer.v1.tar+gzip")],
+        )
     (tmp_path / "gallery.yaml").write_text(
         "format_version: 1\n"
         "backends_path: ./roots/backends\n"
@@ -94,6 +97,12 @@ def project(tmp_path: Path, http_server: str) -> Path:  # noqa: F811
         "  - name: local\n    url: ./missing.yaml\n    mirrors: [./mirror.yaml]\n"
     )
     return tmp_path
+
+
+def offer_new_version(project: Path) -> None:
+    """The local gallery now offers another image for ``a`` (written by the fixture)."""
+    mirror = project / "mirror.yaml"
+    mirror.write_text(mirror.read_text().replace("layouts/a", "layouts/a2"))
 
 
 def snapshot(root: Path) -> set[Path]:
@@ -148,12 +157,24 @@ def test_library_commands_read_no_environment(project: Path, no_environment: For
             )
             installed = installer.install(["m", "m"])
             listed_installed = [b.name for b in installer.installed()]
-            removed = installer.uninstall(["m"])
+            offer_new_version(project)
+            upgrader = Installer(
+                config, client=client, verifier=SigstoreVerifier(), detector=detect_host_facts
+            )
+            upgraded = upgrader.upgrade([], all_installed=True)
+            rolled = upgrader.rollback("a")
+            checked = scan(config, repair=True)
+            pruned = prune_cache(config)
+            recovered = upgrader.recover()
+            removed = upgrader.uninstall(["m"])
     assert [row.entry.name for row in listed.rows] == ["a", "m", "a"]
     assert shown.entry.name == "a" and shown.gallery == "local" and shown.capability is not None
     assert report.exit_code == 0
     assert [r.status for r in installed.results] == ["installed", "unchanged"], installed.results[0].error
     assert listed_installed == ["a", "m"] and removed.exit_code == 0
+    assert [r.status for r in upgraded.results] == ["upgraded"], upgraded.results[0].error
+    assert rolled.status == "rolled-back" and checked.exit_code == 0 and not recovered.actions
+    assert pruned.kept == 1
     written = snapshot(project) - before
     roots = project / "roots"
     assert written, "the index fetcher saves last good copies under cache_path"
@@ -180,6 +201,9 @@ TYPER_INTERNAL = frozenset({"PYDANTIC_DISABLE_PLUGINS"})
         ["install", "m"],
         ["install", "local@a", "--json"],
         ["list", "--installed"],
+        ["upgrade", "--all"],
+        ["fsck"],
+        ["cache", "prune"],
     ],
 )
 def test_cli_commands_read_no_environment(project: Path, no_environment: Forbid, command: list[str]) -> None:
@@ -193,3 +217,22 @@ def test_cli_commands_read_no_environment(project: Path, no_environment: Forbid,
     assert environ.own == {}, "the tolerated key was restored"
     roots = project / "roots"
     assert all(path == roots or roots in path.parents for path in snapshot(project) - before)
+
+
+def test_cli_upgrade_rollback_fsck_read_no_environment(project: Path, no_environment: Forbid) -> None:
+    runner = CliRunner()
+    config = ["--config", str(project / "gallery.yaml")]
+    before = snapshot(project)
+    assert runner.invoke(app, [*config, "install", "m"]).exit_code == 0
+    offer_new_version(project)
+    sequence = [["upgrade", "m"], ["rollback", "a"], ["upgrade", "--all", "--dry-run"], ["fsck", "--repair"],
+                ["cache", "prune"], ["uninstall", "m"]]  # fmt: skip
+    for command in sequence:
+        with no_environment(TYPER_INTERNAL):
+            result = runner.invoke(app, [*config, *command])
+        if result.exception is not None and not isinstance(result.exception, SystemExit):
+            raise result.exception
+        assert result.exit_code == 0, (command, result.stderr)
+    roots = project / "roots"
+    written = snapshot(project) - before
+    assert all(path == roots or roots in path.parents for path in written), sorted(written)
