@@ -156,16 +156,21 @@ def install_command(
     out = Output(as_json=as_json)
 
     def action(config: Config) -> int:
-        with make_http_client(config) as client:
-            if out.err.is_terminal and not as_json:
-                with RichProgress(out.err) as progress:
-                    batch = _installer(config, client, progress).install(names, fail_fast=fail_fast)
-            else:
-                batch = _installer(config, client).install(names, fail_fast=fail_fast)
-        out.batch_result(batch)
-        return batch.exit_code
+        return _with_progress(config, out, lambda installer: installer.install(names, fail_fast=fail_fast))
 
     _execute(ctx, out, action)
+
+
+def _with_progress(config: Config, out: Output, run: Callable[[Installer], BatchResult]) -> int:
+    """Run a batch with progress bars on a terminal (never in JSON mode), then render it."""
+    with make_http_client(config) as client:
+        if out.err.is_terminal and not out.as_json:
+            with RichProgress(out.err) as progress:
+                batch = run(_installer(config, client, progress))
+        else:
+            batch = run(_installer(config, client))
+    out.batch_result(batch)
+    return batch.exit_code
 
 
 @app.command("upgrade")
@@ -185,11 +190,13 @@ def upgrade_command(
         raise typer.Exit(2)
 
     def action(config: Config) -> int:
-        with make_http_client(config) as client:
-            installer = _installer(config, client)
-            batch = installer.upgrade(names or [], all_installed=all_, dry_run=dry_run, fail_fast=fail_fast)
-        out.batch_result(batch)
-        return batch.exit_code
+        return _with_progress(
+            config,
+            out,
+            lambda installer: installer.upgrade(
+                names or [], all_installed=all_, dry_run=dry_run, fail_fast=fail_fast
+            ),
+        )
 
     _execute(ctx, out, action)
 

@@ -191,7 +191,10 @@ class _Job:
         return self.installed.resolved_digest or self.installed.digest
 
     def unchanged_if(self, digest: str, candidate: str) -> None:
-        """Raise ``_Done`` when ``digest`` is what is installed: nothing to fetch or verify."""
+        """Raise ``_Done`` when ``digest`` is what is installed: nothing to fetch or verify.
+
+        Except on upgrade of a backend installed unverified whose gallery now has a policy: the
+        same digest is then verified and placed again, so its metadata records the signature."""
         installed = self.installed
         if (
             self.mode == "repair"
@@ -200,6 +203,12 @@ class _Job:
         ):
             return
         verified = installed.verification is not None and installed.verification.verified
+        if (
+            self.mode in ("upgrade", "dry-run")
+            and not verified
+            and self.resolution.gallery.config.verification
+        ):
+            return
         name = self.resolution.entry.name
         raise _Done(
             InstallResult(name, "unchanged", name, digest, candidate, verified, warnings=self.warnings)
@@ -437,6 +446,9 @@ class Installer:
     def _rollback(self, name: str) -> InstallResult:
         if not is_valid_name(name):
             raise BackendNotFound(f"{name!r} is not a backend name")
+        current = read_metadata(self.config.backends_path / name)
+        if current is not None and current.meta_backend_for is not None:  # roll back its concrete backend
+            name = current.meta_backend_for
         with backend_lock(self._state.root, name, timeout=self.config.timeouts.lock):
             self._swapper.recover(name)
             self._swapper.rollback(name)

@@ -85,7 +85,7 @@ class Journal(BaseModel):
     incoming: str | None  # the directory being put in place (staging or a kept generation)
     incoming_ino: int | None
     old_ino: int | None  # the live directory when the transaction began (None: nothing installed)
-    outgoing: str | None  # where the displaced live directory goes
+    outgoing: str  # where the displaced live directory goes
     aside: str  # a free path in the trash, for moving a directory out of the way during undo
     discard_incoming: bool  # undo deletes the incoming directory (staging) or puts it back (generation)
     started_at: datetime
@@ -278,7 +278,13 @@ class Swapper:
                 ) from exc
             done = f"{journal.op} of {name} was interrupted; " + ("finished it" if committed else "undid it")
         for orphan in self._orphans(name):
-            self.fs.remove_tree(orphan)
+            try:
+                self.fs.remove_tree(orphan)
+            except OSError as exc:
+                raise RecoveryFailed(
+                    f"cannot remove {orphan}, left by an interrupted operation on {name}: {_describe(exc)}",
+                    hint="fix the filesystem problem; the next gallery command retries",
+                ) from exc
             done = done or f"removed leftovers of an interrupted operation on {name}"
         return done
 
@@ -313,8 +319,7 @@ class Swapper:
         name = journal.name
         target = self.backends / name
         incoming = self._abs(journal.incoming)
-        outgoing = self._abs(journal.outgoing)
-        assert outgoing is not None
+        outgoing = self.state.root / journal.outgoing
 
         def commit() -> None:
             if incoming is None:  # uninstall
@@ -373,8 +378,7 @@ class Swapper:
 
     def _finish(self, journal: Journal) -> None:
         name = journal.name
-        outgoing = self._abs(journal.outgoing)
-        assert outgoing is not None
+        outgoing = self.state.root / journal.outgoing
         if journal.old_ino is not None:
             old_at = self._find(journal, journal.old_ino)
             if old_at is not None and old_at != outgoing:

@@ -235,3 +235,21 @@ def test_a_held_lock_times_out_with_a_clear_message(env: Env) -> None:
     assert result.exit_code == 1 and "another gallery process is changing echo" in result.error.message  # type: ignore[union-attr]
     assert "timeouts.lock" in (result.error.hint or "")  # type: ignore[union-attr]
     assert listed.exit_code == 0 and "echo" in listed.stdout  # readers never wait
+
+
+def test_upgrade_verifies_a_backend_installed_before_its_gallery_had_a_policy(
+    env: Env, tmp_path: Path
+) -> None:
+    sigstore = SigstoreInstance()
+    root = sigstore.write_trusted_root(tmp_path / "trusted_root.json")
+    digest = env.push("stable", [(version_layer("v1"), LAYER_GZIP), (gz(tar_bytes([RUN_SH])), LAYER_GZIP)])
+    env.entries = [{"name": "echo", "uri": env.ref("stable")}]
+    assert not env.installer(env.config()).install_one("echo").verified
+    push_signature(env.registry, env.repo, digest, sigstore.sign_image(digest))
+    policy = {"issuer": GITHUB_ISSUER, "identity": DEFAULT_IDENTITY}
+    config = env.config(verification=policy, trusted_root=str(root))
+    result = env.installer(config).upgrade_one("echo")
+    assert result.status == "upgraded" and result.digest == digest and result.verified
+    metadata = read_metadata(env.backends / "echo")
+    assert metadata is not None and metadata.verification is not None and metadata.verification.verified
+    assert env.installer(config).upgrade_one("echo").status == "unchanged"
