@@ -670,7 +670,8 @@ class Installer:
             try:
                 builder = self._extract(pinned, staging)
             except _CachedBlobBad as bad:
-                # The cache held bytes that are not the blob: evict, fetch again, start over once.
+                # The cache held bytes that are not the blob (or lost it to a concurrent prune):
+                # evict, fetch again, start over once.
                 self._cache.evict(bad.digest)
                 fetched += self._fetch_layers(pinned, name)
                 remove_tree(staging)
@@ -740,6 +741,8 @@ class Installer:
         for layer in pinned.manifest.layers:
             compression = compression_for_media_type(layer.media_type)
             assert compression is not None  # pin_image refused other media types
+            if not self._cache.has(layer.digest):  # pruned by another process since it was fetched
+                raise _CachedBlobBad(layer.digest)
             with self._cache.reading(layer.digest) as reader:
                 try:
                     builder.apply_layer(decompressing(reader, compression), layer=layer.digest)

@@ -155,3 +155,34 @@ def test_cache_prune_keeps_what_installed_backends_and_generations_use(project: 
     assert v1_blob <= {p.name for p in blobs.iterdir()}, "the kept generation's blob stays"
     assert project.gallery("rollback", "b").exit_code == 0
     assert (project.backends / "b" / "VERSION").read_text() == "v1"
+
+
+def test_a_blob_pruned_between_fetch_and_extraction_is_fetched_again(tmp_path: Path) -> None:
+    import httpx
+
+    from gallery.capability import HostFacts
+    from gallery.config import load_config
+    from gallery.install import Installer, NoProgress
+    from gallery.signatures import SigstoreVerifier
+
+    project = Project(tmp_path)
+    project.offer("b", "v1")
+    config = load_config(project.config)
+
+    class PruneRightAfterFetch(NoProgress):
+        """Plays a concurrent 'gallery cache prune' that runs between fetch and extraction."""
+
+        pruned = 0
+
+        def layer_finished(self, digest: str) -> None:
+            if self.pruned == 0:
+                self.pruned += 1
+                (config.cache_path / "blobs" / "sha256" / digest.removeprefix("sha256:")).unlink()
+
+    with httpx.Client(trust_env=False) as client:
+        progress = PruneRightAfterFetch()
+        installer = Installer(config, client=client, verifier=SigstoreVerifier(),
+                              detector=lambda: HostFacts("linux", "amd64"), progress=progress)  # fmt: skip
+        result = installer.install_one("b")
+    assert result.status == "installed", result.error
+    assert progress.pruned == 1 and (project.backends / "b" / "VERSION").read_text() == "v1"
