@@ -386,6 +386,7 @@ class Swapper:
                 self.fs.rename(old_at, outgoing)
                 self.fs.fsync_dir(old_at.parent)
                 self.fs.fsync_dir(outgoing.parent)
+                self.fs.fsync_dir(outgoing.parent.parent)  # generations/<name> may be new
         self._step("retired")
         if journal.op == "uninstall":
             generations = self.state.generations(name)
