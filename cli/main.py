@@ -156,17 +156,22 @@ def install_command(
     out = Output(as_json=as_json)
 
     def action(config: Config) -> int:
-        return _with_progress(config, out, lambda installer: installer.install(names, fail_fast=fail_fast))
+        return _run_batch(
+            config, out, lambda installer: installer.install(names, fail_fast=fail_fast), progress=True
+        )
 
     _execute(ctx, out, action)
 
 
-def _with_progress(config: Config, out: Output, run: Callable[[Installer], BatchResult]) -> int:
-    """Run a batch with progress bars on a terminal (never in JSON mode), then render it."""
+def _run_batch(
+    config: Config, out: Output, run: Callable[[Installer], BatchResult], *, progress: bool = False
+) -> int:
+    """Run one installer batch (``progress``: with progress bars on a terminal, never in JSON
+    mode), render it, and return its exit code."""
     with make_http_client(config) as client:
-        if out.err.is_terminal and not out.as_json:
-            with RichProgress(out.err) as progress:
-                batch = run(_installer(config, client, progress))
+        if progress and out.err.is_terminal and not out.as_json:
+            with RichProgress(out.err) as bars:
+                batch = run(_installer(config, client, bars))
         else:
             batch = run(_installer(config, client))
     out.batch_result(batch)
@@ -190,13 +195,10 @@ def upgrade_command(
         raise typer.Exit(2)
 
     def action(config: Config) -> int:
-        return _with_progress(
-            config,
-            out,
-            lambda installer: installer.upgrade(
-                names or [], all_installed=all_, dry_run=dry_run, fail_fast=fail_fast
-            ),
-        )
+        def run(installer: Installer) -> BatchResult:
+            return installer.upgrade(names or [], all_installed=all_, dry_run=dry_run, fail_fast=fail_fast)
+
+        return _run_batch(config, out, run, progress=True)
 
     _execute(ctx, out, action)
 
@@ -211,11 +213,7 @@ def rollback_command(
     out = Output(as_json=as_json)
 
     def action(config: Config) -> int:
-        with make_http_client(config) as client:
-            result = _installer(config, client).rollback(name)
-        batch = BatchResult((result,))
-        out.batch_result(batch)
-        return batch.exit_code
+        return _run_batch(config, out, lambda installer: BatchResult((installer.rollback(name),)))
 
     _execute(ctx, out, action)
 
@@ -293,10 +291,7 @@ def uninstall_command(
     out = Output(as_json=as_json)
 
     def action(config: Config) -> int:
-        with make_http_client(config) as client:
-            batch = _installer(config, client).uninstall(names, fail_fast=fail_fast)
-        out.batch_result(batch)
-        return batch.exit_code
+        return _run_batch(config, out, lambda installer: installer.uninstall(names, fail_fast=fail_fast))
 
     _execute(ctx, out, action)
 
