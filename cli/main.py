@@ -22,9 +22,12 @@ from gallery import __version__
 from gallery.capability import detect_host_facts
 from gallery.config import Config, load_config
 from gallery.errors import GalleryError
+from gallery.fleet import lock_backends, preload
 from gallery.fsck import mark_repaired, prune_cache, scan
 from gallery.index import IndexEntry
 from gallery.install import BatchResult, Installer, ProgressReporter
+from gallery.lockfile import LockFile, read_lock, write_lock
+from gallery.metadata import BackendMetadata
 from gallery.queries import list_entries, run_doctor, show_backend
 from gallery.recheck import verify_installed
 from gallery.signatures import SigstoreVerifier, TrustRoots
@@ -257,6 +260,77 @@ def cache_prune_command(ctx: typer.Context, as_json: JsonFlag = False) -> None:
     _execute(ctx, out, action)
 
 
+@app.command("lock")
+def lock_command(
+    ctx: typer.Context,
+    names: Annotated[list[str], typer.Argument(help="Backend names, aliases or GALLERY@NAME.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Lock file to write.", dir_okay=False)],
+    platforms: Annotated[
+        list[str] | None, typer.Option("--platform", help="Lock for this platform too (repeatable).")
+    ] = None,
+    capabilities: Annotated[
+        list[str] | None,
+        typer.Option("--capability", help="Lock meta-backends for this capability too (repeatable)."),
+    ] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Pin and verify backends and write a lock file for 'gallery preload --lock' (written only
+    when every backend could be locked)."""
+    out = Output(as_json=as_json)
+
+    def action(config: Config) -> int:
+        with make_http_client(config) as client:
+            shared = _installer(config, client)
+
+            def make(variant: Config) -> Installer:
+                return Installer(variant, client=client, verifier=shared.verifier, detector=detect_host_facts,
+                                 registry=shared.registry, catalog=shared.catalog)  # fmt: skip
+
+            outcome = lock_backends(config, names, make_installer=make, platforms=platforms or (),
+                                    capabilities=capabilities or ())  # fmt: skip
+        if outcome.exit_code == 0:
+            write_lock(output, outcome.lock)
+        out.batch_result(outcome.batch)
+        if outcome.exit_code == 0 and not as_json:
+            out.err.print(f"wrote {len(outcome.lock.backends)} backends to {output}", highlight=False)
+        return outcome.exit_code
+
+    _execute(ctx, out, action)
+
+
+@app.command("preload")
+def preload_command(
+    ctx: typer.Context,
+    names: Annotated[
+        list[str] | None, typer.Argument(help="Backends (default with --lock: all locked).")
+    ] = None,
+    lock: Annotated[
+        Path | None,
+        typer.Option("--lock", help="Install exactly the digests of this lock file.", dir_okay=False),
+    ] = None,
+    jobs: Annotated[
+        int | None, typer.Option("--jobs", "-j", min=1, max=256, help="Backends at a time.")
+    ] = None,
+    fail_fast: FailFast = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Make these backends present on this worker: exactly the locked digests (--lock), or what the
+    galleries offer now; parallel, idempotent, verified under the current policy."""
+    out = Output(as_json=as_json)
+
+    def action(config: Config) -> int:
+        locked = read_lock(lock) if lock is not None else None
+
+        def run(installer: Installer) -> BatchResult:
+            return preload(
+                installer, names=names or (), lock=locked, jobs=jobs or config.jobs, fail_fast=fail_fast
+            )
+
+        return _run_batch(config, out, run, progress=True)
+
+    _execute(ctx, out, action)
+
+
 @app.command("verify")
 def verify_command(
     ctx: typer.Context,
@@ -331,6 +405,8 @@ def doctor_command(ctx: typer.Context, as_json: JsonFlag = False) -> None:
 class SchemaName(StrEnum):
     CONFIG = "config"
     INDEX = "index"
+    LOCK = "lock"
+    METADATA = "metadata"
 
 
 @app.command("schema")
@@ -341,6 +417,10 @@ def schema_command(
     """Print the JSON Schema of a file format (always JSON)."""
     if which is SchemaName.CONFIG:
         schema = Config.model_json_schema()
+    elif which is SchemaName.LOCK:
+        schema = LockFile.model_json_schema()
+    elif which is SchemaName.METADATA:
+        schema = BackendMetadata.model_json_schema()
     else:
         schema = {
             "$schema": "https://json-schema.org/draft/2020-12/schema",

@@ -269,7 +269,11 @@ class Config(_Model):
         return next((g for g in self.galleries if g.name == name), None)
 
     def with_overrides(
-        self, *, require_integrity: bool | None = None, capability: str | None = None
+        self,
+        *,
+        require_integrity: bool | None = None,
+        capability: str | None = None,
+        platform: str | None = None,
     ) -> Config:
         """A copy with CLI flags applied (flags win over the file), validated like the file.
 
@@ -281,6 +285,8 @@ class Config(_Model):
             update["require_integrity"] = require_integrity
         if capability is not None:
             update["capability"] = capability
+        if platform is not None:
+            update["platform"] = platform
         if not update:
             return self
         return _validate({**self.model_dump(), **update}, source="command line", base_dir=None)

@@ -34,11 +34,12 @@ import httpx
 from .blobcache import BlobCache
 from .candidates import Candidate, build_candidates, registry_endpoints
 from .capability import CapabilityDetector
-from .catalog import Catalog, load_catalog
+from .catalog import Catalog, GalleryState, load_catalog
 from .compression import compression_for_media_type, decompressing
 from .config import Config
 from .errors import (
     BackendNotFound,
+    ConfigError,
     DigestMismatch,
     GalleryError,
     InstallFailed,
@@ -51,6 +52,8 @@ from .errors import (
 from .extract import ExtractLimits, FileRecord, TreeBuilder
 from .fsops import FsOps
 from .fsutil import fsync_directory, remove_tree
+from .index import IndexEntry
+from .lockfile import LockedLayer, LockEntry
 from .locks import backend_lock
 from .metadata import METADATA_FORMAT_VERSION, BackendMetadata, LayerRecord, read_metadata, write_metadata
 from .names import is_valid_name
@@ -61,7 +64,7 @@ from .registry import Endpoint, RegistryClient
 from .resolve import CapabilitySelector, Resolution, resolve_backend
 from .signature_sources import FirstReachable, RegistrySignatures
 from .signatures import TrustRoots, signed_sha256
-from .sources import OciLayoutSource, OciSource, TarballSource, parse_index_location
+from .sources import OciLayoutSource, OciSource, TarballSource, parse_backend_uri, parse_index_location
 from .swap import Op, RecoveryReport, StateDir, Step, Swapper, recover_pending
 from .tarball import pin_tarball, read_signature
 from .trust import plan_for_entry
@@ -88,6 +91,7 @@ class NoProgress:
 
 
 Status = Literal[
+    "locked",
     "installed",
     "upgraded",
     "would-upgrade",
@@ -98,7 +102,10 @@ Status = Literal[
     "verified",
     "failed",
 ]
-Mode = Literal["install", "upgrade", "dry-run", "repair"]
+# install: absent -> placed; upgrade: installed -> replaced; preload: either (a worker converging);
+# dry-run and lock: pin and verify, write nothing; repair: the recorded digest placed again.
+Mode = Literal["install", "upgrade", "preload", "dry-run", "lock", "repair"]
+_PAST = {"install": "installed", "preload": "installed", "lock": "locked", "repair": "repaired"}
 
 
 @dataclass(frozen=True)
@@ -148,7 +155,12 @@ class BatchResult:
         return 3 if 3 in codes else max(codes, default=0)
 
     def to_json(self) -> dict[str, Any]:
-        return {"results": [r.to_json() for r in self.results], "exit_code": self.exit_code}
+        return {
+            "results": [r.to_json() for r in self.results],
+            "bytes_fetched": sum(r.bytes_fetched for r in self.results),
+            "failed": sum(1 for r in self.results if r.error is not None),
+            "exit_code": self.exit_code,
+        }
 
 
 @dataclass
@@ -182,10 +194,14 @@ class _Job:
     attempts: _Attempts
     warnings: tuple[str, ...]
     mode: Mode = "install"
+    locked: LockEntry | None = None  # preload --lock: what the pinned image must match
 
     @property
     def wanted(self) -> str | None:
-        """Repair re-fetches exactly the recorded digest; other modes take what the gallery offers."""
+        """Repair re-fetches exactly the recorded digest, preload --lock the locked one; other
+        modes take what the gallery offers."""
+        if self.locked is not None:
+            return self.locked.resolved_digest
         if self.mode != "repair" or self.installed is None:
             return None
         return self.installed.resolved_digest or self.installed.digest
@@ -204,7 +220,7 @@ class _Job:
             return
         verified = installed.verification is not None and installed.verification.verified
         if (
-            self.mode in ("upgrade", "dry-run")
+            self.mode in ("upgrade", "preload", "dry-run")
             and not verified
             and self.resolution.gallery.config.verification
         ):
@@ -216,8 +232,12 @@ class _Job:
 
 
 class _Done(Exception):
-    def __init__(self, result: InstallResult) -> None:
+    def __init__(
+        self, result: InstallResult, pinned: PinnedImage | None = None, evidence: Evidence | None = None
+    ) -> None:
         self.result = result
+        self.pinned = pinned  # lock mode: what was pinned and verified
+        self.evidence = evidence
 
 
 class Installer:
@@ -261,6 +281,19 @@ class Installer:
     # -- public -----------------------------------------------------------------------------
 
     @property
+    def verifier(self) -> Verifier:
+        return self._verifier
+
+    @property
+    def registry(self) -> RegistryClient:
+        return self._registry
+
+    @property
+    def capability_preferences(self) -> tuple[str, ...]:
+        """Capability keys for meta-backends, best first (configured, or detected once)."""
+        return self._selector.preferences
+
+    @property
     def catalog(self) -> Catalog:
         if self._catalog is None:
             self._catalog = load_catalog(self.config, client=self._client)
@@ -289,6 +322,67 @@ class Installer:
 
     def upgrade_one(self, name: str, *, dry_run: bool = False) -> InstallResult:
         return self._timed(name, lambda: self._upgrade(name, dry_run=dry_run))
+
+    def lock_one(self, requested: str) -> LockEntry:
+        """Resolve, pin and verify ``requested`` (for this installer's platform and capability) and
+        describe it as a lock entry; writes nothing.
+
+        Raises:
+            GalleryError: as install would fail.
+        """
+        resolution = resolve_backend(self.catalog, requested, capabilities=self._selector)
+        done = self._install_resolved(resolution, "lock")
+        pinned, evidence = done.pinned, done.evidence
+        assert pinned is not None and evidence is not None
+        entry = resolution.entry
+        tarball = isinstance(parse_backend_uri(pinned.label), TarballSource)
+        meta = resolution.meta if resolution.meta is not None and resolution.meta.name != entry.name else None
+        return LockEntry(
+            name=entry.name,
+            gallery=resolution.gallery.name,
+            platform=pinned.platform,
+            meta=meta.name if meta else None,
+            capability=resolution.capability.key if meta and resolution.capability else None,
+            candidate=pinned.label,
+            mirrors=tuple(str(c) for c in build_candidates(entry, lookup=resolution.gallery.entry)
+                          if str(c) != done.result.candidate and not isinstance(c.source, OciLayoutSource)),
+            resolved_digest=pinned.resolved_digest,
+            manifest_digest=pinned.manifest_digest,
+            layers=tuple(LockedLayer(digest=layer.digest, size=layer.size, media_type=layer.media_type)
+                         for layer in pinned.manifest.layers),
+            sha256=pinned.resolved_digest.removeprefix("sha256:") if tarball else None,
+            signature=entry.signature if tarball else None,
+            verification=evidence.model_copy(update={"digest": pinned.resolved_digest}),
+        )  # fmt: skip
+
+    def preload_one(self, requested: str) -> InstallResult:
+        """Install or upgrade ``requested`` to what its gallery offers now (a worker converging)."""
+        return self._timed(requested, lambda: self._install(requested, "preload"))
+
+    def preload_locked(self, locked: LockEntry) -> InstallResult:
+        """Install exactly the locked digest, verified again under the current policy of its
+        gallery; already installed: one local check, no network."""
+
+        def action() -> InstallResult:
+            gallery = self.config.gallery(locked.gallery)
+            if gallery is None:
+                raise ConfigError(
+                    f"the lock file names gallery {locked.gallery!r}, which the config does not have"
+                )
+            entry = IndexEntry(name=locked.name, uri=_pinned_uri(locked.candidate, locked.resolved_digest),
+                               mirrors=tuple(_pinned_uri(m, locked.resolved_digest) for m in locked.mirrors),
+                               sha256=locked.sha256, signature=locked.signature)  # fmt: skip
+            meta = (
+                IndexEntry(name=locked.meta, capabilities={locked.capability or "default": locked.name})
+                if locked.meta
+                else None
+            )
+            resolution = Resolution(
+                locked.name, GalleryState(gallery, None, None), entry, meta, None, False, ()
+            )
+            return self._install_resolved(resolution, "preload", locked).result
+
+        return self._timed(locked.name, action)
 
     def repair(self, names: Sequence[str]) -> BatchResult:
         """Rebuild damaged backends from their *recorded* digest (fetched and verified under the
@@ -389,20 +483,35 @@ class Installer:
 
     def _install(self, requested: str, mode: Mode) -> InstallResult:
         resolution = resolve_backend(self.catalog, requested, capabilities=self._selector)
+        return self._install_resolved(resolution, mode).result
+
+    def _install_resolved(self, resolution: Resolution, mode: Mode, locked: LockEntry | None = None) -> _Done:
         entry, state = resolution.entry, resolution.gallery
         plan = plan_for_entry(entry, state.config, require_integrity=self.config.require_integrity)
         if plan.refusal is not None:  # before the lock file: strict mode writes nothing
             raise StrictModeRefusal(f"{entry.name}: {plan.refusal}")
+        if (
+            locked is not None
+            and self.config.require_integrity
+            and not locked.verification.verified
+            and not locked.sha256
+        ):
+            raise StrictModeRefusal(
+                f"{entry.name}: the lock entry ({locked.resolved_digest}) was not verified when locked",
+                hint="lock it again from a gallery with a verification policy",
+            )
         warnings = (plan.warning,) if plan.warning else ()
-        if mode == "dry-run":
-            return self._run_candidates(resolution, mode, warnings)
+        if mode in ("dry-run", "lock"):
+            return self._run_candidates(resolution, mode, warnings, locked)
         with backend_lock(self._state.root, entry.name, timeout=self.config.timeouts.lock):
             self._swapper.recover(entry.name)
-            result = self._run_candidates(resolution, mode, warnings)
+            done = self._run_candidates(resolution, mode, warnings, locked)
         self._link_meta(resolution)
-        return result
+        return done
 
-    def _run_candidates(self, resolution: Resolution, mode: Mode, warnings: tuple[str, ...]) -> InstallResult:
+    def _run_candidates(
+        self, resolution: Resolution, mode: Mode, warnings: tuple[str, ...], locked: LockEntry | None = None
+    ) -> _Done:
         entry, state = resolution.entry, resolution.gallery
         target = self.config.backends_path / entry.name
         installed = read_metadata(target) if target.is_dir() and not target.is_symlink() else None
@@ -411,18 +520,18 @@ class Installer:
                 f"{target} exists but has no metadata.json; it was not installed by a gallery",
                 hint="move it away, then install again",
             )
-        if installed is None and mode != "install":  # upgrade, dry-run and repair replace something
+        if installed is None and mode in ("upgrade", "dry-run", "repair"):  # these replace something
             raise BackendNotFound(
                 f"{entry.name} is not installed", hint=f"use 'gallery install {entry.name}'"
             )
         attempts = _Attempts()
         for candidate in build_candidates(entry, lookup=state.entry):
             try:
-                self._try_candidate(candidate, _Job(resolution, installed, attempts, warnings, mode))
+                self._try_candidate(candidate, _Job(resolution, installed, attempts, warnings, mode, locked))
             except _Done as done:
-                return done.result
+                return done
         raise InstallFailed(
-            f"{entry.name}: no candidate could be " + ("installed: " if mode == "install" else "upgraded: ")
+            f"{entry.name}: no candidate could be {_PAST.get(mode, 'upgraded')}: "
             + "; ".join(attempts.lines),
             hint=attempts.hint(),
             integrity=attempts.integrity,
@@ -567,7 +676,9 @@ class Installer:
             pinned = pin()
             digest = pinned.resolved_digest
             job.unchanged_if(digest, str(candidate))
-            if job.wanted is not None and digest != job.wanted:
+            if job.locked is not None:
+                _check_matches_lock(pinned, job.locked)
+            elif job.wanted is not None and digest != job.wanted:
                 raise SourceUnavailable(f"it offers {digest}, not the recorded {job.wanted}")
             if job.installed is not None and job.mode == "install":
                 raise OperationalError(
@@ -589,10 +700,15 @@ class Installer:
                 evidence = Evidence.unverified("tarball checked against the index's sha256 (no signature)")
             else:
                 evidence = Evidence.unverified(f"gallery {state.name!r} has no verification policy")
-            if job.mode == "dry-run":
-                raise _Done(InstallResult(entry.name, "would-upgrade", entry.name, digest, str(candidate),
-                                          evidence.verified, warnings=warnings))  # fmt: skip
-            fetched = self._deploy(pinned, resolution, evidence, str(candidate), job.mode)
+            if job.mode in ("dry-run", "lock"):
+                status: Status = "would-upgrade" if job.mode == "dry-run" else "locked"
+                result = InstallResult(entry.name, status, entry.name, digest, str(candidate),
+                                       evidence.verified, warnings=warnings)  # fmt: skip
+                raise _Done(result, pinned, evidence)
+            replaces = job.installed is not None and job.mode == "preload"
+            fetched = self._deploy(
+                pinned, resolution, evidence, str(candidate), "upgrade" if replaces else job.mode
+            )
         except SourceUnavailable as exc:
             attempts.add(label, digest, exc)
             return
@@ -607,9 +723,10 @@ class Installer:
                 ) from exc
             return
         signer = f"{evidence.identity} (issuer {evidence.issuer})" if evidence.verified else None
-        status: Status = {"upgrade": "upgraded", "repair": "repaired"}.get(job.mode, "installed")  # type: ignore[assignment]
+        done: Status = "installed" if job.installed is None else "upgraded"
+        done = "repaired" if job.mode == "repair" else done
         raise _Done(
-            InstallResult(entry.name, status, entry.name, digest, str(candidate), evidence.verified,
+            InstallResult(entry.name, done, entry.name, digest, str(candidate), evidence.verified,
                           bytes_fetched=fetched, warnings=warnings, signer=signer)
         )  # fmt: skip
 
@@ -841,6 +958,32 @@ class Installer:
             if fail_fast and result.error is not None:
                 break
         return BatchResult(tuple(results))
+
+
+def _pinned_uri(uri: str, digest: str) -> str:
+    """An OCI URI pinned to ``digest`` (no tag lookup); other URIs as they are."""
+    source = parse_backend_uri(uri)
+    if isinstance(source, OciSource):
+        return str(source.reference.pinned(digest))
+    return uri
+
+
+def _check_matches_lock(pinned: PinnedImage, locked: LockEntry) -> None:
+    """The pinned image is the locked one, byte for byte (digests of manifest and layers).
+
+    Raises:
+        DigestMismatch: the source now serves something else under the locked digest's name.
+    """
+    layers = tuple(layer.digest for layer in pinned.manifest.layers)
+    expected = tuple(layer.digest for layer in locked.layers)
+    if pinned.resolved_digest != locked.resolved_digest or pinned.manifest_digest != locked.manifest_digest:
+        raise DigestMismatch(
+            f"{pinned.label} is {pinned.resolved_digest} (manifest {pinned.manifest_digest}); the lock file "
+            f"has {locked.resolved_digest} (manifest {locked.manifest_digest})",
+            hint="the source no longer has the locked content; lock again after reviewing the change",
+        )
+    if layers != expected:
+        raise DigestMismatch(f"{pinned.label}: its layers {list(layers)} are not the locked {list(expected)}")
 
 
 class _NoBlobs:
