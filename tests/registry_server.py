@@ -109,7 +109,9 @@ class Registry:
 
 
 @contextmanager
-def running_registry(workdir: Path) -> Iterator[Registry]:
+def running_registry(workdir: Path, *, proxy_of: str | None = None) -> Iterator[Registry]:
+    """``proxy_of``: the URL of an upstream registry; this one then runs as its pull-through cache
+    (distribution's proxy mode, read-only)."""
     binary = shutil.which("docker-registry")
     if binary is None:
         raise RuntimeError("docker-registry is not installed (apt-get install -y docker-registry)")
@@ -122,6 +124,7 @@ def running_registry(workdir: Path) -> Iterator[Registry]:
         "log: {level: error}\n"
         f"storage: {{filesystem: {{rootdirectory: {storage}}}, delete: {{enabled: true}}}}\n"
         f"http: {{addr: '127.0.0.1:{port}'}}\n"
+        + (f"proxy: {{remoteurl: '{proxy_of}'}}\n" if proxy_of else "")
     )
     log = (workdir / "registry.log").open("wb")
     process = subprocess.Popen(
