@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.server
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -15,6 +16,7 @@ import httpx
 class Faults:
     unavailable: int = 0  # answer this many requests with 503 first
     drop_blob_after: int | None = None  # cut the first blob response after this many body bytes
+    slow_blobs: float = 0.0  # seconds to sleep before each 16 KiB chunk of a blob response
     seen: list[tuple[str, str, str | None]] = field(default_factory=list)  # (method, path, Range)
 
 
@@ -54,7 +56,10 @@ def faulty_proxy(upstream: str, faults: Faults) -> Iterator[str]:
                         self.send_header(key, value)
                 self.end_headers()
                 sent = 0
+                slow = faults.slow_blobs if "/blobs/" in self.path else 0.0
                 for chunk in response.iter_raw(16384):
+                    if slow:
+                        time.sleep(slow)
                     if drop is not None and sent + len(chunk) > drop:
                         self.wfile.write(chunk[: drop - sent])
                         self.wfile.flush()
