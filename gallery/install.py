@@ -350,7 +350,8 @@ class Installer:
             manifest_digest=pinned.manifest_digest,
             layers=tuple(LockedLayer(digest=layer.digest, size=layer.size, media_type=layer.media_type)
                          for layer in pinned.manifest.layers),
-            sha256=pinned.resolved_digest.removeprefix("sha256:") if tarball else None,
+            # Only a sha256 the index gave: one computed from a download at lock time proves nothing.
+            sha256=entry.expected_sha256 if tarball else None,
             signature=entry.signature if tarball else None,
             verification=evidence.model_copy(update={"digest": pinned.resolved_digest}),
         )  # fmt: skip

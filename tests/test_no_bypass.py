@@ -1,13 +1,14 @@
 """The no-bypass matrix: no entry point, candidate kind or failure installs something untrusted.
 
-entry points {install, meta-backend, upgrade, upgrade through a meta-backend} x candidates {uri, entry mirror in another repository,
+entry points {install, meta-backend, upgrade, upgrade through a meta-backend, preload by name
+(through a meta-backend), preload --lock (the lock written before the failure, from a gallery
+without a policy, so only the worker's checks stand in the way)} x candidates {uri, entry mirror in another repository,
 registry mirror, tag fallback, local layout, tarball + mirror} x failures {bad signature, strict
 with no policy, strict with no sha256, tampered blob, primary fails integrity then a weaker
 candidate}. Combinations that cannot occur (a tarball has no registry to tamper, an OCI image no
 sha256 field) are not generated. Every case must exit 3 and leave backends/ (an upgrade's old
 version included) and the blob cache byte-identical; strict-mode refusals write nothing at all,
-not even a lock file. Later entry points (preload, preload --lock, install --from) join the
-matrix as they land.
+not even a lock file. Later entry points (install --from) join the matrix as they land.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import yaml
 
 from gallery.capability import HostFacts
 from gallery.config import load_config
+from gallery.fleet import lock_backends, preload
 from gallery.install import Installer
 from gallery.registry import RegistryClient, RetryPolicy
 from gallery.signatures import SigstoreVerifier
@@ -43,7 +45,13 @@ CANDIDATES = ["uri", "entry-mirror", "registry-mirror", "tag-fallback", "layout"
 FAILURES = ["bad-signature", "strict-no-policy", "strict-no-sha256", "tampered-blob", "integrity-then-weaker"]
 
 
-def applicable(candidate: str, failure: str) -> bool:
+def applicable(candidate: str, failure: str, entry_point: str = "install") -> bool:
+    if (
+        entry_point == "preload-lock"
+        and candidate == "tarball+mirror"
+        and failure in ("tampered-blob", "integrity-then-weaker")
+    ):
+        return False  # a tarball whose sha256 does not match cannot be locked in the first place
     if failure == "strict-no-sha256":
         return candidate == "tarball+mirror"
     if failure == "strict-no-policy":
@@ -53,8 +61,8 @@ def applicable(candidate: str, failure: str) -> bool:
     return True
 
 
-ENTRY_POINTS = ["install", "meta-backend", "upgrade", "upgrade-meta"]
-MATRIX = [(e, c, f) for e in ENTRY_POINTS for c in CANDIDATES for f in FAILURES if applicable(c, f)]
+ENTRY_POINTS = ["install", "meta-backend", "upgrade", "upgrade-meta", "preload", "preload-lock"]
+MATRIX = [(e, c, f) for e in ENTRY_POINTS for c in CANDIDATES for f in FAILURES if applicable(c, f, e)]
 
 
 def tree_hash(root: Path) -> str:
@@ -157,7 +165,7 @@ def test_no_bypass(
         tamper(bad_layer)  # without a policy an integrity failure ends the install: no fallback
 
     entries = [entry]
-    if entry_point in ("meta-backend", "upgrade-meta"):
+    if entry_point in ("meta-backend", "upgrade-meta", "preload"):
         entries.append({"name": "meta", "capabilities": {"default": "target"}})
     index = tmp_path / "index" / "index.yaml"
     index.parent.mkdir(parents=True, exist_ok=True)
@@ -173,6 +181,16 @@ def test_no_bypass(
                    "galleries": [gallery], **fields}  # fmt: skip
     (tmp_path / "gallery.yaml").write_text(yaml.safe_dump(config_data))
     config = load_config(tmp_path / "gallery.yaml")
+    lock = None
+    if entry_point == "preload-lock":  # locked where no policy or strict mode stood in the way
+        permissive = config.model_copy(update={"require_integrity": False, "galleries": (
+            config.galleries[0].model_copy(update={"verification": None}),)})  # fmt: skip
+        client = httpx.Client(trust_env=False, timeout=10)
+        outcome = lock_backends(permissive, ["target"], make_installer=lambda c: Installer(
+            c, client=client, verifier=SigstoreVerifier(), detector=lambda: HostFacts("linux", "amd64"),
+            registry=RegistryClient.from_config(c, client, retry=RetryPolicy(attempts=1, initial_wait=0))))  # fmt: skip
+        assert outcome.exit_code == 0, outcome.batch.results[0].error
+        lock = outcome.lock
 
     # Something already installed and cached, which must stay exactly as it is.
     existing = tmp_path / "backends" / "existing"
@@ -192,7 +210,7 @@ def test_no_bypass(
             '{"name": "meta", "format_version": 1, "gallery": "m", "meta_backend_for": "target"}'
         )
     cached = tmp_path / "cache" / "blobs" / "sha256"
-    cached.mkdir(parents=True)
+    cached.mkdir(parents=True, exist_ok=True)  # a locked tarball may be cached already
     (cached / hashlib.sha256(b"cached").hexdigest()).write_bytes(b"cached")
     before = (tree_hash(tmp_path / "backends"), tree_hash(tmp_path / "cache" / "blobs"))
 
@@ -200,9 +218,11 @@ def test_no_bypass(
     installer = Installer(config, client=client, verifier=SigstoreVerifier(),
                           registry=RegistryClient.from_config(config, client, retry=RetryPolicy(attempts=1, initial_wait=0)),
                           detector=lambda: HostFacts("linux", "amd64"))  # fmt: skip
-    requested = "meta" if entry_point in ("meta-backend", "upgrade-meta") else "target"
+    requested = "meta" if entry_point in ("meta-backend", "upgrade-meta", "preload") else "target"
     if entry_point.startswith("upgrade"):
         result = installer.upgrade_one(requested)
+    elif entry_point.startswith("preload"):
+        (result,) = preload(installer, names=() if lock else [requested], lock=lock).results
     else:
         result = installer.install_one(requested)
 
