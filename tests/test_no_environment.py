@@ -20,8 +20,10 @@ from typer.testing import CliRunner
 from cli.main import app
 from gallery.capability import detect_host_facts
 from gallery.config import load_config
+from gallery.fleet import lock_backends, preload
 from gallery.fsck import prune_cache, scan
 from gallery.install import Installer
+from gallery.lockfile import read_lock, write_lock
 from gallery.queries import list_entries, run_doctor, show_backend
 from gallery.signatures import SigstoreVerifier
 from gallery.transport import make_http_client
@@ -167,6 +169,10 @@ def test_library_commands_read_no_environment(project: Path, no_environment: For
             pruned = prune_cache(config)
             recovered = upgrader.recover()
             removed = upgrader.uninstall(["m"])
+            locked = lock_backends(config, ["m"], make_installer=lambda c: Installer(
+                c, client=client, verifier=SigstoreVerifier(), detector=detect_host_facts))  # fmt: skip
+            write_lock(project / "roots" / "gallery.lock", locked.lock)
+            preloaded = preload(upgrader, lock=read_lock(project / "roots" / "gallery.lock"), jobs=2)
     assert [row.entry.name for row in listed.rows] == ["a", "m", "a"]
     assert shown.entry.name == "a" and shown.gallery == "local" and shown.capability is not None
     assert report.exit_code == 0
@@ -175,6 +181,7 @@ def test_library_commands_read_no_environment(project: Path, no_environment: For
     assert [r.status for r in upgraded.results] == ["upgraded"], upgraded.results[0].error
     assert rolled.status == "rolled-back" and checked.exit_code == 0 and not recovered.actions
     assert pruned.kept == 1
+    assert locked.exit_code == 0 and [r.status for r in preloaded.results] == ["installed"]
     written = snapshot(project) - before
     roots = project / "roots"
     assert written, "the index fetcher saves last good copies under cache_path"
@@ -225,8 +232,10 @@ def test_cli_upgrade_rollback_fsck_read_no_environment(project: Path, no_environ
     before = snapshot(project)
     assert runner.invoke(app, [*config, "install", "m"]).exit_code == 0
     offer_new_version(project)
+    lock = str(project / "roots" / "gallery.lock")
     sequence = [["upgrade", "m"], ["rollback", "a"], ["upgrade", "--all", "--dry-run"], ["fsck", "--repair"],
-                ["cache", "prune"], ["uninstall", "m"]]  # fmt: skip
+                ["cache", "prune"], ["uninstall", "m"], ["lock", "m", "-o", lock], ["preload", "--lock", lock],
+                ["preload", "m", "--jobs", "2", "--json"], ["schema", "lock"]]  # fmt: skip
     for command in sequence:
         with no_environment(TYPER_INTERNAL):
             result = runner.invoke(app, [*config, *command])
