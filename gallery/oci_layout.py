@@ -114,11 +114,15 @@ class OciLayout:
         return data
 
     def get_document(self, digest: str) -> ImageManifest | ImageIndex:
+        return parse_document(self.get_document_bytes(digest), where=f"{self}@{digest}")
+
+    def get_document_bytes(self, digest: str) -> bytes:
+        """The exact bytes of a manifest or index, capped and checked against ``digest``."""
         data = self._read_capped(self._blob_path(digest))
         actual = "sha256:" + hashlib.sha256(data).hexdigest()
         if actual != digest:
             raise DigestMismatch(f"{self}: blob {digest} hashes to {actual}")
-        return parse_document(data, where=f"{self}@{digest}")
+        return data
 
     def fetch_blob(
         self, descriptor: Descriptor, writer: BlobWriter, *, on_bytes: Callable[[int], None] | None = None

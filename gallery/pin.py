@@ -8,8 +8,8 @@ someone else after this point changes nothing. OCI layouts on disk are pinned th
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from .blobcache import BlobWriter
@@ -17,7 +17,7 @@ from .compression import compression_for_media_type
 from .config import Limits
 from .errors import IntegrityError
 from .oci_layout import OciLayout
-from .oci_models import Descriptor, ImageIndex, ImageManifest
+from .oci_models import Descriptor, ImageIndex, ImageManifest, parse_document
 from .references import OciReference
 from .registry import Endpoint, ManifestNotFound, RegistryClient
 from .signature_sources import LayoutSignatures, RegistrySignatures
@@ -59,6 +59,9 @@ class PinnedImage:
     platform: str
     blobs: BlobSource
     signatures: SignatureSource | None = None  # where the candidate's own signatures are looked up
+    # The exact bytes of the documents pinned (resolved index or manifest, platform manifest), by
+    # digest: what an export writes so that signatures still bind.
+    documents: Mapping[str, bytes] = field(default_factory=dict)
 
 
 def pin_image(
@@ -81,17 +84,21 @@ def pin_image(
     """
     resolved = resolved or reference.digest or client.resolve_tag(endpoint, reference)
     where = f"{endpoint}/{endpoint.repository(reference)}"
+    documents: dict[str, bytes] = {}
     manifest_digest, manifest = _platform_manifest(
         resolved,
-        lambda digest: client.get_manifest(endpoint, reference, digest),
+        lambda digest: client.get_manifest_bytes(endpoint, reference, digest),
         platform=platform,
         where=where,
+        documents=documents,
     )
     signatures = RegistrySignatures(
         client, endpoint, reference, limits.max_referrers, limits.max_bundle_bytes
     )
     blobs = _RegistryBlobs(client, endpoint, reference)
-    return PinnedImage(str(reference), resolved, manifest_digest, manifest, platform, blobs, signatures)
+    return PinnedImage(
+        str(reference), resolved, manifest_digest, manifest, platform, blobs, signatures, documents
+    )
 
 
 def pin_layout(layout: OciLayout, *, platform: str, limits: Limits) -> PinnedImage:
@@ -101,20 +108,28 @@ def pin_layout(layout: OciLayout, *, platform: str, limits: Limits) -> PinnedIma
         LayoutError, DigestMismatch, InvalidManifest, UnsupportedImage, ManifestNotFound.
     """
     resolved = layout.top_descriptor().digest
+    documents: dict[str, bytes] = {}
     manifest_digest, manifest = _platform_manifest(
-        resolved, layout.get_document, platform=platform, where=str(layout)
+        resolved, layout.get_document_bytes, platform=platform, where=str(layout), documents=documents
     )
     signatures = LayoutSignatures(layout, limits.max_referrers, limits.max_bundle_bytes)
-    return PinnedImage(str(layout), resolved, manifest_digest, manifest, platform, layout, signatures)
+    return PinnedImage(
+        str(layout), resolved, manifest_digest, manifest, platform, layout, signatures, documents
+    )
 
 
 def _platform_manifest(
     resolved: str,
-    get: Callable[[str], ImageManifest | ImageIndex],
+    get_bytes: Callable[[str], bytes],
     *,
     platform: str,
     where: str,
+    documents: dict[str, bytes],
 ) -> tuple[str, ImageManifest]:
+    def get(digest: str) -> ImageManifest | ImageIndex:
+        documents[digest] = get_bytes(digest)  # already checked against the digest
+        return parse_document(documents[digest], where=f"{where}@{digest}")
+
     document = get(resolved)
     manifest_digest = resolved
     if isinstance(document, ImageIndex):

@@ -217,12 +217,21 @@ class RegistryClient:
         Raises:
             ManifestNotFound, RegistryError, DigestMismatch, InvalidManifest.
         """
+        data = self.get_manifest_bytes(endpoint, ref, digest)
+        return parse_document(data, where=f"{endpoint}/{endpoint.repository(ref)}@{digest}")
+
+    def get_manifest_bytes(self, endpoint: Endpoint, ref: OciReference, digest: str) -> bytes:
+        """The exact bytes of a manifest or index, checked against ``digest`` (capped).
+
+        Raises:
+            ManifestNotFound, RegistryError, DigestMismatch.
+        """
         repo = endpoint.repository(ref)
         data, _ = self._read_manifest(endpoint, repo, digest)
         actual = "sha256:" + hashlib.sha256(data).hexdigest()
         if actual != digest:
             raise DigestMismatch(f"{endpoint}/{repo}@{digest}: the manifest served hashes to {actual}")
-        return parse_document(data, where=f"{endpoint}/{repo}@{digest}")
+        return data
 
     # -- referrers (signature discovery) ----------------------------------------------------
 
