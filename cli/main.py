@@ -19,13 +19,14 @@ import typer
 from typer.core import TyperGroup
 
 from gallery import __version__
+from gallery.bundle import write_bundle
 from gallery.capability import detect_host_facts
 from gallery.config import Config, load_config
 from gallery.errors import GalleryError
 from gallery.fleet import lock_backends, preload
 from gallery.fsck import mark_repaired, prune_cache, scan
 from gallery.index import IndexEntry
-from gallery.install import BatchResult, Installer, ProgressReporter
+from gallery.install import BatchResult, Installer, InstallResult, ProgressReporter
 from gallery.lockfile import LockFile, read_lock, write_lock
 from gallery.metadata import BackendMetadata
 from gallery.queries import list_entries, run_doctor, show_backend
@@ -152,16 +153,54 @@ FailFast = Annotated[bool, typer.Option("--fail-fast", help="Stop at the first f
 def install_command(
     ctx: typer.Context,
     names: Annotated[list[str], typer.Argument(help="Backend names, aliases or GALLERY@NAME.")],
+    from_: Annotated[
+        Path | None,
+        typer.Option("--from", help="Install from a bundle written by 'gallery export' (offline)."),
+    ] = None,
     fail_fast: FailFast = False,
     as_json: JsonFlag = False,
 ) -> None:
     """Install backends: pinned by digest, verified under the gallery's policy, extracted safely."""
     out = Output(as_json=as_json)
 
+    def run(installer: Installer) -> BatchResult:
+        if from_ is not None:
+            return installer.install_from(from_, names, fail_fast=fail_fast)
+        return installer.install(names, fail_fast=fail_fast)
+
+    _execute(ctx, out, lambda config: _run_batch(config, out, run, progress=True))
+
+
+@app.command("export")
+def export_command(
+    ctx: typer.Context,
+    names: Annotated[list[str], typer.Argument(help="Backend names, aliases or GALLERY@NAME.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Bundle directory, or FILE.tar.")],
+    as_json: JsonFlag = False,
+) -> None:
+    """Write pinned, verified backends with their signatures into a bundle for air-gapped
+    'gallery install --from' (written only when every backend could be exported)."""
+    out = Output(as_json=as_json)
+
     def action(config: Config) -> int:
-        return _run_batch(
-            config, out, lambda installer: installer.install(names, fail_fast=fail_fast), progress=True
-        )
+        with make_http_client(config) as client:
+            installer = _installer(config, client)
+            items, results = [], []
+            for name in names:
+                try:
+                    item = installer.export_item(name)
+                except GalleryError as exc:
+                    results.append(InstallResult(name, "failed", error=exc))
+                    continue
+                items.append(item)
+                results.append(InstallResult(name, "exported", item.resolution.entry.name,
+                                             item.pinned.resolved_digest, item.pinned.label,
+                                             item.evidence.verified))  # fmt: skip
+        batch = BatchResult(tuple(results))
+        if batch.exit_code == 0:
+            write_bundle(items, output, cache=installer.cache)
+        out.batch_result(batch)
+        return batch.exit_code
 
     _execute(ctx, out, action)
 

@@ -32,8 +32,9 @@ from typing import Any, Literal, Protocol
 import httpx
 
 from .blobcache import BlobCache
+from .bundle import ExportItem, bundle_entries, open_bundle
 from .candidates import Candidate, build_candidates, registry_endpoints
-from .capability import CapabilityDetector
+from .capability import CapabilityDetector, choose_capability
 from .catalog import Catalog, GalleryState, load_catalog
 from .compression import compression_for_media_type, decompressing
 from .config import Config
@@ -48,6 +49,7 @@ from .errors import (
     SourceUnavailable,
     StrictModeRefusal,
     UnsafeArchiveError,
+    UsageError,
 )
 from .extract import ExtractLimits, FileRecord, TreeBuilder
 from .fsops import FsOps
@@ -92,6 +94,7 @@ class NoProgress:
 
 Status = Literal[
     "locked",
+    "exported",
     "installed",
     "upgraded",
     "would-upgrade",
@@ -281,6 +284,10 @@ class Installer:
     # -- public -----------------------------------------------------------------------------
 
     @property
+    def cache(self) -> BlobCache:
+        return self._cache
+
+    @property
     def verifier(self) -> Verifier:
         return self._verifier
 
@@ -355,6 +362,66 @@ class Installer:
             signature=entry.signature if tarball else None,
             verification=evidence.model_copy(update={"digest": pinned.resolved_digest}),
         )  # fmt: skip
+
+    def export_item(self, requested: str) -> ExportItem:
+        """Pin and verify ``requested`` as install would and bring its config and layers into the
+        cache, for ``write_bundle``; installs nothing.
+
+        Raises:
+            GalleryError: as install would fail; UsageError for a tarball entry.
+        """
+        resolution = resolve_backend(self.catalog, requested, capabilities=self._selector)
+        done = self._install_resolved(resolution, "lock")
+        pinned, evidence = done.pinned, done.evidence
+        assert pinned is not None and evidence is not None
+        if not pinned.documents:
+            raise UsageError(
+                f"{resolution.entry.name}: only OCI images can be exported; copy a tarball entry's file "
+                "and keep its sha256",
+            )
+        self._fetch_blobs(pinned, (pinned.manifest.config, *pinned.manifest.layers), resolution.entry.name)
+        return ExportItem(resolution, pinned, evidence)
+
+    def install_from(self, bundle: Path, names: Sequence[str], *, fail_fast: bool = False) -> BatchResult:
+        """Install from an exported bundle, offline, under this machine's policies (each entry
+        names its gallery; the config must have it)."""
+        limits = self._limits
+        root = open_bundle(bundle, work=self.config.cache_path / "bundles", limits=limits)
+        entries = bundle_entries(root, max_bytes=self.config.limits.max_index_bytes)
+
+        def one(requested: str) -> InstallResult:
+            def action() -> InstallResult:
+                return self._install_resolved(self._from_bundle(entries, requested), "install").result
+
+            return self._timed(requested, action)
+
+        return self._batch(names, one, fail_fast=fail_fast)
+
+    def _from_bundle(self, entries: Sequence[IndexEntry], requested: str) -> Resolution:
+        by_name = {e.name: e for e in entries}
+        entry = by_name.get(requested) or next((e for e in entries if e.alias == requested), None)
+        if entry is None:
+            raise BackendNotFound(f"the bundle has no backend {requested!r}", hint="see its index.yaml")
+        meta, choice = None, None
+        if entry.source is None:
+            preferences = self._selector.preferences
+            choice = choose_capability(entry.capabilities, preferences, source=self._selector.source)
+            concrete = by_name.get(choice.target) if choice else None
+            if choice is None or concrete is None:
+                raise BackendNotFound(
+                    f"the bundle has {entry.name} only for capabilities "
+                    f"{', '.join(sorted(entry.capabilities))}, none of this machine's "
+                    f"({', '.join(preferences)})"
+                )
+            meta, entry = entry, concrete
+        gallery_name = (entry.model_extra or {}).get("gallery")
+        gallery = self.config.gallery(gallery_name) if isinstance(gallery_name, str) else None
+        if gallery is None:
+            raise ConfigError(
+                f"bundle entry {entry.name} comes from gallery {gallery_name!r}, which the config lacks",
+                hint="add that gallery (its verification policy applies to the bundle) to the config",
+            )
+        return Resolution(requested, GalleryState(gallery, None, None), entry, meta, choice, False, ())
 
     def preload_one(self, requested: str) -> InstallResult:
         """Install or upgrade ``requested`` to what its gallery offers now (a worker converging)."""
@@ -818,7 +885,10 @@ class Installer:
         return fetched
 
     def _fetch_layers(self, pinned: PinnedImage, backend: str) -> int:
-        missing = [layer for layer in pinned.manifest.layers if not self._cache.has(layer.digest)]
+        return self._fetch_blobs(pinned, pinned.manifest.layers, backend)
+
+    def _fetch_blobs(self, pinned: PinnedImage, blobs: Sequence[Descriptor], backend: str) -> int:
+        missing = [blob for blob in blobs if not self._cache.has(blob.digest)]
         if not missing:
             return 0
         counted: list[int] = []
