@@ -167,6 +167,9 @@ class RegistryClient:
     max_manifest_bytes: int = 4 * 1024 * 1024
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     _authorizations: dict[tuple[str, str], str] = field(default_factory=dict)
+    # Hosts that gave no response (after the retries) during this run: skipped at once from then
+    # on, so a dead mirror costs one round of retries per run, not one per request.
+    _unreachable: set[str] = field(default_factory=set)
 
     @classmethod
     def from_config(
@@ -321,19 +324,24 @@ class RegistryClient:
         cap = limit or self.max_manifest_bytes
         setting = "limits.max_bundle_bytes" if limit else "limits.max_manifest_bytes"
         reference = path.rsplit("/", 1)[-1]
-        with self._open(endpoint, repo, "GET", path, accept=accept) as response:
-            declared = response.headers.get("Content-Length")
-            if declared and declared.isdigit() and int(declared) > cap:
-                raise RegistryError(
-                    f"{endpoint}/{repo}:{reference}: {declared} bytes is over {setting} ({cap})"
-                )
-            chunks, total = [], 0
-            for chunk in raw_chunks(response):
-                total += len(chunk)
-                if total > cap:
-                    raise RegistryError(f"{endpoint}/{repo}:{reference}: more than {setting} ({cap})")
-                chunks.append(chunk)
-            return b"".join(chunks), response.headers
+        # A connection dropped while the body is read is retried like one dropped before it, and
+        # what outlives the retries is a RegistryError (the next endpoint or candidate is tried).
+        with _as_registry_errors(f"{endpoint}/{repo}:{reference}", self.retry.attempts):
+            for attempt in self.retry.retrying():
+                with attempt, self._open(endpoint, repo, "GET", path, accept=accept) as response:
+                    declared = response.headers.get("Content-Length")
+                    if declared and declared.isdigit() and int(declared) > cap:
+                        raise RegistryError(
+                            f"{endpoint}/{repo}:{reference}: {declared} bytes is over {setting} ({cap})"
+                        )
+                    chunks, total = [], 0
+                    for chunk in raw_chunks(response):
+                        total += len(chunk)
+                        if total > cap:
+                            raise RegistryError(f"{endpoint}/{repo}:{reference}: more than {setting} ({cap})")
+                        chunks.append(chunk)
+                    return b"".join(chunks), response.headers
+        raise AssertionError("unreachable: the retry loop returns or raises")
 
     # -- blobs ------------------------------------------------------------------------------
 
@@ -402,15 +410,22 @@ class RegistryClient:
         if accept:
             request_headers["Accept"] = accept
         scope = f"repository:{repo}:pull"
+        if endpoint.host in self._unreachable:
+            raise RegistryError(f"{url}: {endpoint.host} did not respond earlier in this run; skipped")
         response: httpx.Response | None = None
-        with _as_registry_errors(url, self.retry.attempts):
-            for attempt in self.retry.retrying():
-                with attempt:
-                    response = self._send(endpoint, url, method, request_headers, scope)
-                    if response.status_code in _TRANSIENT_STATUS:
-                        retry_after = _retry_after(response.headers.get("Retry-After"))
-                        response.close()
-                        raise _TransientStatus(response.status_code, retry_after)
+        try:
+            with _as_registry_errors(url, self.retry.attempts):
+                for attempt in self.retry.retrying():
+                    with attempt:
+                        response = self._send(endpoint, url, method, request_headers, scope)
+                        if response.status_code in _TRANSIENT_STATUS:
+                            retry_after = _retry_after(response.headers.get("Retry-After"))
+                            response.close()
+                            raise _TransientStatus(response.status_code, retry_after)
+        except RegistryError as exc:
+            if isinstance(exc.__cause__, httpx.TransportError):  # no response at all, every attempt
+                self._unreachable.add(endpoint.host)
+            raise
         assert response is not None
         try:
             if response.status_code >= 400:

@@ -17,6 +17,7 @@ class Faults:
     unavailable: int = 0  # answer this many requests with 503 first
     drop_blob_after: int | None = None  # cut the first blob response after this many body bytes
     slow_blobs: float = 0.0  # seconds to sleep before each 16 KiB chunk of a blob response
+    stopped: bool = False  # a dead mirror: cut responses in flight, answer nothing more
     seen: list[tuple[str, str, str | None]] = field(default_factory=list)  # (method, path, Range)
 
 
@@ -31,6 +32,10 @@ def faulty_proxy(upstream: str, faults: Faults) -> Iterator[str]:
             pass
 
         def _forward(self) -> None:
+            if faults.stopped:
+                self.close_connection = True
+                self.connection.shutdown(2)
+                return
             with lock:
                 faults.seen.append((self.command, self.path, self.headers.get("Range")))
                 if faults.unavailable > 0:
@@ -60,6 +65,10 @@ def faulty_proxy(upstream: str, faults: Faults) -> Iterator[str]:
                 for chunk in response.iter_raw(16384):
                     if slow:
                         time.sleep(slow)
+                    if faults.stopped:
+                        self.close_connection = True
+                        self.connection.shutdown(2)
+                        return
                     if drop is not None and sent + len(chunk) > drop:
                         self.wfile.write(chunk[: drop - sent])
                         self.wfile.flush()

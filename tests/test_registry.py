@@ -263,3 +263,25 @@ def test_referrers_api_paging_and_fallback() -> None:
     fallback = client.referrers(endpoint, parse_reference("reg.example/old/app:1"), subject, limit=10)
     assert [d.digest[-1] for d in fallback] == ["4"]
     assert client.referrers(endpoint, parse_reference("reg.example/none/app:1"), subject, limit=10) == []
+
+
+def test_a_host_that_never_answers_is_skipped_for_the_rest_of_the_run() -> None:
+    calls: list[str] = []
+
+    def refuse(request: httpx.Request) -> httpx.Response:
+        calls.append(request.url.host)
+        raise httpx.ConnectError("connection refused", request=request)
+
+    client = RegistryClient(
+        client=httpx.Client(transport=httpx.MockTransport(refuse), trust_env=False),
+        insecure_registries=frozenset({"mirror.test:5000"}),
+        retry=RetryPolicy(attempts=3, initial_wait=0),
+    )
+    endpoint = client.endpoint("mirror.test:5000")
+    reference = parse_reference("mirror.test:5000/backends/echo:v1")
+    with pytest.raises(RegistryError, match="after 3 attempts"):
+        client.resolve_tag(endpoint, reference)
+    assert len(calls) == 3
+    with pytest.raises(RegistryError, match="did not respond earlier in this run"):
+        client.get_manifest(endpoint, reference, "sha256:" + "a" * 64)
+    assert len(calls) == 3, "no new attempt against a dead mirror"

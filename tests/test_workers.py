@@ -160,3 +160,27 @@ def test_mirror_down_falls_back_to_the_upstream(tmp_path: Path, registry: Regist
     results = json.loads(out)["results"]
     assert {r["status"] for r in results} == {"installed"} and all(r["verified"] for r in results)
     assert yaml.safe_load(node.config_path.read_text())["registry_mirrors"]
+
+
+def test_mirror_stopped_mid_download_falls_back_to_the_upstream(
+    tmp_path: Path, registry: Registry, mirror: Registry
+) -> None:
+    faults = Faults(slow_blobs=0.01)
+    with faulty_proxy(mirror.url, faults) as dying_mirror:
+        node = Node(tmp_path, registry, dying_mirror)
+        faults.seen.clear()
+        worker = node.worker("--jobs", "1")
+        layers = {digest_of(data) for data in node.layers}
+        deadline = time.monotonic() + 60
+        while not any(path.rsplit("/", 1)[-1] in layers for _, path, _ in faults.seen):
+            assert time.monotonic() < deadline and worker.poll() is None
+            time.sleep(0.01)
+        time.sleep(0.1)
+        faults.stopped = True  # the mirror dies with a layer half sent
+        out, err = worker.communicate(timeout=180)
+    assert worker.returncode == 0, err
+    results = json.loads(out)["results"]
+    assert {r["status"] for r in results} == {"installed"} and all(r["verified"] for r in results)
+    served_by_mirror = node.layer_requests(faults)
+    assert len(served_by_mirror) < len(node.layers), "the rest came from the upstream"
+    assert node.installed() == dict.fromkeys(node.names, True)
