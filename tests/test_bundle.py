@@ -123,3 +123,10 @@ def test_hostile_bundles_are_refused(tmp_path: Path, exported: dict[str, Path]) 
     foreign.write_text(text)
     result = gallery(foreign, "install", "--from", str(exported["dir"]), "cuda-echo")
     assert result.exit_code == 2 and "gallery 'main'" in result.stderr
+
+
+def test_a_gallery_can_point_at_an_unpacked_bundle(tmp_path: Path, exported: dict[str, Path]) -> None:
+    config = write_config(tmp_path, exported["root"], str(exported["dir"] / "index.yaml"))
+    result = gallery(config, "install", "echo", "--json")
+    assert result.exit_code == 0, result.stderr
+    assert [r["verified"] for r in json.loads(result.stdout)["results"]] == [True]
