@@ -288,12 +288,20 @@ app.add_typer(cache_app, name="cache")
 
 
 @cache_app.command("prune")
-def cache_prune_command(ctx: typer.Context, as_json: JsonFlag = False) -> None:
-    """Remove cached blobs no installed backend or kept generation references."""
+def cache_prune_command(
+    ctx: typer.Context,
+    locks: Annotated[
+        list[Path] | None,
+        typer.Option("--lock", help="Also keep the layers this lock file pins (repeatable).", dir_okay=False),
+    ] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Remove cached blobs no installed backend, kept generation or given lock file references."""
     out = Output(as_json=as_json)
 
     def action(config: Config) -> int:
-        out.prune_result(prune_cache(config))
+        keep = {digest for path in locks or () for digest in read_lock(path).blob_digests()}
+        out.prune_result(prune_cache(config, keep=keep))
         return 0
 
     _execute(ctx, out, action)

@@ -20,7 +20,7 @@ import hashlib
 import os
 import stat
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -316,14 +316,16 @@ def _check_cache(run: _Scan, config: Config, referenced: set[str]) -> int:
     return count
 
 
-def prune_cache(config: Config) -> PruneResult:
+def prune_cache(config: Config, *, keep: Iterable[str] = ()) -> PruneResult:
     """Remove cached blobs nothing references, and partial downloads no process is writing.
+
+    ``keep``: more digests to keep (the layers of lock files a fleet will preload).
 
     A blob being fetched right now is not in ``blobs/`` yet (it is a partial under its own lock),
     so pruning never races an install's download; a blob another command is about to extract is
     re-fetched by it if pruned (it is verified by digest either way).
     """
-    referenced = referenced_blobs(config)
+    referenced = referenced_blobs(config) | set(keep)
     removed: list[str] = []
     freed = 0
     kept = 0

@@ -91,6 +91,10 @@ class LockFile(BaseModel):
             )
         return value
 
+    def blob_digests(self) -> set[str]:
+        """Every layer the lock file pins (what ``cache prune --lock`` keeps)."""
+        return {layer.digest for entry in self.backends for layer in entry.layers}
+
     def sorted(self) -> LockFile:
         return self.model_copy(update={"backends": tuple(sorted(self.backends, key=LockEntry.key))})
 

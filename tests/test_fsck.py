@@ -186,3 +186,18 @@ def test_a_blob_pruned_between_fetch_and_extraction_is_fetched_again(tmp_path: P
         result = installer.install_one("b")
     assert result.status == "installed", result.error
     assert progress.pruned == 1 and (project.backends / "b" / "VERSION").read_text() == "v1"
+
+
+def test_cache_prune_keeps_what_a_lock_file_pins(project: Project) -> None:
+    project.offer("other", "o1")
+    lock = project.root / "gallery.lock"
+    assert project.gallery("lock", "other", "-o", str(lock)).exit_code == 0
+    assert project.gallery("install", "other").exit_code == 0
+    assert project.gallery("uninstall", "other").exit_code == 0
+    blobs = project.root / "cache" / "blobs" / "sha256"
+    before = {p.name for p in blobs.iterdir()}
+    kept = project.gallery("cache", "prune", "--lock", str(lock), "--json")
+    assert kept.exit_code == 0 and json.loads(kept.stdout)["removed"] == []
+    assert {p.name for p in blobs.iterdir()} == before
+    pruned = json.loads(project.gallery("cache", "prune", "--json").stdout)
+    assert len(pruned["removed"]) == 1
