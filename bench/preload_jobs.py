@@ -21,18 +21,10 @@ import statistics
 import subprocess
 import sys
 import tarfile
-import tempfile
 import time
-from pathlib import Path
 
-import yaml
-
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
-
-from registry_server import LAYER_GZIP, digest_of, running_registry  # noqa: E402
-
-GALLERY = ROOT / ".venv" / "bin" / "gallery"
+from benchlib import GALLERY, local_registry, write_gallery
+from registry_server import LAYER_GZIP, digest_of
 
 
 def tar_layer(files: dict[str, bytes]) -> bytes:
@@ -57,11 +49,7 @@ def main() -> int:
     parser.add_argument("--mb", type=int, default=4, help="size of each backend's own layer")
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    if shutil.which("docker-registry") is None:
-        sys.stderr.write("docker-registry is not installed (apt-get install -y docker-registry)\n")
-        return 1
-    with tempfile.TemporaryDirectory() as tmp_name, running_registry(Path(tmp_name) / "registry") as registry:
-        tmp = Path(tmp_name)
+    with local_registry() as (tmp, registry):
         shared = tar_layer({"run.sh": b"#!/bin/sh\necho bench\n", "lib/common.so": os.urandom(1024 * 1024)})
         entries, blobs = [], [shared]
         for number in range(args.backends):
@@ -69,12 +57,7 @@ def main() -> int:
             blobs.append(own)
             registry.push_image(f"bench/b{number}", "latest", [(shared, LAYER_GZIP), (own, LAYER_GZIP)])
             entries.append({"name": f"b{number}", "uri": f"{registry.host}/bench/b{number}:latest"})
-        (tmp / "index.yaml").write_text(yaml.safe_dump(entries))
-        config = tmp / "gallery.yaml"
-        config.write_text(yaml.safe_dump({
-            "format_version": 1, "backends_path": "./backends", "cache_path": "./cache", "capability": "default",
-            "insecure_registries": [registry.host], "galleries": [{"name": "bench", "url": "./index.yaml"}],
-        }))  # fmt: skip
+        config = write_gallery(tmp, registry, entries)
         lock = tmp / "gallery.lock"
         base = [str(GALLERY), "--config", str(config)]
         subprocess.run([*base, "lock", *[e["name"] for e in entries], "-o", str(lock)], check=True,

@@ -24,24 +24,16 @@ import statistics
 import subprocess
 import sys
 import tarfile
-import tempfile
 import time
-from pathlib import Path
 
 import httpx
-import yaml
+from benchlib import GALLERY, local_registry, write_gallery
+from registry_server import LAYER_GZIP
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
-
-from registry_server import LAYER_GZIP, running_registry  # noqa: E402
-
-from gallery.capability import HostFacts  # noqa: E402
-from gallery.config import load_config  # noqa: E402
-from gallery.install import Installer  # noqa: E402
-from gallery.signatures import SigstoreVerifier  # noqa: E402
-
-GALLERY = ROOT / ".venv" / "bin" / "gallery"
+from gallery.capability import HostFacts
+from gallery.config import load_config
+from gallery.install import Installer
+from gallery.signatures import SigstoreVerifier
 
 
 def image_layer(number: int) -> bytes:
@@ -63,22 +55,13 @@ def main() -> int:
     parser.add_argument("--backends", type=int, default=50)
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
-    if shutil.which("docker-registry") is None:
-        sys.stderr.write("docker-registry is not installed (apt-get install -y docker-registry)\n")
-        return 1
-    with tempfile.TemporaryDirectory() as tmp_name, running_registry(Path(tmp_name) / "registry") as registry:
-        tmp = Path(tmp_name)
+    with local_registry() as (tmp, registry):
         entries = []
         for number in range(args.backends):
             repo = f"bench/b{number}"
             registry.push_image(repo, "latest", [(image_layer(number), LAYER_GZIP)])
             entries.append({"name": f"b{number}", "uri": f"{registry.host}/{repo}:latest"})
-        (tmp / "index.yaml").write_text(yaml.safe_dump(entries))
-        config_path = tmp / "gallery.yaml"
-        config_path.write_text(yaml.safe_dump({
-            "format_version": 1, "backends_path": "./backends", "cache_path": "./cache", "capability": "default",
-            "insecure_registries": [registry.host], "galleries": [{"name": "bench", "url": "./index.yaml"}],
-        }))  # fmt: skip
+        config_path = write_gallery(tmp, registry, entries)
         config = load_config(config_path)
 
         def installer(client: httpx.Client) -> Installer:

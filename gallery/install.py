@@ -55,7 +55,7 @@ from .extract import ExtractLimits, FileRecord, TreeBuilder
 from .fsops import FsOps
 from .fsutil import fsync_directory, remove_tree
 from .index import IndexEntry
-from .lockfile import LockedLayer, LockEntry
+from .lockfile import LockEntry
 from .locks import backend_lock
 from .metadata import METADATA_FORMAT_VERSION, BackendMetadata, LayerRecord, read_metadata, write_metadata
 from .names import is_valid_name
@@ -355,7 +355,7 @@ class Installer:
                           if str(c) != done.result.candidate and not isinstance(c.source, OciLayoutSource)),
             resolved_digest=pinned.resolved_digest,
             manifest_digest=pinned.manifest_digest,
-            layers=tuple(LockedLayer(digest=layer.digest, size=layer.size, media_type=layer.media_type)
+            layers=tuple(LayerRecord(digest=layer.digest, size=layer.size, media_type=layer.media_type)
                          for layer in pinned.manifest.layers),
             # Only a sha256 the index gave: one computed from a download at lock time proves nothing.
             sha256=entry.expected_sha256 if tarball else None,

@@ -17,28 +17,14 @@ from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 from .digests import is_digest
 from .errors import ConfigError
 from .fsutil import atomic_write_bytes
+from .metadata import LayerRecord
 from .names import validate_name
 from .verification import Evidence
 
-__all__ = ["LOCK_FORMAT_VERSION", "LockEntry", "LockFile", "LockedLayer", "read_lock", "write_lock"]
+__all__ = ["LOCK_FORMAT_VERSION", "LockEntry", "LockFile", "read_lock", "write_lock"]
 
 LOCK_FORMAT_VERSION = 1
 _MAX_LOCK_BYTES = 64 * 1024 * 1024
-
-
-class LockedLayer(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    digest: str
-    size: int
-    media_type: str
-
-    @field_validator("digest")
-    @classmethod
-    def _digest(cls, value: str) -> str:
-        if not is_digest(value):
-            raise ValueError(f"{value!r} is not a sha256 digest")
-        return value
 
 
 class LockEntry(BaseModel):
@@ -55,7 +41,7 @@ class LockEntry(BaseModel):
     mirrors: tuple[str, ...] = ()  # the entry's other candidates, tried at the same digest
     resolved_digest: str
     manifest_digest: str
-    layers: tuple[LockedLayer, ...]
+    layers: tuple[LayerRecord, ...]
     sha256: str | None = None  # tarballs: the file's sha256 (also its resolved digest)
     signature: str | None = None  # tarballs: where the sign-blob bundle was found
     verification: Evidence

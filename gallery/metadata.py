@@ -27,11 +27,20 @@ _MAX_METADATA_BYTES = 256 * 1024 * 1024
 
 
 class LayerRecord(BaseModel):
+    """One layer of an installed (or locked) image."""
+
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     digest: str
     size: int
     media_type: str
+
+    @field_validator("digest")
+    @classmethod
+    def _layer_digest(cls, value: str) -> str:
+        if not is_digest(value):
+            raise ValueError(f"{value!r} is not a sha256 digest")
+        return value
 
 
 class BackendMetadata(BaseModel):
