@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import re
+from typing import Annotated
 
-__all__ = ["DIGEST_RE", "SHA256_HEX_RE", "is_digest", "is_sha256_hex"]
+from pydantic import AfterValidator
+
+__all__ = ["DIGEST_RE", "SHA256_HEX_RE", "Digest", "is_digest", "is_sha256_hex"]
 
 DIGEST_RE = re.compile(r"sha256:[0-9a-f]{64}")
 SHA256_HEX_RE = re.compile(r"[0-9a-f]{64}")
@@ -18,3 +21,13 @@ def is_digest(value: str) -> bool:
 def is_sha256_hex(value: str) -> bool:
     """64 lowercase hex characters (the index's ``sha256`` field)."""
     return SHA256_HEX_RE.fullmatch(value) is not None
+
+
+def _checked_digest(value: str) -> str:
+    if not is_digest(value):
+        raise ValueError(f"{value!r} is not a sha256 digest (sha256: and 64 lowercase hex)")
+    return value
+
+
+# A field that holds a digest, checked on validation (pydantic models of every format).
+Digest = Annotated[str, AfterValidator(_checked_digest)]

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
-from .digests import is_digest
+from .digests import Digest
 from .errors import ConfigError
 from .fsutil import atomic_write_bytes
 from .metadata import LayerRecord
@@ -39,8 +39,8 @@ class LockEntry(BaseModel):
     capability: str | None = None
     candidate: str  # the URI that was pinned (the entry's uri, a mirror or a fallback)
     mirrors: tuple[str, ...] = ()  # the entry's other candidates, tried at the same digest
-    resolved_digest: str
-    manifest_digest: str
+    resolved_digest: Digest
+    manifest_digest: Digest
     layers: tuple[LayerRecord, ...]
     sha256: str | None = None  # tarballs: the file's sha256 (also its resolved digest)
     signature: str | None = None  # tarballs: where the sign-blob bundle was found
@@ -50,13 +50,6 @@ class LockEntry(BaseModel):
     @classmethod
     def _names(cls, value: str | None) -> str | None:
         return None if value is None else validate_name(value)
-
-    @field_validator("resolved_digest", "manifest_digest")
-    @classmethod
-    def _digests(cls, value: str) -> str:
-        if not is_digest(value):
-            raise ValueError(f"{value!r} is not a sha256 digest")
-        return value
 
     def key(self) -> tuple[str, str, str, str]:
         return (self.meta or "", self.capability or "", self.name, self.platform)

@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
-from .digests import is_digest
+from .digests import Digest, is_digest
 from .errors import OperationalError
 from .fsutil import atomic_write_bytes
 from .verification import Evidence
@@ -31,16 +31,9 @@ class LayerRecord(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    digest: str
+    digest: Digest
     size: int
     media_type: str
-
-    @field_validator("digest")
-    @classmethod
-    def _layer_digest(cls, value: str) -> str:
-        if not is_digest(value):
-            raise ValueError(f"{value!r} is not a sha256 digest")
-        return value
 
 
 class BackendMetadata(BaseModel):

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from .digests import is_digest
+from .digests import Digest
 from .errors import IntegrityError
 
 __all__ = [
@@ -58,18 +58,11 @@ class Platform(_Model):
 
 class Descriptor(_Model):
     media_type: str = Field(alias="mediaType")
-    digest: str
+    digest: Digest
     size: int = Field(ge=0)
     platform: Platform | None = None
     artifact_type: str | None = Field(default=None, alias="artifactType")
     annotations: dict[str, str] = {}
-
-    @field_validator("digest")
-    @classmethod
-    def _digest(cls, value: str) -> str:
-        if not is_digest(value):
-            raise ValueError(f"digest {value!r} is not sha256: + 64 lowercase hex")
-        return value
 
 
 class ImageManifest(_Model):
