@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import gzip
 import io
+import json
 import shutil
 import statistics
 import subprocess
@@ -54,6 +55,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backends", type=int, default=50)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--json", action="store_true", help="also print a one-line JSON summary")
     args = parser.parse_args()
     with local_registry() as (tmp, registry):
         entries = []
@@ -124,6 +126,15 @@ def main() -> int:
         out.write(f"  ratio skopeo / CLI:    {statistics.median(skopeo) / statistics.median(cli):.1f}x\n")
     goal = statistics.median(library) / n < 0.050
     out.write(f"  goal (< 50 ms per backend in the library): {'met' if goal else 'NOT met'}\n")
+    if args.json:
+        summary = {
+            "backends": n,
+            "library_ms_per_backend": statistics.median(library) / n * 1000,
+            "cli_ms_per_backend": statistics.median(cli) / n * 1000,
+            "floor_ms_per_backend": statistics.median(floor) / n * 1000,
+            "startup_ms": statistics.median(startup) * 1000,
+        }
+        out.write(json.dumps(summary) + "\n")
     return 0
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import gzip
 import io
+import json
 import statistics
 import sys
 import tarfile
@@ -51,6 +52,7 @@ def tiny_layer() -> bytes:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=50)
+    parser.add_argument("--json", action="store_true", help="also print a one-line JSON summary")
     args = parser.parse_args()
     instance = SigstoreInstance()
     policy = VerificationPolicy.model_validate({"issuer": GITHUB_ISSUER, "identity": DEFAULT_IDENTITY})
@@ -96,6 +98,10 @@ def main() -> None:
     sys.stdout.write(
         f"cold / peer: {ms(cold) / ms(peer):.2f}x   cached / peer: {ms(cached) / ms(peer):.4f}x\n"
     )
+    if args.json:
+        sys.stdout.write(
+            json.dumps({"cold_ms": ms(cold), "cached_ms": ms(cached), "peer_ms": ms(peer)}) + "\n"
+        )
 
 
 if __name__ == "__main__":

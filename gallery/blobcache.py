@@ -49,6 +49,11 @@ class HashingReader:
         self.count += len(data)
         return data
 
+    def readinto(self, buffer: bytearray | memoryview) -> int:
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
     def readable(self) -> bool:
         return True
 

@@ -161,7 +161,8 @@ def open_bundle(path: Path, *, work: Path, limits: ExtractLimits) -> Path:
                     compression = sniff_compression(handle.read(4))
                     handle.seek(0)
                     builder = TreeBuilder(staging, limits)
-                    builder.apply_layer(decompressing(handle, compression), layer=f"bundle {path.name}")
+                    with decompressing(handle, compression) as stream:
+                        builder.apply_layer(stream, layer=f"bundle {path.name}")
                     builder.finish()
                 staging.rename(root)
             finally:

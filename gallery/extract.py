@@ -35,8 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Literal
 
-import zstandard
-
+from .compression import DECOMPRESSION_ERRORS
 from .errors import OperationalError, UnsafeArchiveError
 
 __all__ = ["ExtractLimits", "FileRecord", "TreeBuilder"]
@@ -46,6 +45,14 @@ _MAX_COMPONENT = 255
 _COPY_CHUNK = 1024 * 1024
 _OPAQUE = ".wh..wh..opq"
 _WHITEOUT_PREFIX = ".wh."
+# What a corrupt or truncated layer raises while it is read: an integrity refusal, not a disk error.
+_NOT_A_TAR_STREAM: tuple[type[Exception], ...] = (
+    tarfile.TarError,
+    EOFError,
+    zlib.error,
+    gzip.BadGzipFile,
+    *DECOMPRESSION_ERRORS,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,7 +127,7 @@ class TreeBuilder:
                     self._apply_member(archive, member, layer, this_layer)
         except UnsafeArchiveError:
             raise
-        except (tarfile.TarError, EOFError, zlib.error, zstandard.ZstdError, gzip.BadGzipFile) as exc:
+        except _NOT_A_TAR_STREAM as exc:
             raise UnsafeArchiveError(f"layer {layer}: not a valid tar stream: {exc}") from exc
         except OSError as exc:
             raise OperationalError(

@@ -933,7 +933,8 @@ class Installer:
                 raise _CachedBlobBad(layer.digest)
             with self._cache.reading(layer.digest) as reader:
                 try:
-                    builder.apply_layer(decompressing(reader, compression), layer=layer.digest)
+                    with decompressing(reader, compression) as stream:
+                        builder.apply_layer(stream, layer=layer.digest)
                 except UnsafeArchiveError:
                     reader.drain()
                     if reader.digest != layer.digest:

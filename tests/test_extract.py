@@ -84,7 +84,8 @@ def test_gzip_and_zstd_layers_and_sniffing(world: tuple[Path, Path]) -> None:
         blob = compress(tar_bytes([file(f"{kind}.txt", kind.encode())]))
         assert sniff_compression(blob[:4]) == kind
         builder = TreeBuilder(staging, LIMITS)
-        builder.apply_layer(decompressing(io.BytesIO(blob), kind), layer=kind)
+        with decompressing(io.BytesIO(blob), kind) as stream:
+            builder.apply_layer(stream, layer=kind)
         assert (staging / f"{kind}.txt").read_text() == kind
 
 
@@ -193,8 +194,11 @@ def test_decompression_bomb_stops_early(world: tuple[Path, Path]) -> None:
     small = ExtractLimits(max_bytes=1024 * 1024, max_files=10, max_path_length=100)
     bomb = gz(tar_bytes([file("zeros", b"\x00" * (20 * 1024 * 1024))]))
     assert len(bomb) < 100_000
-    with pytest.raises(UnsafeArchiveError, match="max_extract_bytes"):
-        TreeBuilder(staging, small).apply_layer(decompressing(io.BytesIO(bomb), "gzip"), layer="bomb")
+    with (
+        pytest.raises(UnsafeArchiveError, match="max_extract_bytes"),
+        decompressing(io.BytesIO(bomb), "gzip") as stream,
+    ):
+        TreeBuilder(staging, small).apply_layer(stream, layer="bomb")
     assert not (staging / "zeros").exists()
     with pytest.raises(UnsafeArchiveError, match="max_extract_bytes"):
         apply(staging, raw_header("huge", 10**12), limits=small)
@@ -223,5 +227,20 @@ def test_oversized_extended_header_is_refused_before_buffering(world: tuple[Path
 def test_corrupt_streams(world: tuple[Path, Path], blob: bytes) -> None:
     staging, _ = world
     compression = sniff_compression(blob[:4])
-    with pytest.raises(UnsafeArchiveError):
-        TreeBuilder(staging, LIMITS).apply_layer(decompressing(io.BytesIO(blob), compression), layer="bad")
+    with pytest.raises(UnsafeArchiveError), decompressing(io.BytesIO(blob), compression) as stream:
+        TreeBuilder(staging, LIMITS).apply_layer(stream, layer="bad")
+
+
+def test_the_gzip_reader_thread_is_gone_after_a_refused_layer(tmp_path: Path) -> None:
+    import threading
+
+    before = threading.active_count()
+    blob = gz(tar_bytes([file("a", b"x" * 100_000)]))[:-200]  # truncated: refused mid-way
+    staging = tmp_path / "s"
+    staging.mkdir()
+    with (
+        pytest.raises(UnsafeArchiveError),
+        decompressing(io.BytesIO(blob), "gzip") as stream,
+    ):
+        TreeBuilder(staging, LIMITS).apply_layer(stream, layer="truncated")
+    assert threading.active_count() == before
