@@ -282,6 +282,7 @@ def main() -> int:
         "skopeo": bool(shutil.which("skopeo")),
         "command": f".venv/bin/python bench/performance.py --rounds {args.rounds} --scale {args.scale}",
     }
+    results = json.loads(json.dumps(results, sort_keys=True))  # the table is rendered as the JSON reads back
     table = render_markdown(results)
     sys.stdout.write(table + "\n")
     if not args.no_write:
