@@ -306,11 +306,18 @@ class TreeBuilder:
         return rel
 
     def _ensure_parents(self, parent: str, layer: str, member: str, this_layer: set[str]) -> None:
-        """Create missing parents as real directories; refuse any parent that is not one."""
+        """Create missing parents as real directories; refuse any parent that is not one.
+
+        A parent recorded as a directory is one: staging is private to this process, every entry
+        in it is recorded when created and forgotten when removed, so the record is the disk
+        (it saves an lstat per path component per member, most of an extraction's syscalls)."""
         current = ""
         for part in parent.split("/") if parent else ():
             current = posixpath.join(current, part) if current else part
             this_layer.add(current)
+            known = self._records.get(current)
+            if known is not None and known.type == "dir":
+                continue
             info = _lstat(self.root / current)
             if info is None:
                 os.mkdir(self.root / current, 0o700)
@@ -339,7 +346,9 @@ class TreeBuilder:
         return True
 
     def _clear(self, rel: str) -> None:
-        if _lstat(self.root / rel) is not None:
+        """Remove whatever is at ``rel``; nothing unrecorded is there (see ``_ensure_parents``),
+        and the ``O_EXCL`` create that follows would refuse it anyway."""
+        if rel in self._records and _lstat(self.root / rel) is not None:
             self._remove(rel)
 
     def _remove(self, rel: str) -> None:
