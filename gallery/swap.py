@@ -522,11 +522,10 @@ def pending_names(backends: Path) -> list[str]:
     return sorted(n for n in names if is_valid_name(n))
 
 
-def recover_pending(
-    backends: Path, *, keep_generations: int, fs: FsOps | None = None, recovery_timeout: float = 5.0
-) -> RecoveryReport:
+def recover_pending(backends: Path, *, keep_generations: int, fs: FsOps | None = None) -> RecoveryReport:
     """Recover every interrupted operation whose backend lock is free; never wait for a lock held
-    by a live process (readers call this too). Writes nothing when nothing is pending.
+    by a live process (readers call this too): when another process is recovering, it is left to
+    it. Writes nothing when nothing is pending.
     """
     names = pending_names(backends)
     if not names:
@@ -536,7 +535,7 @@ def recover_pending(
     actions: list[str] = []
     skipped: list[str] = []
     try:
-        with recovery_lock(state.root, timeout=recovery_timeout):
+        with recovery_lock(state.root, timeout=0):
             for name in names:
                 try:
                     with backend_lock(state.root, name, timeout=0):
@@ -548,6 +547,8 @@ def recover_pending(
                     continue
                 if done:
                     actions.append(done)
+    except LockBusy:
+        pass  # another process is recovering right now
     except GalleryError as exc:
         skipped.append(exc.message)
     return RecoveryReport(tuple(actions), tuple(skipped))

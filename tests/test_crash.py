@@ -219,3 +219,17 @@ def test_a_crash_leftover_is_reported_by_doctor_while_its_owner_holds_the_lock(t
         assert "pending recovery" in result.stdout and "b" in result.stdout
         assert StateDir(project.backends).journal("b").exists(), "readers do not take a held lock"
     assert "finished it" in project.recover_by_next_command()
+
+
+def test_while_another_process_recovers_readers_go_on_without_waiting(tmp_path: Path) -> None:
+    project = Project(tmp_path / "p")
+    prepare(project, "upgrade")
+    project.offer("v2")
+    assert project.run_killed("upgrade", kill_at="journaled")[0] == -9
+    from gallery.locks import recovery_lock
+
+    with recovery_lock(StateDir(project.backends).root, timeout=1):  # another process recovering
+        result = CliRunner().invoke(app, ["--config", str(project.config), "list", "--installed"])
+        assert result.exit_code == 0 and "recover" not in result.stderr
+        assert StateDir(project.backends).journal("b").exists(), "left to the process that holds the lock"
+    assert "undid it" in project.recover_by_next_command()
