@@ -41,6 +41,11 @@ from .errors import OperationalError, SignatureError
 from .policy import VerificationPolicy
 from .verification import Evidence, SignatureSource
 
+# sigstore is imported here, at start-up, although it is two fifths of the CLI's import time: its
+# modules define pydantic models, and pydantic reads PYDANTIC_DISABLE_PLUGINS from the environment
+# whenever a model class is created, so importing it lazily, during a command, would break the
+# promise that the library reads no environment (tests/test_no_environment.py catches it).
+
 __all__ = [
     "BUNDLE_MEDIA_TYPE",
     "COSIGN_PREDICATE",
