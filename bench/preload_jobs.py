@@ -67,11 +67,15 @@ def main() -> int:
         cold: dict[int, list[float]] = {1: [], 2: [], 4: []}
         warm: list[float] = []
         floor: list[float] = []
+        sequential: list[float] = []
         for _ in range(args.rounds):
             for jobs in cold:
                 for directory in ("backends", "cache"):
                     shutil.rmtree(tmp / directory, ignore_errors=True)
                 cold[jobs].append(run([*base, "preload", "--lock", str(lock), "--jobs", str(jobs)]))
+            for directory in ("backends", "cache"):
+                shutil.rmtree(tmp / directory, ignore_errors=True)
+            sequential.append(run([*base, "install", *[e["name"] for e in entries]]))
             started = time.perf_counter()
             output = subprocess.run(
                 [*base, "preload", "--lock", str(lock), "--jobs", "4", "--json"],
@@ -97,6 +101,9 @@ def main() -> int:
         out.write(
             f"  cold --jobs {jobs}   {median:6.2f} s   speed-up vs --jobs 1: {base_time / median:4.2f}x\n"
         )
+    out.write(
+        f"  plain sequential `gallery install` of the same {args.backends}: {statistics.median(sequential):6.2f} s\n"
+    )
     out.write(f"  warm --jobs 4   {statistics.median(warm):6.2f} s   (0 bytes fetched, checked)\n")
     out.write(f"  network floor: curl fetching the same blobs one by one (no extraction, no checks): "
               f"{statistics.median(floor):5.2f} s\n")  # fmt: skip
@@ -108,6 +115,7 @@ def main() -> int:
             "warm_seconds": statistics.median(warm),
             "warm_bytes_fetched": 0,  # asserted on every warm run above
             "curl_floor_seconds": statistics.median(floor),
+            "sequential_install_seconds": statistics.median(sequential),
         }
         out.write(json.dumps(summary) + "\n")
     return 0

@@ -87,6 +87,11 @@ def render_markdown(results: dict[str, Any]) -> str:
     speedup = preload["cold_seconds"]["1"] / preload["cold_seconds"]["2"]
     lines.append(f"| preload of {preload['backends']} backends: --jobs 2 speed-up | {speedup:.2f}x | ≥ 1.5x | "
                  f"{_verdict(speedup, 1.5, at_most=False)} |")  # fmt: skip
+    if "sequential_install_seconds" in preload:
+        ratio = preload["cold_seconds"]["1"] / preload["sequential_install_seconds"]
+        lines.append(
+            f"| preload --jobs 1 / plain sequential install of the same backends | {ratio:.2f}x | | |"
+        )
     lines.append(f"| preload warm run: bytes fetched | {preload['warm_bytes_fetched']} "
                  f"({preload['warm_seconds']:.2f} s) | 0 | {'met' if preload['warm_bytes_fetched'] == 0 else 'missed'} |")  # fmt: skip
     return "\n".join(lines)
