@@ -96,10 +96,16 @@ class PruneResult:
     bytes_freed: int
     kept: int
     partials_removed: int = 0
+    bundles_removed: int = 0  # unpacked copies of bundle tars (install --from unpacks again)
 
     def to_json(self) -> dict[str, Any]:
-        return {"removed": list(self.removed), "bytes_freed": self.bytes_freed, "kept": self.kept,
-                "partials_removed": self.partials_removed}  # fmt: skip
+        return {
+            "removed": list(self.removed),
+            "bytes_freed": self.bytes_freed,
+            "kept": self.kept,
+            "partials_removed": self.partials_removed,
+            "bundles_removed": self.bundles_removed,
+        }
 
 
 @dataclass
@@ -353,4 +359,16 @@ def prune_cache(config: Config, *, keep: Iterable[str] = ()) -> PruneResult:
                     partials += 1
             except (filelock.Timeout, OSError):
                 continue
-    return PruneResult(tuple(removed), freed, kept, partials)
+    bundles = 0
+    unpacked = config.cache_path / "bundles"
+    if unpacked.is_dir():
+        for directory in unpacked.iterdir():
+            # An install --from may be reading a recent one right now; an hour old is done with.
+            if time.time() - directory.lstat().st_mtime < 3600:
+                continue
+            freed += sum(
+                p.lstat().st_size for p in directory.rglob("*") if p.is_file() and not p.is_symlink()
+            )
+            remove_tree(directory)
+            bundles += 1
+    return PruneResult(tuple(removed), freed, kept, partials, bundles)

@@ -130,3 +130,20 @@ def test_a_gallery_can_point_at_an_unpacked_bundle(tmp_path: Path, exported: dic
     result = gallery(config, "install", "echo", "--json")
     assert result.exit_code == 0, result.stderr
     assert [r["verified"] for r in json.loads(result.stdout)["results"]] == [True]
+
+
+def test_cache_prune_drops_unpacked_bundles_once_they_are_old(
+    tmp_path: Path, exported: dict[str, Path]
+) -> None:
+    import os
+
+    config = write_config(tmp_path, exported["root"], "http://127.0.0.1:9/index.yaml")
+    assert gallery(config, "install", "--from", str(exported["tar"]), "cuda-echo").exit_code == 0
+    unpacked = tmp_path / "cache" / "bundles"
+    (copy,) = list(unpacked.iterdir())
+    fresh = json.loads(gallery(config, "cache", "prune", "--json").stdout)
+    assert fresh["bundles_removed"] == 0 and copy.exists(), "a recent one may still be in use"
+    os.utime(copy, (0, 0))
+    old = json.loads(gallery(config, "cache", "prune", "--json").stdout)
+    assert old["bundles_removed"] == 1 and not copy.exists()
+    assert (tmp_path / "backends" / "cuda-echo" / "run.sh").exists()
