@@ -4,8 +4,10 @@ Layers are applied in order to one private staging directory. Nothing is ever wr
 outside it:
 
 - member paths are normalised; absolute paths, ``..`` components and NUL bytes fail the layer;
-- every parent directory is walked with ``lstat``: a symlink anywhere in the parent chain fails
-  the layer (no write, hardlink or whiteout *through* a symlink), and nothing is ever followed;
+- every parent directory is checked: one this extraction created is known from its own records
+  (staging is private to the process, every entry is recorded when made and forgotten when
+  removed), any other is walked with ``lstat``; a symlink anywhere in the parent chain fails the
+  layer (no write, hardlink or whiteout *through* a symlink), and nothing is ever followed;
 - files are created with ``O_CREAT|O_EXCL|O_NOFOLLOW`` after removing whatever was at the path;
 - hardlinks may only point at regular files already extracted inside the tree;
 - device nodes and FIFOs fail the layer; setuid, setgid and sticky bits are stripped;
