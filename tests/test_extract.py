@@ -141,6 +141,23 @@ HOSTILE = {
     "block device": [Member("dev/sda", type=tarfile.BLKTYPE)],
     "fifo": [Member("pipe", type=tarfile.FIFOTYPE)],
     "file as parent": [file("f"), file("f/child")],
+    # The extractor trusts its own records for directories it made: replacing one must end that.
+    "dir replaced by a symlink, then written through": [
+        directory("d"),
+        file("d/ok"),
+        symlink("d", "OUTSIDE"),
+        file("d/victim", b"pwned"),
+    ],
+    "dir replaced by a symlink, then a dir through it": [
+        directory("d"),
+        symlink("d", "OUTSIDE"),
+        directory("d/new"),
+    ],
+    "implicit parent replaced by a symlink": [
+        file("p/q/ok"),
+        symlink("p", "OUTSIDE"),
+        file("p/q/victim", b"pwned"),
+    ],
 }
 
 
