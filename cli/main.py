@@ -21,12 +21,13 @@ from typer.core import TyperGroup
 from gallery import __version__
 from gallery.bundle import write_bundle
 from gallery.capability import detect_host_facts
-from gallery.config import Config, load_config
+from gallery.config import Config, Limits, load_config
 from gallery.errors import GalleryError
 from gallery.fleet import lock_backends, preload
 from gallery.fsck import mark_repaired, prune_cache, scan
 from gallery.index import IndexEntry
 from gallery.install import BatchResult, Installer, InstallResult, ProgressReporter
+from gallery.lint import describe_refusal, lint_index
 from gallery.lockfile import LockFile, read_lock, write_lock
 from gallery.metadata import BackendMetadata
 from gallery.queries import list_entries, run_doctor, show_backend
@@ -376,6 +377,32 @@ def preload_command(
         return _run_batch(config, out, run, progress=True)
 
     _execute(ctx, out, action)
+
+
+@app.command("lint")
+def lint_command(
+    ctx: typer.Context,
+    index: Annotated[Path, typer.Argument(help="A gallery index file (YAML).", dir_okay=False)],
+    as_json: JsonFlag = False,
+) -> None:
+    """Check a gallery index before publishing it: every entry as the installer reads it, plus
+    meta-backend targets, alias clashes and hashes (exit 2 on errors; needs no config)."""
+    out = Output(as_json=as_json)
+    options: _Globals = ctx.obj
+    limit = Limits().max_index_bytes
+    try:
+        with index.open("rb") as handle:
+            data = handle.read(limit + 1)
+        report = lint_index(data, max_bytes=limit)
+    except OSError as exc:
+        out.error(f"cannot read {index}: {exc.strerror or exc}", None)
+        raise typer.Exit(2) from None
+    except GalleryError as exc:
+        if options.debug:
+            raise
+        report = describe_refusal(exc)
+    out.lint_report(report)
+    raise typer.Exit(report.exit_code)
 
 
 @app.command("verify")

@@ -13,6 +13,7 @@ from rich.table import Table
 
 from gallery.fsck import FsckReport, PruneResult
 from gallery.install import BatchResult
+from gallery.lint import LintReport
 from gallery.metadata import BackendMetadata
 from gallery.queries import DoctorReport, ListResult, Notice, ShowResult
 from gallery.swap import RecoveryReport
@@ -190,6 +191,20 @@ class Output:
             ),
             highlight=False,
         )
+
+    def lint_report(self, report: LintReport) -> None:
+        if self.as_json:
+            self.json(report.to_json())
+            return
+        for finding in report.findings:
+            style = "red" if finding.level == "error" else "yellow"
+            where = f"{clean(finding.entry)}: " if finding.entry else ""
+            self.out.print(
+                f"[{style}]{finding.level}:[/{style}] {where}{clean(finding.message)}", highlight=False
+            )
+        errors = sum(1 for f in report.findings if f.level == "error")
+        warnings = len(report.findings) - errors
+        self.out.print(f"{report.entries} entries; {errors} errors, {warnings} warnings", highlight=False)
 
     def prune_result(self, result: PruneResult) -> None:
         if self.as_json:

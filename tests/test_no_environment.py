@@ -211,6 +211,7 @@ TYPER_INTERNAL = frozenset({"PYDANTIC_DISABLE_PLUGINS"})
         ["upgrade", "--all"],
         ["fsck"],
         ["cache", "prune"],
+        ["lint", "mirror.yaml"],
     ],
 )
 def test_cli_commands_read_no_environment(project: Path, no_environment: Forbid, command: list[str]) -> None:
