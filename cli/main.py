@@ -21,6 +21,7 @@ from typer.core import TyperGroup
 from gallery import __version__
 from gallery.bundle import write_bundle
 from gallery.capability import detect_host_facts
+from gallery.checksum import checksum_index
 from gallery.config import Config, Limits, load_config
 from gallery.errors import GalleryError
 from gallery.fleet import lock_backends, preload
@@ -32,6 +33,7 @@ from gallery.lockfile import LockFile, read_lock, write_lock
 from gallery.metadata import BackendMetadata
 from gallery.queries import list_entries, run_doctor, show_backend
 from gallery.recheck import verify_installed
+from gallery.registry import RegistryClient
 from gallery.signatures import SigstoreVerifier, TrustRoots
 from gallery.swap import recover_pending
 from gallery.transport import make_http_client
@@ -403,6 +405,34 @@ def lint_command(
         report = describe_refusal(exc)
     out.lint_report(report)
     raise typer.Exit(report.exit_code)
+
+
+@app.command("checksum")
+def checksum_command(
+    ctx: typer.Context,
+    index: Annotated[Path, typer.Argument(help="A gallery index file (YAML).", dir_okay=False)],
+    write: Annotated[
+        bool, typer.Option("--write", help="Edit the index in place (only those values).")
+    ] = False,
+    pin: Annotated[
+        bool, typer.Option("--pin", help="Also pin OCI uris to the digest their tag has now.")
+    ] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Check or fill in tarball sha256s (and with --pin, pin OCI uris to digests) so a gallery can
+    be published fully pinned (exit 3 on a sha256 mismatch)."""
+    out = Output(as_json=as_json)
+
+    def action(config: Config) -> int:
+        with make_http_client(config) as client:
+            registry = RegistryClient.from_config(config, client)
+            report = checksum_index(
+                index, config=config, client=client, registry=registry, write=write, pin=pin
+            )
+        out.checksum_report(report)
+        return report.exit_code
+
+    _execute(ctx, out, action)
 
 
 @app.command("verify")

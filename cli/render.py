@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from gallery.checksum import ChecksumReport
 from gallery.fsck import FsckReport, PruneResult
 from gallery.install import BatchResult
 from gallery.lint import LintReport
@@ -205,6 +206,20 @@ class Output:
         errors = sum(1 for f in report.findings if f.level == "error")
         warnings = len(report.findings) - errors
         self.out.print(f"{report.entries} entries; {errors} errors, {warnings} warnings", highlight=False)
+
+    def checksum_report(self, report: ChecksumReport) -> None:
+        if self.as_json:
+            self.json(report.to_json())
+            return
+        for change in report.changes:
+            style = "red" if change.kind in ("sha256 MISMATCH", "failed") else "green"
+            self.out.print(f"{clean(change.entry)}: [{style}]{change.kind}[/{style}] {clean(change.detail)}",
+                           highlight=False)  # fmt: skip
+        pending = [c for c in report.changes if c.kind in ("sha256 added", "pinned")]
+        if report.written:
+            self.out.print(f"wrote {len(pending)} changes", highlight=False)
+        elif pending:
+            self.out.print(f"{len(pending)} changes not written (use --write)", highlight=False)
 
     def prune_result(self, result: PruneResult) -> None:
         if self.as_json:

@@ -212,6 +212,7 @@ TYPER_INTERNAL = frozenset({"PYDANTIC_DISABLE_PLUGINS"})
         ["fsck"],
         ["cache", "prune"],
         ["lint", "mirror.yaml"],
+        ["checksum", "mirror.yaml", "--pin"],
     ],
 )
 def test_cli_commands_read_no_environment(project: Path, no_environment: Forbid, command: list[str]) -> None:
