@@ -33,6 +33,7 @@ from gallery.lockfile import LockFile, read_lock, write_lock
 from gallery.metadata import BackendMetadata
 from gallery.queries import list_entries, run_doctor, show_backend
 from gallery.recheck import verify_installed
+from gallery.reference import config_reference
 from gallery.registry import RegistryClient
 from gallery.signatures import SigstoreVerifier, TrustRoots
 from gallery.swap import recover_pending
@@ -516,9 +517,15 @@ class SchemaName(StrEnum):
 @app.command("schema")
 def schema_command(
     which: Annotated[SchemaName, typer.Argument(help="Which format.")] = SchemaName.CONFIG,
+    markdown: Annotated[
+        bool, typer.Option("--markdown", help="The config reference as a Markdown table instead.")
+    ] = False,
     as_json: JsonFlag = False,
 ) -> None:
-    """Print the JSON Schema of a file format (always JSON)."""
+    """Print the JSON Schema of a file format (always JSON), or with --markdown the config reference."""
+    if markdown:
+        sys.stdout.write(config_reference())
+        return
     if which is SchemaName.CONFIG:
         schema = Config.model_json_schema()
     elif which is SchemaName.LOCK:

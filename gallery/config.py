@@ -88,7 +88,9 @@ def _resolve_path(value: Path, info: ValidationInfo) -> Path:
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Attribute docstrings become the fields' descriptions: the config reference is generated
+    # from them (docs/config-reference.md, kept current by a test).
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
 
 class Timeouts(_Model):
@@ -96,31 +98,49 @@ class Timeouts(_Model):
     process that is changing the same backend before it gives up (exit 1)."""
 
     connect: Annotated[float, Field(gt=0, le=600)] = 10.0
+    """Seconds to establish a connection to a registry, mirror or index server."""
     read: Annotated[float, Field(gt=0, le=3600)] = 60.0
+    """Seconds without a byte from the other side before a read gives up (then it is retried)."""
     lock: Annotated[float, Field(ge=0, le=86400)] = 600.0
+    """Seconds a change waits for another process changing the same backend (0: none); then exit 1."""
 
 
 class Limits(_Model):
     """Caps on everything read from outside. ``max_index_bytes`` caps a gallery index file."""
 
     max_manifest_bytes: Annotated[int, Field(ge=1024)] = 4 * 1024 * 1024
+    """Largest manifest, index or referrers document read from a registry or layout."""
     max_bundle_bytes: Annotated[int, Field(ge=1024)] = 2 * 1024 * 1024
+    """Largest Sigstore bundle read."""
     max_referrers: Annotated[int, Field(ge=1)] = 64
+    """Most referrers of one digest looked at when searching for signatures."""
     max_extract_bytes: Annotated[int, Field(ge=1)] = 64 * 1024**3
+    """Most bytes one backend may extract to (stops decompression bombs); also caps a tarball download."""
     max_files: Annotated[int, Field(ge=1)] = 1_000_000
+    """Most archive entries one backend may have."""
     max_path_length: Annotated[int, Field(ge=16, le=65536)] = 4096
+    """Longest path (and symlink target) inside a backend."""
     max_index_bytes: Annotated[int, Field(ge=1024)] = 16 * 1024 * 1024
+    """Largest gallery index file read; a larger one is refused without reading past the cap."""
 
 
 class GalleryConfig(_Model):
     name: str
+    """The gallery's name: a safe path component, used in `GALLERY@NAME` and recorded in metadata."""
     url: str
+    """The index: http(s) URL, path (relative to this file), `file://`, or `github:owner/repo/path@ref`."""
     mirrors: tuple[str, ...] = ()
+    """Other locations of the same index, tried in order when `url` fails."""
     verification: VerificationPolicy | None = None
+    """Who must have signed its images and tarballs (without it: unverified; strict mode refuses)."""
     trusted_root: str | None = None
+    """This gallery's Sigstore trusted root (`production` or a path); overrides the top-level one."""
     require_signed_index: bool = False
+    """Refuse an index not signed under `index_verification` (not implemented yet: refused if set)."""
     index_verification: VerificationPolicy | None = None
+    """Who must have signed the index itself (with `require_signed_index`)."""
     max_index_age: timedelta | None = None
+    """Refuse an index older than this (not implemented yet: refused if set)."""
 
     @field_validator("name")
     @classmethod
@@ -146,6 +166,12 @@ class GalleryConfig(_Model):
     def _signed_index_needs_policy(self) -> GalleryConfig:
         if self.require_signed_index and self.index_verification is None:
             raise ValueError("require_signed_index needs an index_verification policy")
+        # Fail closed: a deployment that asks for a protection must not run silently without it.
+        if self.require_signed_index or self.max_index_age is not None:
+            raise ValueError(
+                "require_signed_index and max_index_age are not implemented by this version of gallery; "
+                "remove them rather than rely on a check that would not run"
+            )
         return self
 
 
@@ -174,22 +200,39 @@ class Config(_Model):
     """Everything the library needs to know, passed explicitly down every call chain."""
 
     format_version: int
+    """Always 1; a newer version is refused with a message."""
     backends_path: Path = Path("backends")
+    """Where backends are installed (relative to this file); our state lives in its `.gallery/`."""
     cache_path: Path = Path("cache")
+    """The content-addressed blob cache (verified blobs only), index copies, unpacked bundles."""
     require_integrity: bool = False
+    """Strict mode: refuse, before anything is written, whatever cannot be verified."""
     trusted_root: str = "production"
+    """Sigstore trusted root: `production` (in the sigstore package, offline) or a trusted_root.json."""
     capability: str = "auto"
+    """Capability key choosing a meta-backend's build (`auto`: detected from the host)."""
     platform: str = Field(default_factory=host_platform)
+    """OS/architecture[/variant] chosen from multi-platform images (default: this host)."""
     insecure_registries: tuple[str, ...] = ()
+    """Registries (host:port) reached over plain HTTP."""
     registry_mirrors: dict[str, tuple[str, ...]] = Field(default_factory=dict)
+    """Per registry, mirrors tried before it (like containers-registries.conf); the registry comes last."""
     docker_config: Path | None = None
+    """A Docker config.json to take registry credentials from (never read from HOME)."""
     keep_generations: Annotated[int, Field(ge=0, le=100)] = 1
+    """How many replaced versions are kept for `gallery rollback` (0: none)."""
     jobs: Annotated[int, Field(ge=1, le=256)] = 4
+    """Default `--jobs` of `preload`: backends installed at a time."""
     max_parallel_layers: Annotated[int, Field(ge=1, le=64)] = 4
+    """Layers of one backend downloaded at a time."""
     timeouts: Timeouts = Field(default_factory=Timeouts)
+    """Network and lock timeouts."""
     limits: Limits = Field(default_factory=Limits)
+    """Caps on everything read from outside."""
     refuse_escaping_symlinks: bool = False
+    """Refuse symlinks that point outside the backend (by default they are data, never followed)."""
     galleries: tuple[GalleryConfig, ...] = ()
+    """The galleries, in priority order (a name in an earlier gallery wins)."""
 
     @field_validator("format_version")
     @classmethod

@@ -23,13 +23,18 @@ _MAX_PATTERN_LENGTH = 1024
 class VerificationPolicy(BaseModel):
     """``verification`` (and ``index_verification``) block of a gallery."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
     issuer: str | None = None
+    """The OIDC issuer of the signing certificate, exactly (or give `issuer_regex`)."""
     issuer_regex: str | None = None
+    """A regex the whole issuer must match."""
     identity: str | None = None
+    """The certificate identity (URI or e-mail SAN), exactly (or give `identity_regex`)."""
     identity_regex: str | None = None
+    """A regex the whole identity must match."""
     not_before: datetime | None = None
+    """Signatures logged before this instant (with time zone) are refused: revokes a signing window."""
 
     @field_validator("issuer_regex", "identity_regex")
     @classmethod

@@ -99,6 +99,20 @@ def test_full_config_loads_with_paths_relative_to_the_file(
         ({"galleries": [{"name": "g", "url": "i.yaml"}, {"name": "g", "url": "j.yaml"}]}, "used twice"),
         ({"galleries": [{"name": "g", "url": "s3://bucket/i.yaml"}]}, "unsupported scheme"),
         ({"galleries": [{"name": "g", "url": "i.yaml", "require_signed_index": True}]}, "index_verification"),
+        (
+            {
+                "galleries": [
+                    {
+                        "name": "g",
+                        "url": "i.yaml",
+                        "require_signed_index": True,
+                        "index_verification": {"issuer": "https://i", "identity": "x"},
+                    }
+                ]
+            },
+            "not implemented",
+        ),
+        ({"galleries": [{"name": "g", "url": "i.yaml", "max_index_age": "P7D"}]}, "not implemented"),
         ({"format_version": 2}, "format_version 2 is not supported"),
         ({"capability": "NVIDIA GPU"}, "capability"),
         ({"platform": "amd64"}, "OCI platform"),
