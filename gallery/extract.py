@@ -234,8 +234,8 @@ class TreeBuilder:
 
     def _make_symlink(self, member: tarfile.TarInfo, rel: str, layer: str) -> None:
         target = member.linkname
-        if not target or "\x00" in target:
-            raise self._refuse(layer, member.name, "symlink has an empty or NUL target")
+        if not target or "\x00" in target or not _is_utf8(target):
+            raise self._refuse(layer, member.name, "symlink target is empty, has a NUL byte or is not UTF-8")
         if len(target) > self.limits.max_path_length:
             raise self._refuse(
                 layer, member.name, f"symlink target longer than {self.limits.max_path_length}"
@@ -295,6 +295,8 @@ class TreeBuilder:
     def _normalise(self, name: str, layer: str) -> str:
         if "\x00" in name:
             raise self._refuse(layer, name, "NUL byte in path")
+        if not _is_utf8(name):  # tarfile keeps undecodable bytes as surrogates (found by fuzzing)
+            raise self._refuse(layer, name, "path is not valid UTF-8")
         if name.startswith("/"):
             raise self._refuse(layer, name, "absolute path")
         parts = [part for part in name.split("/") if part not in ("", ".")]
@@ -369,6 +371,14 @@ class TreeBuilder:
 
     def _refuse(self, layer: str, member: str, reason: str) -> UnsafeArchiveError:
         return UnsafeArchiveError(f"layer {layer}: member {member!r}: {reason}")
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _lstat(path: Path) -> os.stat_result | None:

@@ -141,6 +141,9 @@ HOSTILE = {
     "block device": [Member("dev/sda", type=tarfile.BLKTYPE)],
     "fifo": [Member("pipe", type=tarfile.FIFOTYPE)],
     "file as parent": [file("f"), file("f/child")],
+    # Found by fuzz/extract_fuzz.py: tarfile keeps undecodable name bytes as surrogates.
+    "name that is not UTF-8": [file("\udcffname", b"x")],
+    "symlink target that is not UTF-8": [symlink("l", "\udcfftarget")],
     # The extractor trusts its own records for directories it made: replacing one must end that.
     "dir replaced by a symlink, then written through": [
         directory("d"),
