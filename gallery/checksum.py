@@ -21,13 +21,13 @@ import yaml
 
 from .candidates import registry_endpoints
 from .config import Config
-from .errors import GalleryError, IndexFormatError, OperationalError, SourceUnavailable
+from .errors import GalleryError, IndexFormatError, OperationalError
 from .fsutil import atomic_write_bytes
 from .index import IndexEntry, parse_index
 from .registry import RegistryClient
 from .safe_yaml import YamlLimits
 from .sources import OciSource, TarballSource
-from .transport import raw_chunks
+from .tarball import stream_url
 
 __all__ = ["ChecksumChange", "ChecksumReport", "checksum_index"]
 
@@ -161,31 +161,8 @@ def _pin(
 
 def _sha256_of(url: str, client: httpx.Client, max_bytes: int) -> str:
     digest = hashlib.sha256()
-    total = 0
-
-    def take(chunk: bytes) -> None:
-        nonlocal total
-        total += len(chunk)
-        if total > max_bytes:
-            raise SourceUnavailable(f"{url}: larger than limits.max_extract_bytes ({max_bytes})")
-        digest.update(chunk)
-
-    if url.startswith("file://"):
-        try:
-            with Path(url.removeprefix("file://")).open("rb") as handle:
-                while chunk := handle.read(1024 * 1024):
-                    take(chunk)
-        except OSError as exc:
-            raise SourceUnavailable(f"{url}: {exc.strerror or exc}") from exc
-        return digest.hexdigest()
-    try:
-        with client.stream("GET", url, follow_redirects=True) as response:
-            if response.status_code != 200:
-                raise SourceUnavailable(f"{url}: HTTP {response.status_code}")
-            for chunk in raw_chunks(response):
-                take(chunk)
-    except httpx.HTTPError as exc:
-        raise SourceUnavailable(f"{url}: {type(exc).__name__}: {exc}") from exc
+    stream_url(url, client=client, max_bytes=max_bytes, sink=digest.update, what="tarball",
+               limit="limits.max_extract_bytes")  # fmt: skip
     return digest.hexdigest()
 
 

@@ -23,7 +23,7 @@ from .pin import PinnedImage
 from .sources import TarballSource
 from .transport import raw_chunks
 
-__all__ = ["TarballUnavailable", "pin_tarball", "read_signature"]
+__all__ = ["TarballUnavailable", "pin_tarball", "read_signature", "stream_url"]
 
 _CHUNK = 1024 * 1024
 _LAYER_TYPES = {
@@ -109,7 +109,7 @@ def _stream_into(
         if on_bytes is not None:
             on_bytes(len(chunk))
 
-    _read_url(
+    stream_url(
         source.url,
         client=client,
         max_bytes=max_bytes,
@@ -126,7 +126,7 @@ def read_signature(url: str, *, client: httpx.Client, max_bytes: int) -> bytes:
         TarballUnavailable: it cannot be read or is larger than ``max_bytes``.
     """
     chunks: list[bytes] = []
-    _read_url(
+    stream_url(
         url,
         client=client,
         max_bytes=max_bytes,
@@ -137,7 +137,7 @@ def read_signature(url: str, *, client: httpx.Client, max_bytes: int) -> bytes:
     return b"".join(chunks)
 
 
-def _read_url(
+def stream_url(
     url: str, *, client: httpx.Client, max_bytes: int, sink: Callable[[bytes], None], what: str, limit: str
 ) -> None:
     """Stream a ``file://`` or ``http(s)://`` URL into ``sink``, refusing more than ``max_bytes``."""
