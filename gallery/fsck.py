@@ -250,9 +250,7 @@ def _check_leftovers(run: _Scan, state: StateDir) -> None:
         try:
             with backend_lock(state.root, name, timeout=0):
                 paths = [state.journal(name)] if state.journal(name).exists() else []
-                for parent in (state.staging, state.trash):
-                    if parent.is_dir():
-                        paths += [p for p in parent.iterdir() if p.name.rpartition(".")[0] == name]
+                paths += state.leftovers(name)
                 for path in paths:
                     finding = Finding("leftover", name, f"{path} left by an interrupted command", damage=True)
                     if run.repair and path.parent != state.journals:

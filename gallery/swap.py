@@ -127,6 +127,14 @@ class StateDir:
         numbered = [p for p in directory.iterdir() if p.name.isdigit() and p.is_dir() and not p.is_symlink()]
         return sorted(numbered, key=lambda p: int(p.name))
 
+    def leftovers(self, name: str) -> list[Path]:
+        """Staging and trash directories of ``name`` (``<name>.<rand>``), sorted."""
+        found = []
+        for parent in (self.staging, self.trash):
+            if parent.is_dir():
+                found += [p for p in parent.iterdir() if p.name.rpartition(".")[0] == name]
+        return sorted(found)
+
     def new_trash_path(self, name: str) -> Path:
         return self.trash / f"{name}.{secrets.token_hex(6)}"
 
@@ -277,7 +285,7 @@ class Swapper:
                     hint="fix the filesystem problem; the next gallery command retries",
                 ) from exc
             done = f"{journal.op} of {name} was interrupted; " + ("finished it" if committed else "undid it")
-        for orphan in self._orphans(name):
+        for orphan in self.state.leftovers(name):  # we hold the lock: nobody is building them
             try:
                 self.fs.remove_tree(orphan)
             except OSError as exc:
@@ -465,15 +473,6 @@ class Swapper:
         kept = self.state.kept(name)
         number = int(kept[-1].name) + 1 if kept else 1
         return self.state.generations(name) / str(number)
-
-    def _orphans(self, name: str) -> list[Path]:
-        """Staging and trash directories of ``name`` no journal refers to (caller holds the lock,
-        so no live process is building them)."""
-        found = []
-        for parent in (self.state.staging, self.state.trash):
-            if parent.is_dir():
-                found += [p for p in parent.iterdir() if p.name.rpartition(".")[0] == name]
-        return sorted(found)
 
     # -- journal files ----------------------------------------------------------------------
 
