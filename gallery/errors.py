@@ -109,9 +109,17 @@ class SourceUnavailable(OperationalError):
 class InstallFailed(OperationalError):
     """No candidate could be installed; the message lists each with its digest and reason."""
 
-    def __init__(self, message: str, *, hint: str | None = None, integrity: bool = False) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        hint: str | None = None,
+        integrity: bool = False,
+        causes: tuple[GalleryError, ...] = (),
+    ) -> None:
         super().__init__(message, hint=hint)
         self.integrity = integrity
+        self.causes = causes  # each candidate's own error, in the order tried
 
     def code(self) -> int:
         return 3 if self.integrity else 1

@@ -177,6 +177,10 @@ class TreeBuilder:
         this_layer.add(rel)
         if member.isdir():
             self._make_dir(rel, member)
+        elif member.issparse():
+            # tarfile would expand the map into a dense file; no image builder writes sparse
+            # members, so one here is refused rather than given a code path of its own.
+            raise self._refuse(layer, member.name, "sparse files are not supported")
         elif member.isreg():
             self._write_file(archive, member, rel, layer)
         elif member.issym():
@@ -303,10 +307,12 @@ class TreeBuilder:
         if ".." in parts:
             raise self._refuse(layer, name, "'..' in path")
         rel = "/".join(parts)
-        if len(rel) > self.limits.max_path_length or any(len(p.encode()) > _MAX_COMPONENT for p in parts):
+        if len(rel) > self.limits.max_path_length:
             raise self._refuse(
                 layer, name[:200], f"path longer than limits.max_path_length ({self.limits.max_path_length})"
             )
+        if any(len(p.encode()) > _MAX_COMPONENT for p in parts):
+            raise self._refuse(layer, name[:200], f"a path component longer than {_MAX_COMPONENT} bytes")
         return rel
 
     def _ensure_parents(self, parent: str, layer: str, member: str, this_layer: set[str]) -> None:

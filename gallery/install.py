@@ -172,10 +172,12 @@ class _Attempts:
 
     lines: list[str] = field(default_factory=list)
     hints: list[str] = field(default_factory=list)
+    errors: list[GalleryError] = field(default_factory=list)
     integrity: bool = False
 
     def add(self, label: str, digest: str | None, error: GalleryError) -> None:
         self.lines.append(f"{label}" + (f" ({digest})" if digest else "") + f": {error.message}")
+        self.errors.append(error)
         if error.hint and error.hint not in self.hints:
             self.hints.append(error.hint)
 
@@ -603,6 +605,7 @@ class Installer:
             + "; ".join(attempts.lines),
             hint=attempts.hint(),
             integrity=attempts.integrity,
+            causes=tuple(attempts.errors),
         )  # fmt: skip
 
     def _upgrade(self, name: str, *, dry_run: bool) -> InstallResult:
@@ -709,7 +712,9 @@ class Installer:
             except IntegrityError as exc:
                 attempts.add(str(candidate), f"sha256:{expected}" if expected else None, exc)
                 attempts.integrity = True
-                raise InstallFailed(f"{entry.name}: {candidate}: {exc.message}", integrity=True) from exc
+                raise InstallFailed(
+                    f"{entry.name}: {candidate}: {exc.message}", integrity=True, causes=(exc,)
+                ) from exc
         self._attempt(
             str(candidate),
             lambda: pin_tarball(
@@ -788,6 +793,7 @@ class Installer:
                     f"{entry.name}: {label}" + (f" ({digest})" if digest else "") + f": {exc.message}; "
                     "without a signature policy an integrity failure ends the install",
                     integrity=True,
+                    causes=(exc,),
                 ) from exc
             return
         signer = f"{evidence.identity} (issuer {evidence.issuer})" if evidence.verified else None
