@@ -101,6 +101,8 @@ class Timeouts(_Model):
     """Seconds to establish a connection to a registry, mirror or index server."""
     read: Annotated[float, Field(gt=0, le=3600)] = 60.0
     """Seconds without a byte from the other side before a read gives up (then it is retried)."""
+    min_speed: Annotated[int, Field(ge=0)] = 1024
+    """Slowest transfer accepted, bytes per second over each `read` seconds; slower is a timeout (0: off)."""
     lock: Annotated[float, Field(ge=0, le=86400)] = 600.0
     """Seconds a change waits for another process changing the same backend (0: none); then exit 1."""
 
@@ -116,6 +118,8 @@ class Limits(_Model):
     """Most referrers of one digest looked at when searching for signatures."""
     max_extract_bytes: Annotated[int, Field(ge=1)] = 64 * 1024**3
     """Most bytes one backend may extract to (stops decompression bombs); also caps a tarball download."""
+    max_layers: Annotated[int, Field(ge=1, le=100_000)] = 512
+    """Most layers one image may have (refused before any layer is fetched)."""
     max_files: Annotated[int, Field(ge=1)] = 1_000_000
     """Most archive entries one backend may have."""
     max_path_length: Annotated[int, Field(ge=16, le=65536)] = 4096

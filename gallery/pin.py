@@ -91,6 +91,7 @@ def pin_image(
         platform=platform,
         where=where,
         documents=documents,
+        max_layers=limits.max_layers,
     )
     signatures = RegistrySignatures(
         client, endpoint, reference, limits.max_referrers, limits.max_bundle_bytes
@@ -110,7 +111,12 @@ def pin_layout(layout: OciLayout, *, platform: str, limits: Limits) -> PinnedIma
     resolved = layout.top_descriptor().digest
     documents: dict[str, bytes] = {}
     manifest_digest, manifest = _platform_manifest(
-        resolved, layout.get_document_bytes, platform=platform, where=str(layout), documents=documents
+        resolved,
+        layout.get_document_bytes,
+        platform=platform,
+        where=str(layout),
+        documents=documents,
+        max_layers=limits.max_layers,
     )
     signatures = LayoutSignatures(layout, limits.max_referrers, limits.max_bundle_bytes)
     return PinnedImage(
@@ -125,6 +131,7 @@ def _platform_manifest(
     platform: str,
     where: str,
     documents: dict[str, bytes],
+    max_layers: int,
 ) -> tuple[str, ImageManifest]:
     def get(digest: str) -> ImageManifest | ImageIndex:
         documents[digest] = get_bytes(digest)  # already checked against the digest
@@ -135,12 +142,21 @@ def _platform_manifest(
     if isinstance(document, ImageIndex):
         descriptor = document.select(platform)
         if descriptor is None:
+            if any(d.platform and d.platform.key() == platform for d in document.manifests):
+                raise UnsupportedImage(
+                    f"{where}@{resolved}: its {platform} entry is not an image manifest "
+                    "(an index inside an index is not supported)"
+                )
             offered = ", ".join(d.platform.key() for d in document.manifests if d.platform) or "none"
             raise ManifestNotFound(f"{where}@{resolved}: no {platform} image (it has {offered})")
         manifest_digest = descriptor.digest
         document = get(manifest_digest)
         if not isinstance(document, ImageManifest):
             raise UnsupportedImage(f"{where}@{manifest_digest}: an index inside an index is not supported")
+    if len(document.layers) > max_layers:
+        raise UnsupportedImage(
+            f"{where}@{manifest_digest}: {len(document.layers)} layers, over limits.max_layers ({max_layers})"
+        )
     for layer in document.layers:
         if compression_for_media_type(layer.media_type) is None:
             raise UnsupportedImage(

@@ -486,6 +486,13 @@ class RegistryClient:
             raise RegistryError(f"{endpoint}: unusable auth challenge {challenge!r}")
         if urlsplit(realm).scheme == "http" and not endpoint.insecure:
             raise RegistryError(f"{endpoint}: refusing to fetch a token over plain HTTP from {realm}")
+        if urlsplit(realm).scheme == "http" and urlsplit(realm).netloc != endpoint.host:
+            # An insecure registry may serve its own tokens over plain HTTP; sending credentials
+            # in clear text to whichever other host its challenge names is another matter.
+            raise RegistryError(
+                f"{endpoint}: refusing to fetch a token over plain HTTP from another host ({realm})",
+                hint="serve the token service over HTTPS, or on the registry's own host",
+            )
         query = {"scope": params.get("scope", scope)}
         if "service" in params:
             query["service"] = params["service"]

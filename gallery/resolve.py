@@ -17,7 +17,7 @@ from functools import cached_property
 
 from .capability import CapabilityChoice, CapabilityDetector, choose_capability, preferred_capabilities
 from .catalog import Catalog, GalleryState
-from .errors import AmbiguousName, BackendNotFound, IndexFormatError
+from .errors import AmbiguousName, BackendNotFound, IndexFormatError, IndexUnavailable
 from .index import IndexEntry
 
 __all__ = ["CapabilitySelector", "Resolution", "resolve_backend"]
@@ -126,10 +126,13 @@ def _find(catalog: Catalog, requested: str) -> tuple[GalleryState, IndexEntry, b
             f"{name!r} is the alias of several entries in gallery {hits[0][0].name!r}: {names}",
             hint="name one of them",
         )
-    unavailable = [g.name for g in catalog.failures()]
-    hint = (
-        f"galleries that could not be loaded: {', '.join(unavailable)}"
-        if unavailable
-        else "see 'gallery list'"
-    )
-    raise BackendNotFound(f"no backend named {requested!r} in any gallery", hint=hint)
+    unavailable = catalog.failures()
+    if unavailable:
+        # The name may well be in a gallery that could not be read: say why it could not.
+        reasons = "; ".join(str(g.error) for g in unavailable)
+        raise IndexUnavailable(
+            f"no backend named {requested!r} in the galleries that could be loaded; {reasons}",
+            hint=unavailable[0].error.hint if unavailable[0].error else None,
+            malformed_only=all(g.error is not None and g.error.malformed_only for g in unavailable),
+        )
+    raise BackendNotFound(f"no backend named {requested!r} in any gallery", hint="see 'gallery list'")

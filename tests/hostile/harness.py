@@ -55,6 +55,7 @@ class Case:
     expect: type[GalleryError] | None
     exit_code: int
     reason: str = ""  # a fragment the error message must contain, where the type alone is vague
+    policy: bool = False  # the gallery has a verification policy (signature cases)
     setup: Callable[..., Any] = field(repr=False, compare=False, default=lambda *a: None)
     check: Callable[..., None] | None = field(repr=False, compare=False, default=None)
 
@@ -95,6 +96,7 @@ class Project:
         self.entries: list[dict[str, Any]] = []
         self.extra_config = config or {}
         self.gallery_fields = gallery or {}
+        self.raw_index: bytes | None = None  # written instead of the entries (hostile index cases)
         self._client: httpx.Client | None = None
 
     # -- content ---------------------------------------------------------------------------
@@ -110,7 +112,8 @@ class Project:
         self.entries.append(fields)
 
     def config(self) -> Config:
-        (self.root / "index.yaml").write_text(json.dumps(self.entries))
+        index = self.raw_index if self.raw_index is not None else json.dumps(self.entries).encode()
+        (self.root / "index.yaml").write_bytes(index)
         gallery: dict[str, Any] = {"name": "hostile", "url": "index.yaml", **self.gallery_fields}
         document = {
             "format_version": 1,
@@ -143,11 +146,11 @@ class Project:
         finally:
             client.close()
 
-    def install_keeper(self) -> None:
+    def install_keeper(self, sign: Callable[[str], bytes] | None = None) -> None:
         """A good backend installed before the case: the case must leave it byte-identical."""
-        self.layout(
-            "keeper", [(gz(tar_bytes([file("run.sh", b"#!/bin/sh\necho keep\n", 0o755)])), LAYER_GZIP)]
-        )
+        layer = gz(tar_bytes([file("run.sh", b"#!/bin/sh\necho keep\n", 0o755)]))
+        write_layout(self.root / "layouts" / "keeper", [(layer, LAYER_GZIP)], sign=sign)
+        self.entries.append({"name": "keeper", "uri": "ocifile://layouts/keeper"})
         result = self.install("keeper")
         assert result.error is None, result.error
 

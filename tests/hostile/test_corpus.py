@@ -3,14 +3,30 @@ unchanged, nothing written outside the roots (see harness.py for the checks)."""
 
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 
 import pytest
 
-from . import archives
+from gallery.config import load_config
+from gallery.errors import ConfigError
+
+from ..sigstore_instance import DEFAULT_IDENTITY, GITHUB_ISSUER, SigstoreInstance
+from . import archives, indexes, registry
 from .harness import ABSOLUTE_ESCAPE, Case, Project, assert_outcome
+from .server import hostile_registry
 
 ARCHIVES = archives.cases()
+REGISTRY = registry.cases()
+INDEXES = [c for c in indexes.cases() if c.category == "index"]
+CONFIGS = [c for c in indexes.cases() if c.category == "config"]
+
+
+@pytest.fixture(scope="module")
+def sigstore_root(tmp_path_factory: pytest.TempPathFactory) -> tuple[SigstoreInstance, Path]:
+    instance = SigstoreInstance()
+    return instance, instance.write_trusted_root(tmp_path_factory.mktemp("root") / "trusted_root.json")
 
 
 @pytest.mark.parametrize("case", ARCHIVES, ids=[c.name for c in ARCHIVES])
@@ -30,3 +46,67 @@ def test_archive(tmp_path: Path, case: Case) -> None:
     assert after == backends
     assert project.outside_roots() == elsewhere
     assert not ABSOLUTE_ESCAPE.exists()
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("case", REGISTRY, ids=[c.name for c in REGISTRY])
+def test_registry(tmp_path: Path, case: Case, sigstore_root: tuple[SigstoreInstance, Path]) -> None:
+    instance, root = sigstore_root
+    with hostile_registry() as server, hostile_registry(name="localhost") as other:
+        world = registry.World(server, other, instance, root)
+        entry = {"name": "evil", **case.setup(world)}
+        credentials = tmp_path / "docker-config.json"
+        credentials.write_text(json.dumps({"auths": {server.host: {"auth": registry.BASIC.split()[1]}}}))
+        policy = {"issuer": GITHUB_ISSUER, "identity": DEFAULT_IDENTITY}
+        project = Project(
+            tmp_path / "project",
+            config={
+                "insecure_registries": [server.host, other.host],
+                "docker_config": str(credentials),
+                "timeouts": {"connect": 2, "read": 1},
+            },
+            gallery={"verification": policy, "trusted_root": str(root)} if case.policy else {},
+        )
+        project.install_keeper(sign=instance.sign_image if case.policy else None)
+        project.entry(**entry)
+        project.config()
+        backends, elsewhere = project.backends(), project.outside_roots()
+        result = project.install("evil")
+        assert_outcome(case, result)
+        if case.check is not None:
+            case.check(world)
+    after = project.backends()
+    if case.expect is None:
+        assert (project.root / "backends" / "evil" / "run.sh").is_file()
+        after = {k: v for k, v in after.items() if k in backends}
+    assert after == backends
+    assert project.outside_roots() == elsewhere
+
+
+@pytest.mark.parametrize("case", INDEXES, ids=[c.name for c in INDEXES])
+def test_index(tmp_path: Path, case: Case) -> None:
+    project = Project(tmp_path)
+    project.install_keeper()
+    shutil.rmtree(tmp_path / "cache" / "indexes")  # no last good copy to fall back on
+    project.raw_index, target = case.setup()
+    project.config()
+    backends, elsewhere = project.backends(), project.outside_roots()
+    result = project.install(target)
+    assert_outcome(case, result)
+    after = project.backends()
+    if case.expect is None:
+        assert (project.root / "backends" / target / "run.sh").is_file()
+        after = {k: v for k, v in after.items() if k in backends}
+    assert after == backends
+    assert project.outside_roots() == elsewhere
+
+
+@pytest.mark.parametrize("case", CONFIGS, ids=[c.name for c in CONFIGS])
+def test_config(tmp_path: Path, case: Case) -> None:
+    path = tmp_path / "gallery.yaml"
+    path.write_bytes(case.setup())
+    with pytest.raises(ConfigError) as refused:
+        load_config(path)
+    assert case.reason in refused.value.message
+    assert refused.value.code() == case.exit_code
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["gallery.yaml"]
