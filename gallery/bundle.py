@@ -31,7 +31,7 @@ from .blobcache import BlobCache
 from .compression import decompressing, sniff_compression
 from .errors import ConfigError, IndexFormatError, OperationalError
 from .extract import ExtractLimits, TreeBuilder
-from .fsutil import remove_tree
+from .fsutil import read_at_most, remove_tree
 from .index import IndexEntry, parse_index
 from .oci_models import OCI_INDEX, OCI_MANIFEST, ImageIndex, parse_document
 from .pin import PinnedImage
@@ -182,7 +182,7 @@ def bundle_entries(root: Path, *, max_bytes: int) -> list[IndexEntry]:
         IndexFormatError: the index is unusable, or an entry escapes the bundle.
     """
     with (root / BUNDLE_INDEX).open("rb") as handle:
-        data = handle.read(max_bytes + 1)
+        data = read_at_most(handle, max_bytes)
     parsed = parse_index(data, limits=YamlLimits(max_bytes=max_bytes))
     entries = []
     for entry in parsed.entries:

@@ -22,7 +22,7 @@ import yaml
 from .candidates import registry_endpoints
 from .config import Config
 from .errors import GalleryError, IndexFormatError, OperationalError
-from .fsutil import atomic_write_bytes
+from .fsutil import atomic_write_bytes, read_at_most
 from .index import IndexEntry, parse_index
 from .registry import RegistryClient
 from .safe_yaml import YamlLimits
@@ -81,7 +81,7 @@ def checksum_index(
     max_bytes = config.limits.max_index_bytes
     try:
         with path.open("rb") as handle:
-            data = handle.read(max_bytes + 1)
+            data = read_at_most(handle, max_bytes)
     except OSError as exc:
         raise OperationalError(f"cannot read {path}: {exc.strerror or exc}") from exc
     parsed = parse_index(data, limits=YamlLimits(max_bytes=max_bytes))

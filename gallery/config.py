@@ -26,6 +26,7 @@ from pydantic import (
 )
 
 from .errors import ConfigError
+from .fsutil import read_at_most
 from .names import validate_name
 from .policy import VerificationPolicy
 from .references import ReferenceParseError, validate_registry_host
@@ -347,7 +348,7 @@ def load_config(path: Path) -> Config:
     """
     try:
         with path.open("rb") as handle:
-            data = handle.read(_MAX_CONFIG_BYTES + 1)
+            data = read_at_most(handle, _MAX_CONFIG_BYTES)
     except OSError as exc:
         raise ConfigError(
             f"cannot read config {path}: {exc.strerror or exc}",

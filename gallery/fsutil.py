@@ -9,6 +9,7 @@ import shutil
 import stat
 from collections.abc import Callable
 from pathlib import Path
+from typing import IO
 
 __all__ = ["atomic_write_bytes", "fsync_directory", "remove_tree", "sync_filesystem"]
 
@@ -85,3 +86,20 @@ def remove_tree(path: Path) -> None:
         return
     os.chmod(path, 0o700)
     shutil.rmtree(path, onerror=make_writable_and_retry)
+
+
+def read_at_most(handle: IO[bytes], limit: int) -> bytes:
+    """Up to ``limit + 1`` bytes (so the caller can tell "over the cap"), in 1 MiB reads.
+
+    ``handle.read(limit + 1)`` would allocate the whole cap up front: 256 MB for a metadata.json
+    of a few kilobytes.
+    """
+    chunks: list[bytes] = []
+    received = 0
+    while received <= limit:
+        chunk = handle.read(min(1 << 20, limit + 1 - received))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        received += len(chunk)
+    return b"".join(chunks)

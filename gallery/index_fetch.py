@@ -20,7 +20,7 @@ import httpx
 
 from .config import GalleryConfig, Limits
 from .errors import IndexFormatError, IndexUnavailable
-from .fsutil import atomic_write_bytes
+from .fsutil import atomic_write_bytes, read_at_most
 from .index import ParsedIndex, parse_index
 from .safe_yaml import YamlLimits
 from .sources import IndexLocation, parse_index_location
@@ -85,7 +85,7 @@ class IndexCache:
         try:
             with path.open("rb") as handle:
                 # JSON escaping can grow the text; 8x is more than any YAML index needs.
-                raw = handle.read(self._max_bytes * 8 + 1)
+                raw = read_at_most(handle, self._max_bytes * 8)
         except FileNotFoundError:
             return None
         except OSError as exc:
@@ -169,7 +169,7 @@ def _read_file(path: Path, max_bytes: int) -> bytes:
         size = os.fstat(handle.fileno()).st_size
         if size > max_bytes:
             raise _SourceTooLarge(f"index is {size} bytes, over limits.max_index_bytes ({max_bytes})")
-        data = handle.read(max_bytes + 1)
+        data = read_at_most(handle, max_bytes)
     if len(data) > max_bytes:
         raise _SourceTooLarge(f"index is over limits.max_index_bytes ({max_bytes})")
     return data

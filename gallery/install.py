@@ -973,8 +973,9 @@ class Installer:
                 LayerRecord(digest=layer.digest, size=layer.size, media_type=layer.media_type)
                 for layer in pinned.manifest.layers
             ),
-            files=tuple(f.to_json() for f in files if f.path != "metadata.json"),
             verification=evidence.model_copy(update={"digest": pinned.resolved_digest}),
+        ).model_copy(  # our own records: validating tens of thousands of dicts would copy each
+            update={"files": tuple(f.to_json() for f in files if f.path != "metadata.json")}
         )
 
     def _link_meta(self, resolution: Resolution) -> None:

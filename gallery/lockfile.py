@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from .digests import Digest
 from .errors import ConfigError
-from .fsutil import atomic_write_bytes
+from .fsutil import atomic_write_bytes, read_at_most
 from .metadata import LayerRecord
 from .names import validate_name
 from .verification import Evidence
@@ -87,7 +87,7 @@ def read_lock(path: Path) -> LockFile:
     """Raises: ConfigError (exit 2) for a missing, oversized, damaged or newer lock file."""
     try:
         with path.open("rb") as handle:
-            data = handle.read(_MAX_LOCK_BYTES + 1)
+            data = read_at_most(handle, _MAX_LOCK_BYTES)
     except OSError as exc:
         raise ConfigError(f"cannot read lock file {path}: {exc.strerror or exc}") from exc
     if len(data) > _MAX_LOCK_BYTES:

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from .digests import Digest, is_digest
 from .errors import OperationalError
-from .fsutil import atomic_write_bytes
+from .fsutil import atomic_write_bytes, read_at_most
 from .verification import Evidence
 
 __all__ = ["METADATA_FORMAT_VERSION", "BackendMetadata", "LayerRecord", "read_metadata", "write_metadata"]
@@ -78,7 +78,7 @@ def read_metadata(backend_dir: Path) -> BackendMetadata | None:
     path = backend_dir / METADATA_FILE
     try:
         with path.open("rb") as handle:
-            data = handle.read(_MAX_METADATA_BYTES + 1)
+            data = read_at_most(handle, _MAX_METADATA_BYTES)
     except FileNotFoundError:
         return None
     except OSError as exc:
@@ -97,5 +97,7 @@ def read_metadata(backend_dir: Path) -> BackendMetadata | None:
 
 
 def write_metadata(backend_dir: Path, metadata: BackendMetadata) -> None:
-    data = json.dumps(metadata.model_dump(mode="json", exclude_none=True), indent=2, sort_keys=True)
+    # Serialised by pydantic-core straight to JSON: no Python copy of a file list that can have
+    # tens of thousands of entries (bench/performance.py: 41,000 files).
+    data = metadata.model_dump_json(exclude_none=True, indent=2)
     atomic_write_bytes(backend_dir / METADATA_FILE, data.encode("utf-8") + b"\n")

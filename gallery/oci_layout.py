@@ -21,6 +21,7 @@ from typing import IO
 from .blobcache import BlobWriter
 from .digests import is_digest
 from .errors import DigestMismatch, SourceUnavailable
+from .fsutil import read_at_most
 from .oci_models import Descriptor, ImageIndex, ImageManifest, parse_document
 
 __all__ = ["LayoutError", "OciLayout"]
@@ -105,7 +106,7 @@ class OciLayout:
             raise LayoutError(f"{self}: blob {descriptor.digest} is over the size limit")
         try:
             with self._open(self._blob_path(descriptor.digest)) as handle:
-                data = handle.read(max_bytes + 1)
+                data = read_at_most(handle, max_bytes)
         except OSError as exc:
             raise LayoutError(f"{self}: cannot read blob {descriptor.digest}: {exc.strerror or exc}") from exc
         actual = "sha256:" + hashlib.sha256(data).hexdigest()
@@ -147,7 +148,7 @@ class OciLayout:
     def _read_capped(self, relative: str) -> bytes:
         try:
             with self._open(relative) as handle:
-                data = handle.read(self.max_manifest_bytes + 1)
+                data = read_at_most(handle, self.max_manifest_bytes)
         except OSError as exc:
             raise LayoutError(f"{self}: cannot read {relative}: {exc.strerror or exc}") from exc
         if len(data) > self.max_manifest_bytes:

@@ -38,6 +38,7 @@ from sigstore_models.common.v1 import HashAlgorithm
 from sigstore_models.trustroot import v1 as trustroot_v1
 
 from .errors import OperationalError, SignatureError
+from .fsutil import read_at_most
 from .policy import VerificationPolicy
 from .verification import Evidence, SignatureSource
 
@@ -121,7 +122,7 @@ class TrustRoots:
                 ) from exc
         try:
             with Path(spec).open("rb") as handle:
-                data = handle.read(_MAX_ROOT_BYTES + 1)
+                data = read_at_most(handle, _MAX_ROOT_BYTES)
         except OSError as exc:
             raise TrustRootError(f"cannot read trusted root {spec}: {exc.strerror or exc}") from exc
         if len(data) > _MAX_ROOT_BYTES:
