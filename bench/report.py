@@ -41,9 +41,12 @@ def render_markdown(results: dict[str, Any]) -> str:
     ]
     for image, tools in results["install"].items():
         meta = results["images"][image]
+        described = f"{meta['layers']} layers, {meta['compressed_mb']:.0f} MB"
+        if "files" in meta:
+            described += f" → {meta['unpacked_mb']:.0f} MB, {meta['files']:,} files"
         for tool, samples in tools.items():
             lines.append(
-                f"| {image} ({meta['layers']} layers, {meta['compressed_mb']:.0f} MB) | {_cell(tool)} | "
+                f"| {image} ({described}) | {_cell(tool)} | "
                 f"{_median(samples, 'seconds'):.2f} | {max(s['rss_mb'] for s in samples):.0f} |"
             )
     lines += ["", "### Ratios and goals", "", "| measure | value | goal | |", "|---|---:|---:|---|"]
