@@ -856,7 +856,14 @@ class Installer:
     ) -> int:
         """Fetch what the cache lacks, extract into staging, write metadata, swap into place."""
         fetched = self._fetch_layers(pinned, name)
-        staging = self._state.new_staging(name)
+        try:
+            staging = self._state.new_staging(name)
+        except OSError as exc:
+            raise OperationalError(
+                f"{name}: cannot create a staging directory under {self._state.staging}: "
+                f"{exc.strerror or exc}",
+                hint="free space or fix permissions under backends_path (is it read-only?), then retry",
+            ) from exc
         try:
             try:
                 builder = self._extract(pinned, staging)

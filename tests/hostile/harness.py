@@ -25,6 +25,7 @@ import httpx
 from gallery.capability import HostFacts
 from gallery.config import Config, load_config
 from gallery.errors import GalleryError, InstallFailed
+from gallery.fsops import FsOps
 from gallery.install import Installer, InstallResult
 from gallery.registry import RegistryClient, RetryPolicy
 from gallery.signatures import SigstoreVerifier
@@ -131,7 +132,7 @@ class Project:
 
     # -- running ---------------------------------------------------------------------------
 
-    def install(self, name: str) -> InstallResult:
+    def install(self, name: str, *, fs: FsOps | None = None, upgrade: bool = False) -> InstallResult:
         config = self.config()
         client = make_http_client(config)
         installer = Installer(
@@ -140,9 +141,10 @@ class Project:
             verifier=SigstoreVerifier(),
             detector=lambda: HostFacts("linux", "amd64"),
             registry=RegistryClient.from_config(config, client, retry=FAST),
+            fs=fs,
         )
         try:
-            return installer.install_one(name)
+            return installer.upgrade_one(name) if upgrade else installer.install_one(name)
         finally:
             client.close()
 

@@ -3,6 +3,7 @@ unchanged, nothing written outside the roots (see harness.py for the checks)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -13,14 +14,16 @@ from gallery.config import load_config
 from gallery.errors import ConfigError
 
 from ..sigstore_instance import DEFAULT_IDENTITY, GITHUB_ISSUER, SigstoreInstance
-from . import archives, indexes, registry
-from .harness import ABSOLUTE_ESCAPE, Case, Project, assert_outcome
+from ..tarbuild import file, gz, tar_bytes
+from . import archives, disk, indexes, registry
+from .harness import ABSOLUTE_ESCAPE, LAYER_GZIP, Case, Project, assert_outcome, write_layout
 from .server import hostile_registry
 
 ARCHIVES = archives.cases()
 REGISTRY = registry.cases()
 INDEXES = [c for c in indexes.cases() if c.category == "index"]
 CONFIGS = [c for c in indexes.cases() if c.category == "config"]
+DISK = disk.cases()
 
 
 @pytest.fixture(scope="module")
@@ -110,3 +113,31 @@ def test_config(tmp_path: Path, case: Case) -> None:
     assert case.reason in refused.value.message
     assert refused.value.code() == case.exit_code
     assert sorted(p.name for p in tmp_path.iterdir()) == ["gallery.yaml"]
+
+
+@pytest.mark.parametrize("case", DISK, ids=[c.name for c in DISK])
+def test_disk(tmp_path: Path, case: Case, monkeypatch: pytest.MonkeyPatch) -> None:
+    """During an upgrade: the worst time for a fault, with an old version to keep."""
+    project = Project(tmp_path)
+    project.install_keeper()
+
+    def version(tag: bytes) -> None:
+        members = [file("run.sh", b"#!/bin/sh\n", 0o755)] + [file(f"f{i}", tag * i) for i in range(20)]
+        write_layout(tmp_path / "layouts" / "evil", [(gz(tar_bytes(members)), LAYER_GZIP)])
+
+    version(b"v1")
+    project.entry(name="evil", uri="ocifile://layouts/evil")
+    assert project.install("evil").error is None
+    version(b"v2")
+    backends, elsewhere = project.backends(), project.outside_roots()
+    with monkeypatch.context() as patched:
+        fs = case.setup(patched, tmp_path)
+        result = project.install("evil", fs=fs, upgrade=True)
+    assert_outcome(case, result)
+    assert project.backends() == backends
+    assert project.outside_roots() == elsewhere
+    # Nothing half-written is in the cache either (a partial download may wait in cache/partial/
+    # to be resumed): every blob there hashes to its name.
+    for blob in (tmp_path / "cache" / "blobs" / "sha256").iterdir():
+        assert hashlib.sha256(blob.read_bytes()).hexdigest() == blob.name
+    assert project.install("evil", upgrade=True).error is None  # the next run, without the fault, works
