@@ -13,6 +13,7 @@ import pytest
 from gallery.config import load_config
 from gallery.errors import ConfigError
 
+from ..conftest import REPO
 from ..sigstore_instance import DEFAULT_IDENTITY, GITHUB_ISSUER, SigstoreInstance
 from ..tarbuild import file, gz, tar_bytes
 from . import archives, disk, indexes, registry
@@ -141,3 +142,22 @@ def test_disk(tmp_path: Path, case: Case, monkeypatch: pytest.MonkeyPatch) -> No
     for blob in (tmp_path / "cache" / "blobs" / "sha256").iterdir():
         assert hashlib.sha256(blob.read_bytes()).hexdigest() == blob.name
     assert project.install("evil", upgrade=True).error is None  # the next run, without the fault, works
+
+
+def test_docs_security_counts_the_corpus() -> None:
+    """docs/security.md prints the number of cases by category; it must be this corpus's."""
+    text = (REPO / "docs" / "security.md").read_text()
+    table = text.split("<!-- corpus -->")[1].split("<!-- /corpus -->")[0]
+    printed = {
+        cells[0]: int(cells[1].strip("*"))
+        for line in table.splitlines()
+        if line.startswith("| ")
+        and (cells := [c.strip() for c in line.strip("|").split("|")])[1].strip("*").isdigit()
+    }
+    corpus = ARCHIVES + REGISTRY + INDEXES + CONFIGS + DISK
+    actual = {
+        category: sum(1 for c in corpus if c.category == category)
+        for category in {c.category for c in corpus}
+    }
+    assert printed == {**actual, "**total**": len(corpus)}
+    assert len({c.id for c in corpus}) == len(corpus), "case names must be unique"
