@@ -130,7 +130,12 @@ def _image_figures(layers: list[bytes]) -> dict[str, float]:
                 files += member.isfile()
                 unpacked += member.size if member.isfile() else 0
     compressed = sum(len(data) for data in layers)
-    return {"layers": len(layers), "compressed_mb": compressed / 1e6, "unpacked_mb": unpacked / 1e6, "files": files}
+    return {
+        "layers": len(layers),
+        "compressed_mb": compressed / 1e6,
+        "unpacked_mb": unpacked / 1e6,
+        "files": files,
+    }
 
 
 def _libraries() -> list[Path]:

@@ -127,6 +127,9 @@ class TreeBuilder:
             with tarfile.open(fileobj=stream, mode="r|", tarinfo=_BoundedTarInfo) as archive:
                 for member in archive:
                     self._apply_member(archive, member, layer, this_layer)
+                    # tarfile keeps every TarInfo it has read (for random access we never use):
+                    # 40 MB on a 41,000-file layer. Our own records are what we keep.
+                    archive.members.clear()  # type: ignore[attr-defined]
         except UnsafeArchiveError:
             raise
         except _NOT_A_TAR_STREAM as exc:

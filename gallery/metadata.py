@@ -8,6 +8,7 @@ upgraded in place. A newer ``format_version`` is refused with a message.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from .digests import Digest, is_digest
 from .errors import OperationalError
-from .fsutil import atomic_write_bytes, read_at_most
+from .fsutil import atomic_write_chunks, read_at_most
 from .verification import Evidence
 
 __all__ = ["METADATA_FORMAT_VERSION", "BackendMetadata", "LayerRecord", "read_metadata", "write_metadata"]
@@ -84,20 +85,74 @@ def read_metadata(backend_dir: Path) -> BackendMetadata | None:
     except OSError as exc:
         raise OperationalError(f"cannot read {path}: {exc.strerror or exc}") from exc
     try:
-        raw = json.loads(data)
-        version = raw.get("format_version") if isinstance(raw, dict) else None
-        if isinstance(version, int) and version > METADATA_FORMAT_VERSION:
-            raise OperationalError(
-                f"{path} has format_version {version}, newer than this gallery understands",
-                hint="upgrade gallery",
-            )
-        return BackendMetadata.model_validate(raw)
-    except (ValueError, ValidationError) as exc:
+        # Parsed by pydantic-core straight into the model: no intermediate Python tree of a file
+        # list that can have tens of thousands of entries.
+        metadata = BackendMetadata.model_validate_json(data)
+    except ValidationError as exc:
+        _refuse_newer(path, data)
+        raise OperationalError(f"{path} is damaged: {exc}", hint="run 'gallery fsck' or reinstall") from exc
+    _refuse_newer(path, data, metadata.format_version)
+    return metadata
+
+
+class _NameOnly(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    name: str
+
+
+def read_metadata_name(backend_dir: Path) -> str | None:
+    """Only the ``name`` of a backend's metadata (the rest is skipped by the parser, not built):
+    what the post-swap check needs, without materialising a file list of 40,000 entries.
+
+    Raises:
+        OperationalError: unreadable or damaged.
+    """
+    path = backend_dir / METADATA_FILE
+    try:
+        with path.open("rb") as handle:
+            data = read_at_most(handle, _MAX_METADATA_BYTES)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise OperationalError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    try:
+        return _NameOnly.model_validate_json(data).name
+    except ValidationError as exc:
         raise OperationalError(f"{path} is damaged: {exc}", hint="run 'gallery fsck' or reinstall") from exc
 
 
+def _refuse_newer(path: Path, data: bytes, version: object = None) -> None:
+    if version is None:
+        try:
+            raw = json.loads(data)
+        except ValueError:
+            return
+        version = raw.get("format_version") if isinstance(raw, dict) else None
+    if isinstance(version, int) and version > METADATA_FORMAT_VERSION:
+        raise OperationalError(
+            f"{path} has format_version {version}, newer than this gallery understands",
+            hint="upgrade gallery",
+        )
+
+
 def write_metadata(backend_dir: Path, metadata: BackendMetadata) -> None:
-    # Serialised by pydantic-core straight to JSON: no Python copy of a file list that can have
-    # tens of thousands of entries (bench/performance.py: 41,000 files).
-    data = metadata.model_dump_json(exclude_none=True, indent=2)
-    atomic_write_bytes(backend_dir / METADATA_FILE, data.encode("utf-8") + b"\n")
+    atomic_write_chunks(backend_dir / METADATA_FILE, _metadata_json(metadata))
+
+
+def _metadata_json(metadata: BackendMetadata) -> Iterator[bytes]:
+    """The file, one file record per line, written as it is produced: the file list can have
+    tens of thousands of entries (bench/performance.py: 41,000), never held as one string."""
+    head = json.dumps(metadata.model_dump(mode="json", exclude={"files"}, exclude_none=True), indent=2)
+    if not metadata.files:
+        yield head.encode("utf-8") + b"\n"
+        return
+    yield head[: head.rindex("}")].rstrip().encode("utf-8") + b',\n  "files": [\n'
+    last = len(metadata.files) - 1
+    batch: list[str] = []
+    for number, record in enumerate(metadata.files):
+        batch.append("    " + json.dumps(record) + (",\n" if number < last else "\n"))
+        if len(batch) == 1024:
+            yield "".join(batch).encode("utf-8")
+            batch.clear()
+    yield ("".join(batch) + "  ]\n}\n").encode("utf-8")

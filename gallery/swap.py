@@ -36,7 +36,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from .errors import GalleryError, OperationalError
 from .fsops import FsOps
 from .locks import LockBusy, backend_lock, recovery_lock
-from .metadata import read_metadata
+from .metadata import read_metadata_name
 from .names import is_valid_name
 
 __all__ = [
@@ -173,8 +173,7 @@ def check_backend(path: Path, name: str) -> None:
     run_sh = path / "run.sh"
     if not run_sh.is_file() or run_sh.is_symlink():
         raise OperationalError(f"{path}: run.sh is missing after the swap")
-    metadata = read_metadata(path)
-    if metadata is None or metadata.name != name:
+    if read_metadata_name(path) != name:
         raise OperationalError(f"{path}: metadata.json is missing or names another backend after the swap")
 
 
