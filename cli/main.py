@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, NoReturn
@@ -26,11 +26,13 @@ from gallery.config import Config, Limits, load_config
 from gallery.errors import GalleryError
 from gallery.fleet import lock_backends, preload
 from gallery.fsck import mark_repaired, prune_cache, scan
+from gallery.fsutil import read_at_most
 from gallery.index import IndexEntry
 from gallery.install import BatchResult, Installer, InstallResult, ProgressReporter
-from gallery.lint import describe_refusal, lint_index
+from gallery.lint import describe_refusal, lint_index, lint_signature
 from gallery.lockfile import LockFile, read_lock, write_lock
-from gallery.metadata import BackendMetadata
+from gallery.metadata import BackendMetadata, read_metadata
+from gallery.policy import VerificationPolicy
 from gallery.queries import list_entries, run_doctor, show_backend
 from gallery.recheck import verify_installed
 from gallery.reference import config_reference
@@ -127,15 +129,21 @@ def _execute(ctx: typer.Context, out: Output, action: Callable[[Config], int]) -
 def list_command(
     ctx: typer.Context,
     installed: Annotated[bool, typer.Option("--installed", help="Installed backends instead.")] = False,
+    offline: Annotated[
+        bool, typer.Option("--offline", help="With --installed: do not ask the galleries for newer builds.")
+    ] = False,
     as_json: JsonFlag = False,
 ) -> None:
-    """List the entries of every configured gallery (or, with --installed, what is installed)."""
+    """List the entries of every configured gallery (or, with --installed, what is installed: who
+    signed it, when, and whether a newer signed build is on offer)."""
     out = Output(as_json=as_json)
 
     def action(config: Config) -> int:
         with make_http_client(config) as client:
             if installed:
-                out.installed(_installer(config, client).installed())
+                installer = _installer(config, client)
+                backends = installer.installed()
+                out.installed(backends, None if offline else installer.check_updates(backends))
                 return 0
             result = list_entries(config, client=client)
         out.list_result(result)
@@ -230,11 +238,18 @@ def upgrade_command(
     names: Annotated[list[str] | None, typer.Argument(help="Installed backends.")] = None,
     all_: Annotated[bool, typer.Option("--all", help="Every installed backend.")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Pin and verify; change nothing.")] = False,
+    allow_downgrade: Annotated[
+        bool,
+        typer.Option(
+            "--allow-downgrade", help="Accept a build signed before the installed one (refused otherwise)."
+        ),
+    ] = False,
     fail_fast: FailFast = False,
     as_json: JsonFlag = False,
 ) -> None:
     """Upgrade installed backends to what their gallery offers now (by digest, verified, swapped
-    atomically; the previous version is kept for 'gallery rollback')."""
+    atomically; the previous version is kept for 'gallery rollback'). A build signed before the
+    installed one is refused (exit 3) unless --allow-downgrade."""
     out = Output(as_json=as_json)
     if bool(names) == all_:
         out.error("give backend names or --all", "gallery upgrade NAME... | gallery upgrade --all")
@@ -242,7 +257,13 @@ def upgrade_command(
 
     def action(config: Config) -> int:
         def run(installer: Installer) -> BatchResult:
-            return installer.upgrade(names or [], all_installed=all_, dry_run=dry_run, fail_fast=fail_fast)
+            return installer.upgrade(
+                names or [],
+                all_installed=all_,
+                dry_run=dry_run,
+                fail_fast=fail_fast,
+                allow_downgrade=allow_downgrade,
+            )
 
         return _run_batch(config, out, run, progress=True)
 
@@ -386,19 +407,50 @@ def preload_command(
 def lint_command(
     ctx: typer.Context,
     index: Annotated[Path, typer.Argument(help="A gallery index file (YAML).", dir_okay=False)],
+    signature: Annotated[
+        Path | None, typer.Option("--signature", help="Its cosign sign-blob bundle: must sign these bytes.")
+    ] = None,
+    issuer: Annotated[
+        str | None, typer.Option("--issuer", help="With --signature: the signer's issuer.")
+    ] = None,
+    issuer_regex: Annotated[str | None, typer.Option("--issuer-regex")] = None,
+    identity: Annotated[str | None, typer.Option("--identity", help="With --signature: the signer.")] = None,
+    identity_regex: Annotated[str | None, typer.Option("--identity-regex")] = None,
+    trusted_root: Annotated[
+        str, typer.Option("--trusted-root", help="'production' or a trusted_root.json.")
+    ] = "production",
     as_json: JsonFlag = False,
 ) -> None:
     """Check a gallery index before publishing it: every entry as the installer reads it, plus
-    meta-backend targets, alias clashes and hashes (exit 2 on errors; needs no config)."""
+    meta-backend targets, alias clashes and hashes; with --signature, that the index's signature
+    is over these exact bytes (and by the given signer). Exit 2 on errors, 3 on a bad signature;
+    needs no config."""
     out = Output(as_json=as_json)
     options: _Globals = ctx.obj
     limit = Limits().max_index_bytes
+    policy = None
+    if any((issuer, issuer_regex, identity, identity_regex)):
+        try:
+            policy = VerificationPolicy(issuer=issuer, issuer_regex=issuer_regex, identity=identity,
+                                        identity_regex=identity_regex)  # fmt: skip
+        except ValueError as exc:
+            out.error(f"the signer options do not make a policy: {exc}", "give --issuer and --identity")
+            raise typer.Exit(2) from None
     try:
         with index.open("rb") as handle:
-            data = handle.read(limit + 1)
+            data = read_at_most(handle, limit)
         report = lint_index(data, max_bytes=limit)
+        if signature is not None:
+            with signature.open("rb") as handle:
+                bundle = read_at_most(handle, Limits().max_bundle_bytes)
+            found = lint_signature(data, bundle, policy=policy, trusted_root=trusted_root,
+                                   verifier=SigstoreVerifier())  # fmt: skip
+            report = replace(report, findings=report.findings + tuple(found))
+            if any(f.level == "error" for f in found):
+                out.lint_report(report)
+                raise typer.Exit(3)
     except OSError as exc:
-        out.error(f"cannot read {index}: {exc.strerror or exc}", None)
+        out.error(f"cannot read {exc.filename or index}: {exc.strerror or exc}", None)
         raise typer.Exit(2) from None
     except GalleryError as exc:
         if options.debug:
@@ -487,6 +539,11 @@ def show_command(
     def action(config: Config) -> int:
         with make_http_client(config) as client:
             result = show_backend(config, name, client=client, detector=detect_host_facts)
+            installer = _installer(config, client)
+            installed = read_metadata(config.backends_path / result.entry.name)
+            if installed is not None:
+                update = installer.check_updates([installed]).get(installed.name)
+                result = replace(result, installed=installed, update=update)
         out.show_result(result)
         return 0
 

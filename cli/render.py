@@ -13,10 +13,10 @@ from rich.table import Table
 
 from gallery.checksum import ChecksumReport
 from gallery.fsck import FsckReport, PruneResult
-from gallery.install import BatchResult
+from gallery.install import BatchResult, UpdateCheck
 from gallery.lint import LintReport
 from gallery.metadata import BackendMetadata
-from gallery.queries import DoctorReport, ListResult, Notice, ShowResult
+from gallery.queries import DoctorReport, ListResult, Notice, ShowResult, installed_summary
 from gallery.swap import RecoveryReport
 
 __all__ = ["Output", "clean"]
@@ -116,6 +116,15 @@ class Output:
             p(f"  [red]would be refused:[/red] {clean(result.refusal)}", highlight=False)
         if result.warning:
             p(f"  [yellow]warning:[/yellow] {clean(result.warning)}", highlight=False)
+        if result.installed is not None:
+            summary = installed_summary(result.installed, result.update)
+            signed = (
+                f"signed by {summary['signer']} at {summary['signed_at']}"
+                if summary["verified"]
+                else "unverified"
+            )
+            p(f"  installed: {clean(summary['digest'] or '')}, {clean(signed)}", highlight=False)
+            p(f"  update: {clean(_update_text(result.update))}", highlight=False)
 
     def doctor_report(self, report: DoctorReport) -> None:
         if self.as_json:
@@ -231,30 +240,53 @@ class Output:
             highlight=False,
         )
 
-    def installed(self, backends: list[BackendMetadata]) -> None:
+    def installed(self, backends: list[BackendMetadata], updates: dict[str, UpdateCheck] | None) -> None:
+        updates = updates if updates is not None else {}
         if self.as_json:
-            self.json(
-                {
-                    "installed": [
-                        b.model_dump(mode="json", exclude={"files"}, exclude_none=True) for b in backends
-                    ]
-                }
-            )
+            self.json({"installed": [
+                {**b.model_dump(mode="json", exclude={"files"}, exclude_none=True),
+                 **installed_summary(b, updates.get(b.name))}
+                for b in backends
+            ]})  # fmt: skip
             return
         table = Table(box=None, pad_edge=False)
-        for column in ("NAME", "GALLERY", "DIGEST", "VERIFIED", "NOTE"):
+        for column in ("NAME", "GALLERY", "DIGEST", "SIGNED", "UPDATE", "NOTE"):
             table.add_column(column, overflow="fold")
         for backend in backends:
-            verified = "yes" if backend.verification is not None and backend.verification.verified else "no"
+            summary = installed_summary(backend, updates.get(backend.name))
+            signed = (summary["signed_at"] or "")[:10] if summary["verified"] else "unverified"
             note = f"meta-backend for {backend.meta_backend_for}" if backend.meta_backend_for else ""
             if backend.written_by_localai:
                 note = "installed by LocalAI"
+            update = updates.get(backend.name)
             table.add_row(
                 clean(backend.name),
                 clean(backend.gallery or backend.gallery_url or ""),
                 (backend.digest or "")[:19],
-                "" if backend.meta_backend_for else verified,
+                "" if backend.meta_backend_for else signed,
+                "" if backend.meta_backend_for or update is None else clean(_short_update(update)),
                 note,
             )
         self.out.print(table, highlight=False)
         self.out.print(f"{len(backends)} installed", highlight=False)
+
+
+def _short_update(update: UpdateCheck) -> str:
+    if update.available is None:
+        return "unknown"
+    if not update.available:
+        return "older build refused" if update.reason else "up to date"
+    return "newer signed build" if update.verified else "newer build (unverified)"
+
+
+def _update_text(update: UpdateCheck | None) -> str:
+    if update is None:
+        return "not checked"
+    if update.available is None:
+        return f"unknown: {update.reason}"
+    if not update.available:
+        return (
+            f"the gallery offers an older build, refused: {update.reason}" if update.reason else "up to date"
+        )
+    signer = f", signed by {update.signer}" if update.signer else ", unverified"
+    return f"{update.digest} is on offer{signer} ('gallery upgrade NAME')"

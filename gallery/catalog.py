@@ -8,6 +8,7 @@ is reported as a failure; the other galleries stay usable.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -17,7 +18,9 @@ import httpx
 from .config import Config, GalleryConfig
 from .errors import IndexUnavailable
 from .index import IndexEntry, IndexProblem
-from .index_fetch import IndexCache, LoadedIndex, SourceFailure, fetch_gallery_index
+from .index_fetch import IndexCache, IndexCheck, LoadedIndex, SourceFailure, fetch_gallery_index
+from .signatures import SigstoreVerifier
+from .verification import Evidence, Verifier
 
 __all__ = ["Catalog", "GalleryState", "Shadowed", "load_catalog"]
 
@@ -104,15 +107,44 @@ class Catalog:
         return [g for g in self.galleries if g.error is not None]
 
 
-def load_catalog(config: Config, *, client: httpx.Client, now: datetime | None = None) -> Catalog:
-    """Load every configured gallery's index (sources in order, last good copy as fallback)."""
+def load_catalog(
+    config: Config, *, client: httpx.Client, now: datetime | None = None, verifier: Verifier | None = None
+) -> Catalog:
+    """Load every configured gallery's index (sources in order, last good copy as fallback),
+    each verified against its gallery's index policy when it has one."""
     cache = IndexCache(config.cache_path / "indexes", max_bytes=config.limits.max_index_bytes)
+    verifier = verifier or SigstoreVerifier()
     states = []
     for gallery in config.galleries:
         try:
-            loaded = fetch_gallery_index(gallery, client=client, cache=cache, limits=config.limits, now=now)
+            loaded = fetch_gallery_index(
+                gallery,
+                client=client,
+                cache=cache,
+                limits=config.limits,
+                now=now,
+                check=_index_check(config, gallery, verifier),
+            )
         except IndexUnavailable as exc:
             states.append(GalleryState(config=gallery, loaded=None, error=exc))
         else:
             states.append(GalleryState(config=gallery, loaded=loaded, error=None))
     return Catalog(galleries=tuple(states))
+
+
+def _index_check(config: Config, gallery: GalleryConfig, verifier: Verifier) -> IndexCheck | None:
+    policy = gallery.index_policy
+    if policy is None:
+        return None
+    trusted_root = gallery.trusted_root or config.trusted_root
+
+    def check(data: bytes, bundle: bytes) -> Evidence:
+        return verifier.verify_blob(
+            sha256_hex=hashlib.sha256(data).hexdigest(),
+            bundle=bundle,
+            policy=policy,
+            trusted_root=trusted_root,
+            gallery=gallery.name,
+        )
+
+    return check

@@ -140,12 +140,19 @@ class GalleryConfig(_Model):
     """Who must have signed its images and tarballs (without it: unverified; strict mode refuses)."""
     trusted_root: str | None = None
     """This gallery's Sigstore trusted root (`production` or a path); overrides the top-level one."""
+    index_signature: str | None = None
+    """The index's `sign-blob` bundle (default: the index location + `.sigstore.json`, mirrors alike)."""
     require_signed_index: bool = False
-    """Refuse an index not signed under `index_verification` (not implemented yet: refused if set)."""
+    """Refuse an unsigned index (exit 3); without it, unsigned is a warning (a bad signature never is)."""
     index_verification: VerificationPolicy | None = None
-    """Who must have signed the index itself (with `require_signed_index`)."""
+    """Who must have signed the index, when not the `verification` signer (e.g. another workflow)."""
     max_index_age: timedelta | None = None
-    """Refuse an index older than this (not implemented yet: refused if set)."""
+    """Oldest index signature accepted (e.g. `P7D`): refused with `require_signed_index`, else a warning."""
+
+    @property
+    def index_policy(self) -> VerificationPolicy | None:
+        """The policy the index's signature is checked against (none: the index is not checked)."""
+        return self.index_verification or self.verification
 
     @field_validator("name")
     @classmethod
@@ -167,16 +174,20 @@ class GalleryConfig(_Model):
     def _root(cls, value: str | None, info: ValidationInfo) -> str | None:
         return None if value is None else _checked_trusted_root(value, info)
 
+    @field_validator("index_signature")
+    @classmethod
+    def _signature_location(cls, value: str | None, info: ValidationInfo) -> str | None:
+        return None if value is None else _checked_location(value, info)
+
     @model_validator(mode="after")
     def _signed_index_needs_policy(self) -> GalleryConfig:
-        if self.require_signed_index and self.index_verification is None:
-            raise ValueError("require_signed_index needs an index_verification policy")
-        # Fail closed: a deployment that asks for a protection must not run silently without it.
-        if self.require_signed_index or self.max_index_age is not None:
+        if (self.require_signed_index or self.max_index_age is not None) and self.index_policy is None:
             raise ValueError(
-                "require_signed_index and max_index_age are not implemented by this version of gallery; "
-                "remove them rather than rely on a check that would not run"
+                "require_signed_index and max_index_age need a policy for the index: "
+                "a verification or index_verification block"
             )
+        if self.max_index_age is not None and self.max_index_age.total_seconds() <= 0:
+            raise ValueError("max_index_age must be positive")
         return self
 
 

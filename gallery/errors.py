@@ -92,13 +92,19 @@ class OperationalError(GalleryError):
 class IndexUnavailable(OperationalError):
     """Every source of a gallery index failed and no last good copy exists."""
 
-    def __init__(self, message: str, *, hint: str | None = None, malformed_only: bool = False) -> None:
+    def __init__(
+        self, message: str, *, hint: str | None = None, malformed_only: bool = False, untrusted: bool = False
+    ) -> None:
         super().__init__(message, hint=hint)
         self.malformed_only = malformed_only
+        self.untrusted = untrusted
 
     def code(self) -> int:
-        # When every source answered but with something unusable, the problem is the index's
-        # format (exit 2), not the network.
+        # A source refused for its signature or its age makes this a trust failure (exit 3); when
+        # every source answered but with something unusable, the problem is the index's format
+        # (exit 2), not the network.
+        if self.untrusted:
+            return 3
         return 2 if self.malformed_only else 1
 
 
@@ -139,6 +145,11 @@ class UnsafeArchiveError(IntegrityError):
 
 class StrictModeRefusal(IntegrityError):
     """Strict mode refuses something that cannot be verified; nothing was written."""
+
+
+class DowngradeRefused(IntegrityError):
+    """An upgrade's candidate was signed before the installed build (a rollback attack, or a
+    mistake); ``rollback`` or ``upgrade --allow-downgrade`` are the deliberate ways back."""
 
 
 class SignatureError(IntegrityError):

@@ -42,6 +42,7 @@ from .errors import (
     BackendNotFound,
     ConfigError,
     DigestMismatch,
+    DowngradeRefused,
     GalleryError,
     InstallFailed,
     IntegrityError,
@@ -149,6 +150,32 @@ class InstallResult:
 
 
 @dataclass(frozen=True)
+class UpdateCheck:
+    """Whether the gallery offers a build other than the installed one, and its signature."""
+
+    available: bool | None  # None: could not tell (see reason)
+    digest: str | None = None
+    verified: bool = False
+    signer: str | None = None
+    reason: str | None = None
+
+    @classmethod
+    def from_result(cls, result: InstallResult) -> UpdateCheck:
+        if result.error is not None:
+            refused = isinstance(result.error, InstallFailed) and any(
+                isinstance(cause, DowngradeRefused) for cause in result.error.causes
+            )
+            return cls(False if refused else None, reason=result.error.message)
+        if result.status == "unchanged":
+            return cls(False, result.digest)
+        return cls(True, result.digest, result.verified, result.signer)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"available": self.available, "digest": self.digest, "verified": self.verified,
+                "signer": self.signer, "reason": self.reason}  # fmt: skip
+
+
+@dataclass(frozen=True)
 class BatchResult:
     results: tuple[InstallResult, ...]
 
@@ -200,6 +227,29 @@ class _Job:
     warnings: tuple[str, ...]
     mode: Mode = "install"
     locked: LockEntry | None = None  # preload --lock: what the pinned image must match
+    allow_downgrade: bool = False
+
+    def refuse_downgrade(self, evidence: Evidence, label: str) -> None:
+        """An upgrade never moves to a build signed before the installed one (a validly signed old
+        build with a known hole is the attack), unless the operator asked for it. A lock file
+        pins digests on purpose and repair restores the recorded one: neither is checked."""
+        if (
+            self.allow_downgrade
+            or self.locked is not None
+            or self.mode not in ("upgrade", "dry-run", "preload")
+        ):
+            return
+        installed = self.installed.verification if self.installed is not None else None
+        if installed is None or installed.integrated_time is None or evidence.integrated_time is None:
+            return
+        if evidence.integrated_time < installed.integrated_time:
+            raise DowngradeRefused(
+                f"{label} ({evidence.digest}) was signed at {evidence.integrated_time.isoformat()}, "
+                f"before the installed build ({installed.digest}, "
+                f"signed at {installed.integrated_time.isoformat()})",
+                hint="if going back is intended, use 'gallery rollback NAME' or 'gallery upgrade "
+                "--allow-downgrade NAME'",
+            )
 
     @property
     def wanted(self) -> str | None:
@@ -305,7 +355,7 @@ class Installer:
     @property
     def catalog(self) -> Catalog:
         if self._catalog is None:
-            self._catalog = load_catalog(self.config, client=self._client)
+            self._catalog = load_catalog(self.config, client=self._client, verifier=self._verifier)
         return self._catalog
 
     def install(self, names: Sequence[str], *, fail_fast: bool = False) -> BatchResult:
@@ -322,15 +372,22 @@ class Installer:
         all_installed: bool = False,
         dry_run: bool = False,
         fail_fast: bool = False,
+        allow_downgrade: bool = False,
     ) -> BatchResult:
         """Upgrade each installed backend (``all_installed``: every one; meta-backends through
-        their concrete backend) to what its gallery offers now; ``dry_run`` pins and verifies only."""
+        their concrete backend) to what its gallery offers now; ``dry_run`` pins and verifies only.
+        A build signed before the installed one is refused unless ``allow_downgrade``."""
         if all_installed:
             names = [m.name for m in self.installed() if m.meta_backend_for is None]
-        return self._batch(names, partial(self.upgrade_one, dry_run=dry_run), fail_fast=fail_fast)
+        upgrade_one = partial(self.upgrade_one, dry_run=dry_run, allow_downgrade=allow_downgrade)
+        return self._batch(names, upgrade_one, fail_fast=fail_fast)
 
-    def upgrade_one(self, name: str, *, dry_run: bool = False) -> InstallResult:
-        return self._timed(name, lambda: self._upgrade(name, dry_run=dry_run))
+    def upgrade_one(
+        self, name: str, *, dry_run: bool = False, allow_downgrade: bool = False
+    ) -> InstallResult:
+        return self._timed(
+            name, lambda: self._upgrade(name, dry_run=dry_run, allow_downgrade=allow_downgrade)
+        )
 
     def lock_one(self, requested: str) -> LockEntry:
         """Resolve, pin and verify ``requested`` (for this installer's platform and capability) and
@@ -549,13 +606,31 @@ class Installer:
                 found.append(metadata)
         return found
 
+    def check_updates(self, backends: Sequence[BackendMetadata]) -> dict[str, UpdateCheck]:
+        """For each installed backend (not meta-backends, not LocalAI's own): is a newer signed
+        build on offer? Pins and verifies like ``upgrade --dry-run``; fetches and changes nothing."""
+        checks: dict[str, UpdateCheck] = {}
+        for backend in backends:
+            if backend.meta_backend_for is not None or backend.written_by_localai:
+                continue
+            result = self.upgrade_one(backend.name, dry_run=True)
+            checks[backend.name] = UpdateCheck.from_result(result)
+        return checks
+
     # -- install / upgrade ------------------------------------------------------------------
 
-    def _install(self, requested: str, mode: Mode) -> InstallResult:
+    def _install(self, requested: str, mode: Mode, *, allow_downgrade: bool = False) -> InstallResult:
         resolution = resolve_backend(self.catalog, requested, capabilities=self._selector)
-        return self._install_resolved(resolution, mode).result
+        return self._install_resolved(resolution, mode, allow_downgrade=allow_downgrade).result
 
-    def _install_resolved(self, resolution: Resolution, mode: Mode, locked: LockEntry | None = None) -> _Done:
+    def _install_resolved(
+        self,
+        resolution: Resolution,
+        mode: Mode,
+        locked: LockEntry | None = None,
+        *,
+        allow_downgrade: bool = False,
+    ) -> _Done:
         entry, state = resolution.entry, resolution.gallery
         plan = plan_for_entry(entry, state.config, require_integrity=self.config.require_integrity)
         if plan.refusal is not None:  # before the lock file: strict mode writes nothing
@@ -572,15 +647,21 @@ class Installer:
             )
         warnings = (plan.warning,) if plan.warning else ()
         if mode in ("dry-run", "lock"):
-            return self._run_candidates(resolution, mode, warnings, locked)
+            return self._run_candidates(resolution, mode, warnings, locked, allow_downgrade=allow_downgrade)
         with backend_lock(self._state.root, entry.name, timeout=self.config.timeouts.lock):
             self._swapper.recover(entry.name)
-            done = self._run_candidates(resolution, mode, warnings, locked)
+            done = self._run_candidates(resolution, mode, warnings, locked, allow_downgrade=allow_downgrade)
         self._link_meta(resolution)
         return done
 
     def _run_candidates(
-        self, resolution: Resolution, mode: Mode, warnings: tuple[str, ...], locked: LockEntry | None = None
+        self,
+        resolution: Resolution,
+        mode: Mode,
+        warnings: tuple[str, ...],
+        locked: LockEntry | None = None,
+        *,
+        allow_downgrade: bool = False,
     ) -> _Done:
         entry, state = resolution.entry, resolution.gallery
         target = self.config.backends_path / entry.name
@@ -597,7 +678,8 @@ class Installer:
         attempts = _Attempts()
         for candidate in build_candidates(entry, lookup=state.entry):
             try:
-                self._try_candidate(candidate, _Job(resolution, installed, attempts, warnings, mode, locked))
+                job = _Job(resolution, installed, attempts, warnings, mode, locked, allow_downgrade)
+                self._try_candidate(candidate, job)
             except _Done as done:
                 return done
         raise InstallFailed(
@@ -608,7 +690,7 @@ class Installer:
             causes=tuple(attempts.errors),
         )  # fmt: skip
 
-    def _upgrade(self, name: str, *, dry_run: bool) -> InstallResult:
+    def _upgrade(self, name: str, *, dry_run: bool, allow_downgrade: bool = False) -> InstallResult:
         if not is_valid_name(name):
             raise BackendNotFound(f"{name!r} is not a backend name")
         installed = read_metadata(self.config.backends_path / name)
@@ -621,7 +703,7 @@ class Installer:
                 raise BackendNotFound(f"{name} is not installed", hint=f"use 'gallery install {name}'")
         gallery = installed.gallery
         requested = f"{gallery}@{name}" if gallery and self.config.gallery(gallery) else name
-        return self._install(requested, "dry-run" if dry_run else "upgrade")
+        return self._install(requested, "dry-run" if dry_run else "upgrade", allow_downgrade=allow_downgrade)
 
     def _rollback(self, name: str) -> InstallResult:
         if not is_valid_name(name):
@@ -773,6 +855,7 @@ class Installer:
                 evidence = Evidence.unverified("tarball checked against the index's sha256 (no signature)")
             else:
                 evidence = Evidence.unverified(f"gallery {state.name!r} has no verification policy")
+            job.refuse_downgrade(evidence.model_copy(update={"digest": digest}), label)
             if job.mode in ("dry-run", "lock"):
                 status: Status = "would-upgrade" if job.mode == "dry-run" else "locked"
                 result = InstallResult(entry.name, status, entry.name, digest, str(candidate),

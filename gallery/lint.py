@@ -10,20 +10,27 @@ Schema ``gallery schema index`` prints), then the rules that span entries are ch
 - warnings (the installer copes, an operator may be surprised): an alias equal to a concrete
   entry's name (the name wins; an alias naming a meta-backend is LocalAI's usual pattern), a
   tarball without ``sha256`` (strict mode refuses it).
+
+With ``--signature``, the index's ``sign-blob`` bundle must be over these exact bytes and, given
+a policy, signed under it (``lint_signature``).
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from .errors import GalleryError
+from .errors import GalleryError, SignatureError
 from .index import IndexEntry, parse_index
+from .policy import VerificationPolicy
 from .safe_yaml import YamlLimits
+from .signatures import signed_sha256
 from .sources import TarballSource
+from .verification import Verifier
 
-__all__ = ["LintFinding", "LintReport", "lint_index"]
+__all__ = ["LintFinding", "LintReport", "lint_index", "lint_signature"]
 
 Level = Literal["error", "warning"]
 
@@ -120,6 +127,37 @@ def _hashes(ordered: tuple[IndexEntry, ...]) -> list[LintFinding]:
         if isinstance(entry.source, TarballSource) and not entry.expected_sha256:
             found.append(LintFinding("warning", entry.name, "tarball without sha256: strict mode refuses it"))
     return found
+
+
+def lint_signature(
+    data: bytes,
+    bundle: bytes,
+    *,
+    policy: VerificationPolicy | None,
+    trusted_root: str,
+    verifier: Verifier,
+) -> list[LintFinding]:
+    """Does ``bundle`` (a ``cosign sign-blob --bundle``) sign exactly ``data``, under ``policy``?
+
+    Without a policy only the digest is compared (a warning says the signer was not checked).
+    """
+    actual = hashlib.sha256(data).hexdigest()
+    try:
+        signed = signed_sha256(bundle)
+    except SignatureError as exc:
+        return [LintFinding("error", None, f"signature: {exc.message}")]
+    if signed != actual:
+        message = f"the signature is over sha256:{signed}, not this index (sha256:{actual}): sign it again"
+        return [LintFinding("error", None, message)]
+    if policy is None:
+        message = "the signature matches the index; its signer was not checked (give --issuer and --identity)"
+        return [LintFinding("warning", None, message)]
+    try:
+        verifier.verify_blob(sha256_hex=actual, bundle=bundle, policy=policy, trusted_root=trusted_root,
+                             gallery="(lint)")  # fmt: skip
+    except SignatureError as exc:
+        return [LintFinding("error", None, f"signature: {exc.message}")]
+    return []
 
 
 def describe_refusal(exc: GalleryError) -> LintReport:

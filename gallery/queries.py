@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -17,8 +18,11 @@ import httpx
 from .candidates import build_candidates, registry_endpoints
 from .capability import CapabilityDetector
 from .catalog import Catalog, load_catalog
-from .config import Config
+from .config import Config, GalleryConfig
 from .index import IndexEntry
+from .index_fetch import LoadedIndex
+from .install import UpdateCheck
+from .metadata import BackendMetadata
 from .resolve import CapabilitySelector, resolve_backend
 from .signatures import TrustRootError, TrustRoots
 from .sources import OciSource
@@ -76,6 +80,7 @@ def catalog_notices(catalog: Catalog) -> list[Notice]:
                     + "; ".join(str(f) for f in loaded.failures),
                 )
             )
+        notices += [Notice("warning", warning) for warning in loaded.warnings]
         notices += [Notice("warning", f"gallery {state.name!r}: {problem}") for problem in state.problems]
     notices += [
         Notice(
@@ -156,6 +161,8 @@ class ShowResult:
     refusal: str | None
     warning: str | None
     notices: tuple[Notice, ...] = field(default=())
+    installed: BackendMetadata | None = None
+    update: UpdateCheck | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -176,9 +183,30 @@ class ShowResult:
                 "refused": self.refusal,
                 "warning": self.warning,
             },
-            "installed": None,
+            "installed": None if self.installed is None else installed_summary(self.installed, self.update),
             "notices": [n.to_json() for n in self.notices],
         }
+
+
+def installed_summary(backend: BackendMetadata, update: UpdateCheck | None) -> dict[str, Any]:
+    """What ``list --installed`` and ``show`` say about an installed backend: its digest, who
+    signed it and when, and (when checked) whether a newer signed build is on offer."""
+    evidence = backend.verification
+    verified = evidence is not None and evidence.verified
+    return {
+        "name": backend.name,
+        "gallery": backend.gallery,
+        "digest": backend.digest,
+        "verified": verified,
+        "signer": evidence.identity if evidence is not None and verified else None,
+        "issuer": evidence.issuer if evidence is not None and verified else None,
+        "signed_at": evidence.integrated_time.isoformat()
+        if evidence is not None and verified and evidence.integrated_time
+        else None,
+        "installed_at": backend.installed_at.isoformat() if backend.installed_at else None,
+        "meta_backend_for": backend.meta_backend_for,
+        "update": None if update is None else update.to_json(),
+    }
 
 
 def show_backend(
@@ -314,6 +342,14 @@ def run_doctor(config: Config, *, client: httpx.Client, detector: CapabilityDete
         if state.problems:
             message += f"; {len(state.problems)} skipped (see 'gallery list')"
         checks.append(Check(f"gallery {state.name}: index", status, message))
+        checks.append(_index_trust(state.config, loaded))
+        age = datetime.now(UTC) - loaded.fetched_at
+        checks.append(Check(
+            f"gallery {state.name}: index copy",
+            "warning" if loaded.from_cache else "ok",
+            f"{'last good copy, ' if loaded.from_cache else ''}fetched "
+            f"{loaded.fetched_at.isoformat(timespec='seconds')} ({age.total_seconds() / 3600:.1f} h ago)",
+        ))  # fmt: skip
     checks += [
         Check(
             "galleries",
@@ -323,6 +359,26 @@ def run_doctor(config: Config, *, client: httpx.Client, detector: CapabilityDete
         for s in catalog.shadowed()
     ]
     return DoctorReport(checks=tuple(checks))
+
+
+def _index_trust(gallery: GalleryConfig, loaded: LoadedIndex) -> Check:
+    """Whether the index itself is signed, by whom and when, and what the config demands."""
+    name = f"gallery {gallery.name}: index signature"
+    if gallery.index_policy is None:
+        return Check(name, "warning", "not checked: the gallery has no policy (the index could be repointed)")
+    signature = loaded.signature
+    if signature is None:
+        return Check(name, "warning", "unsigned; set require_signed_index once the publisher signs it")
+    signed_at = signature.integrated_time.isoformat() if signature.integrated_time else "unknown time"
+    demands = []
+    if gallery.require_signed_index:
+        demands.append("required")
+    if gallery.max_index_age is not None:
+        demands.append(f"max age {gallery.max_index_age}")
+    status: Literal["ok", "warning"] = "warning" if loaded.warnings else "ok"
+    detail = f"; {'; '.join(loaded.warnings)}" if loaded.warnings else ""
+    return Check(name, status, f"signed by {signature.identity} at {signed_at}"
+                 + (f" ({', '.join(demands)})" if demands else "") + detail)  # fmt: skip
 
 
 def _check_trusted_root(name: str, value: str) -> Check:

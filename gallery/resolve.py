@@ -134,5 +134,6 @@ def _find(catalog: Catalog, requested: str) -> tuple[GalleryState, IndexEntry, b
             f"no backend named {requested!r} in the galleries that could be loaded; {reasons}",
             hint=unavailable[0].error.hint if unavailable[0].error else None,
             malformed_only=all(g.error is not None and g.error.malformed_only for g in unavailable),
+            untrusted=any(g.error is not None and g.error.untrusted for g in unavailable),
         )
     raise BackendNotFound(f"no backend named {requested!r} in any gallery", hint="see 'gallery list'")

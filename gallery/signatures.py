@@ -404,7 +404,7 @@ class SigstoreVerifier:
     def verify_blob(
         self, *, sha256_hex: str, bundle: bytes, policy: VerificationPolicy, trusted_root: str, gallery: str
     ) -> Evidence:
-        """A tarball's ``sign-blob`` bundle under the gallery policy (cached like images)."""
+        """A ``sign-blob`` bundle (a tarball's, an index's) under a policy (cached like images)."""
         root = self._roots.get(trusted_root)
         key = (f"sha256:{sha256_hex}", policy_fingerprint(policy, root.digest))
 
@@ -412,7 +412,7 @@ class SigstoreVerifier:
             try:
                 return verify_blob_bundle(bundle, sha256_hex=sha256_hex, policy=policy, root=root)
             except SignatureError as exc:
-                raise SignatureError(f"tarball signature for gallery {gallery!r}: {exc.message}") from exc
+                raise SignatureError(f"signature for gallery {gallery!r}: {exc.message}") from exc
 
         return self._cache.get_or_verify(key, verify)
 

@@ -98,21 +98,21 @@ def test_full_config_loads_with_paths_relative_to_the_file(
         ({"galleries": [{"name": "../x", "url": "i.yaml"}]}, "safe single path component"),
         ({"galleries": [{"name": "g", "url": "i.yaml"}, {"name": "g", "url": "j.yaml"}]}, "used twice"),
         ({"galleries": [{"name": "g", "url": "s3://bucket/i.yaml"}]}, "unsupported scheme"),
-        ({"galleries": [{"name": "g", "url": "i.yaml", "require_signed_index": True}]}, "index_verification"),
+        ({"galleries": [{"name": "g", "url": "i.yaml", "require_signed_index": True}]}, "need a policy"),
+        ({"galleries": [{"name": "g", "url": "i.yaml", "max_index_age": "P7D"}]}, "need a policy"),
         (
             {
                 "galleries": [
                     {
                         "name": "g",
                         "url": "i.yaml",
-                        "require_signed_index": True,
+                        "max_index_age": "-P1D",
                         "index_verification": {"issuer": "https://i", "identity": "x"},
                     }
                 ]
             },
-            "not implemented",
+            "must be positive",
         ),
-        ({"galleries": [{"name": "g", "url": "i.yaml", "max_index_age": "P7D"}]}, "not implemented"),
         ({"format_version": 2}, "format_version 2 is not supported"),
         ({"capability": "NVIDIA GPU"}, "capability"),
         ({"platform": "amd64"}, "OCI platform"),

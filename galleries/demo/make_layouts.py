@@ -130,6 +130,12 @@ def main() -> None:
             sign=sign,
         )
         sys.stdout.write(f"demo-echo-{variant}: {digest} (signed by {DEMO_IDENTITY})\n")
+    # The index is signed too (cosign sign-blob --bundle), over its exact bytes: edit index.yaml,
+    # then run this again.
+    index = (here / "index.yaml").read_bytes()
+    bundle = instance.sign_blob(index, identity=DEMO_IDENTITY, issuer=DEMO_ISSUER, when=signed_at)
+    (here / "index.yaml.sigstore.json").write_bytes(bundle)
+    sys.stdout.write(f"index.yaml: signed by {DEMO_IDENTITY}\n")
 
 
 if __name__ == "__main__":
