@@ -42,7 +42,7 @@ def main() -> int:
             shutil.rmtree(tmp / directory, ignore_errors=True)
         report = tmp / "profile.txt"
         subprocess.run(
-            [str(pyinstrument), "--renderer", "text", "--show-all", "--outfile", str(report),
+            [str(pyinstrument), "--renderer", "text", "--outfile", str(report),
              str(GALLERY), "--config", str(config), "install", "many-files"],
             check=True,
         )  # fmt: skip
