@@ -29,6 +29,7 @@ from gallery.signatures import SigstoreVerifier
 from gallery.transport import make_http_client
 
 from .conftest import REPO
+from .sigstore_instance import DEFAULT_IDENTITY, GITHUB_ISSUER, SigstoreInstance
 from .test_index_fetch import http_server  # noqa: F401  (fixture)
 
 sys.path.insert(0, str(REPO / "galleries" / "demo"))
@@ -89,6 +90,16 @@ def project(tmp_path: Path, http_server: str) -> Path:  # noqa: F811
             tmp_path / "layouts" / name,
             [(demo_layer(flavour), "application/vnd.oci.image.layer.v1.tar+gzip")],
         )
+    # A third gallery whose index and image are signed, so that every command also verifies an
+    # index signature (and install s, an image signature) with the environment forbidden.
+    instance = SigstoreInstance()
+    (tmp_path / "trust").mkdir()
+    instance.write_trusted_root(tmp_path / "trust" / "trusted_root.json")
+    write_layout(tmp_path / "layouts" / "s", [(demo_layer("cpu"), "application/vnd.oci.image.layer.v1.tar+gzip")],
+                 sign=instance.sign_image)  # fmt: skip
+    signed = b'- {name: s, uri: "ocifile://layouts/s"}\n'
+    (tmp_path / "signed.yaml").write_bytes(signed)
+    (tmp_path / "signed.yaml.sigstore.json").write_bytes(instance.sign_blob(signed))
     (tmp_path / "gallery.yaml").write_text(
         "format_version: 1\n"
         "backends_path: ./roots/backends\n"
@@ -97,6 +108,9 @@ def project(tmp_path: Path, http_server: str) -> Path:  # noqa: F811
         "galleries:\n"
         f"  - name: web\n    url: {http_server}/index.yaml\n"
         "  - name: local\n    url: ./missing.yaml\n    mirrors: [./mirror.yaml]\n"
+        "  - name: signed\n    url: ./signed.yaml\n    require_signed_index: true\n"
+        "    trusted_root: ./trust/trusted_root.json\n"
+        f"    verification: {{issuer: {GITHUB_ISSUER}, identity: '{DEFAULT_IDENTITY}'}}\n"
     )
     return tmp_path
 
@@ -173,7 +187,7 @@ def test_library_commands_read_no_environment(project: Path, no_environment: For
                 c, client=client, verifier=SigstoreVerifier(), detector=detect_host_facts))  # fmt: skip
             write_lock(project / "roots" / "gallery.lock", locked.lock)
             preloaded = preload(upgrader, lock=read_lock(project / "roots" / "gallery.lock"), jobs=2)
-    assert [row.entry.name for row in listed.rows] == ["a", "m", "a"]
+    assert [row.entry.name for row in listed.rows] == ["a", "m", "a", "s"]
     assert shown.entry.name == "a" and shown.gallery == "local" and shown.capability is not None
     assert report.exit_code == 0
     assert [r.status for r in installed.results] == ["installed", "unchanged"], installed.results[0].error
@@ -207,6 +221,7 @@ TYPER_INTERNAL = frozenset({"PYDANTIC_DISABLE_PLUGINS"})
         ["schema", "config"],
         ["install", "m"],
         ["install", "local@a", "--json"],
+        ["install", "s"],
         ["list", "--installed"],
         ["upgrade", "--all"],
         ["fsck"],
