@@ -77,20 +77,16 @@ def read_metadata(backend_dir: Path) -> BackendMetadata | None:
         OperationalError: the file is unreadable, damaged or from a newer gallery.
     """
     path = backend_dir / METADATA_FILE
-    try:
-        with path.open("rb") as handle:
-            data = read_at_most(handle, _MAX_METADATA_BYTES)
-    except FileNotFoundError:
+    data = _read(path)
+    if data is None:
         return None
-    except OSError as exc:
-        raise OperationalError(f"cannot read {path}: {exc.strerror or exc}") from exc
     try:
         # Parsed by pydantic-core straight into the model: no intermediate Python tree of a file
         # list that can have tens of thousands of entries.
         metadata = BackendMetadata.model_validate_json(data)
     except ValidationError as exc:
         _refuse_newer(path, data)
-        raise OperationalError(f"{path} is damaged: {exc}", hint="run 'gallery fsck' or reinstall") from exc
+        raise _damaged(path, exc) from exc
     _refuse_newer(path, data, metadata.format_version)
     return metadata
 
@@ -109,17 +105,27 @@ def read_metadata_name(backend_dir: Path) -> str | None:
         OperationalError: unreadable or damaged.
     """
     path = backend_dir / METADATA_FILE
+    data = _read(path)
+    if data is None:
+        return None
+    try:
+        return _NameOnly.model_validate_json(data).name
+    except ValidationError as exc:
+        raise _damaged(path, exc) from exc
+
+
+def _read(path: Path) -> bytes | None:
     try:
         with path.open("rb") as handle:
-            data = read_at_most(handle, _MAX_METADATA_BYTES)
+            return read_at_most(handle, _MAX_METADATA_BYTES)
     except FileNotFoundError:
         return None
     except OSError as exc:
         raise OperationalError(f"cannot read {path}: {exc.strerror or exc}") from exc
-    try:
-        return _NameOnly.model_validate_json(data).name
-    except ValidationError as exc:
-        raise OperationalError(f"{path} is damaged: {exc}", hint="run 'gallery fsck' or reinstall") from exc
+
+
+def _damaged(path: Path, exc: Exception) -> OperationalError:
+    return OperationalError(f"{path} is damaged: {exc}", hint="run 'gallery fsck' or reinstall")
 
 
 def _refuse_newer(path: Path, data: bytes, version: object = None) -> None:
