@@ -2,8 +2,8 @@
 
     .venv/bin/python bench/performance.py [--rounds 3] [--scale small|full|issue] [--no-write]
 
-On a fresh machine: installs skopeo (Debian) when it is missing and we are root, starts Debian's
-docker-registry on 127.0.0.1 and builds two images from real files:
+On a fresh machine (``bash bench/run``): installs skopeo and docker-registry (Debian) when they
+are missing and we are root, starts docker-registry on 127.0.0.1 and builds two images from real files:
 
 - ``many-files``: a Python site-packages tree and shared libraries, two gzip layers;
 - ``big-files``: a few large binaries (shared libraries concatenated), one gzip layer.
@@ -275,14 +275,16 @@ def sibling(script: str, *args: str) -> dict[str, Any]:
     return dict(json.loads(output.stdout.strip().splitlines()[-1]))
 
 
-def ensure_skopeo() -> None:
-    if shutil.which("skopeo") or os.geteuid() != 0 or not shutil.which("apt-get"):
+def ensure_tools() -> None:
+    """skopeo (a peer) and docker-registry (the registry), from Debian, when root and missing."""
+    missing = [tool for tool in ("skopeo", "docker-registry") if not shutil.which(tool)]
+    if not missing or os.geteuid() != 0 or not shutil.which("apt-get"):
         return
-    subprocess.run(["apt-get", "install", "-y", "-q", "skopeo"], check=False, stdout=subprocess.DEVNULL,
-                   stderr=subprocess.DEVNULL)  # fmt: skip
-    if not shutil.which("skopeo"):
-        subprocess.run(["apt-get", "update", "-q"], check=False, stdout=subprocess.DEVNULL)
-        subprocess.run(["apt-get", "install", "-y", "-q", "skopeo"], check=False, stdout=subprocess.DEVNULL)
+    quiet = {"check": False, "stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+    subprocess.run(["apt-get", "install", "-y", "-q", *missing], **quiet)
+    if any(not shutil.which(tool) for tool in missing):
+        subprocess.run(["apt-get", "update", "-q"], **quiet)
+        subprocess.run(["apt-get", "install", "-y", "-q", *missing], **quiet)
 
 
 def main() -> int:
@@ -291,7 +293,7 @@ def main() -> int:
     parser.add_argument("--scale", choices=["small", "full", "issue"], default="small")
     parser.add_argument("--no-write", action="store_true", help="print only; leave docs/ alone")
     args = parser.parse_args()
-    ensure_skopeo()
+    ensure_tools()
     images = build_images(args.scale)
     with local_registry() as (tmp, registry):
         results = run_rounds(tmp, registry, images, args.rounds)
