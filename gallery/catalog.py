@@ -134,7 +134,7 @@ def load_catalog(
 
 def _index_check(config: Config, gallery: GalleryConfig, verifier: Verifier) -> IndexCheck | None:
     policy = gallery.index_policy
-    if policy is None:
+    if policy is None or not gallery.index_signed:
         return None
     trusted_root = gallery.trusted_root or config.trusted_root
 

@@ -129,6 +129,11 @@ class Limits(_Model):
     """Largest gallery index file read; a larger one is refused without reading past the cap."""
 
 
+# ``index_signature: none``: the publisher does not sign its index (LocalAI's does not); nothing is
+# looked up and nothing is warned about, and nothing protects against index tampering either.
+INDEX_NOT_SIGNED = "none"
+
+
 class GalleryConfig(_Model):
     name: str
     """The gallery's name: a safe path component, used in `GALLERY@NAME` and recorded in metadata."""
@@ -141,7 +146,7 @@ class GalleryConfig(_Model):
     trusted_root: str | None = None
     """This gallery's Sigstore trusted root (`production` or a path); overrides the top-level one."""
     index_signature: str | None = None
-    """The index's `sign-blob` bundle (default: the index location + `.sigstore.json`, mirrors alike)."""
+    """The index's `sign-blob` bundle (default: index location + `.sigstore.json`); `none`: not signed."""
     require_signed_index: bool = False
     """Refuse an unsigned index (exit 3); without it, unsigned is a warning (a bad signature never is)."""
     index_verification: VerificationPolicy | None = None
@@ -177,10 +182,19 @@ class GalleryConfig(_Model):
     @field_validator("index_signature")
     @classmethod
     def _signature_location(cls, value: str | None, info: ValidationInfo) -> str | None:
-        return None if value is None else _checked_location(value, info)
+        if value is None or value == INDEX_NOT_SIGNED:
+            return value
+        return _checked_location(value, info)
+
+    @property
+    def index_signed(self) -> bool:
+        """Whether the index is to be checked: a policy for it, and not declared unsigned."""
+        return self.index_policy is not None and self.index_signature != INDEX_NOT_SIGNED
 
     @model_validator(mode="after")
     def _signed_index_needs_policy(self) -> GalleryConfig:
+        if self.index_signature == INDEX_NOT_SIGNED and (self.require_signed_index or self.max_index_age):
+            raise ValueError("index_signature: none contradicts require_signed_index and max_index_age")
         if (self.require_signed_index or self.max_index_age is not None) and self.index_policy is None:
             raise ValueError(
                 "require_signed_index and max_index_age need a policy for the index: "

@@ -174,7 +174,7 @@ def fetch_gallery_index(
         IndexUnavailable: every source failed and there is no usable cached copy (``untrusted``
             when a source was refused for its signature or its age: exit 3).
     """
-    if gallery.index_policy is not None and check is None:
+    if gallery.index_signed and check is None:
         raise ValueError(f"gallery {gallery.name!r} has an index policy: a check is required")
     yaml_limits = YamlLimits(max_bytes=limits.max_index_bytes)
     when = now or datetime.now(UTC)
@@ -252,7 +252,7 @@ class _IndexTrust:
         previous: CachedIndex | None,
     ) -> None:
         self.gallery = gallery
-        self.check = check if gallery.index_policy is not None else None
+        self.check = check if gallery.index_signed else None
         self.limits = limits
         self.client = client
         self.now = now

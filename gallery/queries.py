@@ -366,6 +366,8 @@ def _index_trust(gallery: GalleryConfig, loaded: LoadedIndex) -> Check:
     name = f"gallery {gallery.name}: index signature"
     if gallery.index_policy is None:
         return Check(name, "warning", "not checked: the gallery has no policy (the index could be repointed)")
+    if not gallery.index_signed:
+        return Check(name, "warning", "not checked: index_signature is none (the index could be repointed)")
     signature = loaded.signature
     if signature is None:
         return Check(name, "warning", "unsigned; set require_signed_index once the publisher signs it")

@@ -160,6 +160,16 @@ def test_an_unsigned_index_warns_or_is_refused_with_require_signed_index(site: G
 def test_require_signed_index_needs_a_policy(site: Gallery) -> None:
     with pytest.raises(ConfigError, match="need a policy"):
         site.config(verification=None, require_signed_index=True)
+    with pytest.raises(ConfigError, match="contradicts"):
+        site.config(index_signature="none", require_signed_index=True)
+
+
+def test_an_index_declared_unsigned_is_not_looked_up(site: Gallery) -> None:
+    """index_signature: none (LocalAI's index is unsigned): no lookup, no warning, no check."""
+    site.publish({"app": "v1"}, identity=MALLORY)  # a signature that would be refused is ignored
+    state = site.load(index_signature="none")
+    assert state.error is None and state.loaded is not None
+    assert state.loaded.signature is None and state.loaded.warnings == ()
 
 
 def test_a_stale_index_beyond_max_index_age(site: Gallery) -> None:
