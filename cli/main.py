@@ -538,8 +538,10 @@ def show_command(
 
     def action(config: Config) -> int:
         with make_http_client(config) as client:
-            result = show_backend(config, name, client=client, detector=detect_host_facts)
-            installer = _installer(config, client)
+            installer = _installer(config, client)  # one catalog for the description and the update check
+            result = show_backend(
+                config, name, client=client, detector=detect_host_facts, catalog=installer.catalog
+            )
             installed = read_metadata(config.backends_path / result.entry.name)
             if installed is not None:
                 update = installer.check_updates([installed]).get(installed.name)

@@ -210,14 +210,20 @@ def installed_summary(backend: BackendMetadata, update: UpdateCheck | None) -> d
 
 
 def show_backend(
-    config: Config, name: str, *, client: httpx.Client, detector: CapabilityDetector
+    config: Config,
+    name: str,
+    *,
+    client: httpx.Client,
+    detector: CapabilityDetector,
+    catalog: Catalog | None = None,
 ) -> ShowResult:
     """Resolve ``name`` and describe what an install would try, and under which policy.
+    ``catalog``: the galleries already loaded (else they are loaded here).
 
     Raises:
         BackendNotFound, AmbiguousName, IndexFormatError: see ``resolve_backend``.
     """
-    catalog = load_catalog(config, client=client)
+    catalog = catalog or load_catalog(config, client=client)
     selector = CapabilitySelector(config.capability, detector)
     resolution = resolve_backend(catalog, name, capabilities=selector)
     entry = resolution.entry
