@@ -95,8 +95,11 @@ def measure(command: list[str], **kwargs: Any) -> dict[str, float]:
 
 
 def _tar_gz(files: list[tuple[str, Path | bytes]]) -> bytes:
+    """A gzip layer with headers as Docker and BuildKit write them: whole-second times, so no
+    per-member PAX record (Python's default format adds one to every member for the fractional
+    mtime, which doubles the headers every tar reader parses)."""
     buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as archive:
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.GNU_FORMAT) as archive:
         for name, source in files:
             if isinstance(source, bytes):
                 info = tarfile.TarInfo(name)
