@@ -65,7 +65,12 @@ def _session_rss(session: int) -> int:
 
 
 def measure(command: list[str], **kwargs: Any) -> dict[str, float]:
-    """Wall seconds and peak RSS (MB) of the whole process tree, sampled every 10 ms."""
+    """Wall seconds and peak RSS (MB) of the whole process tree, sampled every 10 ms.
+
+    Every measurement starts after ``sync``: otherwise the gigabyte of dirty pages the previous
+    command left (tar never flushes; gallery flushes before its swap) is written back during
+    this one and charged to it, whichever tool it is."""
+    os.sync()
     started = time.perf_counter()
     process = subprocess.Popen(command, start_new_session=True, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, **kwargs)  # fmt: skip
