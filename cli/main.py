@@ -533,7 +533,8 @@ def show_command(
     name: Annotated[str, typer.Argument(help="Backend name, alias, or GALLERY@NAME.")],
     as_json: JsonFlag = False,
 ) -> None:
-    """Show how NAME resolves: meta-backend choice, candidates in order, the policy that applies."""
+    """Show how NAME resolves: meta-backend choice, candidates in order, the policy that applies;
+    when installed, who signed it, when, and whether a newer signed build is on offer."""
     out = Output(as_json=as_json)
 
     def action(config: Config) -> int:
