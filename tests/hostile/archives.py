@@ -17,8 +17,9 @@ import zstandard
 
 from gallery.errors import UnsafeArchiveError
 
+from ..registry_server import LAYER_GZIP, LAYER_TAR, LAYER_ZSTD
 from ..tarbuild import Member, directory, file, gz, hardlink, raw_header, symlink, tar_bytes, zst
-from .harness import ABSOLUTE_ESCAPE, LAYER_GZIP, LAYER_TAR, LAYER_ZSTD, LIMITS, Case
+from .harness import ABSOLUTE_ESCAPE, LIMITS, Case
 
 Layers = list[tuple[bytes, str]]
 

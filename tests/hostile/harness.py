@@ -32,14 +32,12 @@ from gallery.signatures import SigstoreVerifier
 from gallery.transport import make_http_client
 
 from ..conftest import REPO
+from ..registry_server import LAYER_GZIP
 from ..tarbuild import file, gz, tar_bytes
 
 sys.path.insert(0, str(REPO / "galleries" / "demo"))
 from make_layouts import write_layout
 
-LAYER_TAR = "application/vnd.oci.image.layer.v1.tar"
-LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
-LAYER_ZSTD = "application/vnd.oci.image.layer.v1.tar+zstd"
 ABSOLUTE_ESCAPE = Path("/tmp/gallery-hostile-escaped")
 FAST = RetryPolicy(attempts=2, initial_wait=0)
 

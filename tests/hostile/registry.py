@@ -18,6 +18,7 @@ from gallery.oci_models import InvalidManifest
 from gallery.pin import UnsupportedImage
 from gallery.registry import RegistryError
 
+from ..registry_server import BUNDLE_TYPE, EMPTY_CONFIG
 from ..sigstore_instance import SigstoreInstance
 from .harness import Case
 from .server import (
@@ -33,8 +34,6 @@ from .server import (
     stall,
 )
 
-BUNDLE_TYPE = "application/vnd.dev.sigstore.bundle.v0.3+json"
-EMPTY_CONFIG = "application/vnd.oci.empty.v1+json"
 USER, PASSWORD = "alice", "s3cret"
 BASIC = "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
 

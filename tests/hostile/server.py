@@ -8,7 +8,6 @@ Every request is recorded (method, path, headers) so a case can check what was a
 
 from __future__ import annotations
 
-import hashlib
 import json
 import threading
 from collections.abc import Callable, Iterator
@@ -17,19 +16,15 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from ..registry_server import LAYER_GZIP, OCI_CONFIG, OCI_INDEX, OCI_MANIFEST
+from ..registry_server import digest_of as sha256
 from ..tarbuild import file, gz, tar_bytes
 
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-OCI_INDEX = "application/vnd.oci.image.index.v1+json"
-OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
-LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
+__all__ = ["OCI_INDEX", "OCI_MANIFEST", "REPO", "HostileRegistry", "hostile_registry", "sha256"]
+
 REPO = "hostile/app"
 
 Handler = Callable[["_RequestHandler"], None]
-
-
-def sha256(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
 @dataclass

@@ -14,10 +14,11 @@ from gallery.config import load_config
 from gallery.errors import ConfigError
 
 from ..conftest import REPO
+from ..registry_server import LAYER_GZIP
 from ..sigstore_instance import DEFAULT_IDENTITY, GITHUB_ISSUER, SigstoreInstance
 from ..tarbuild import file, gz, tar_bytes
 from . import archives, disk, indexes, registry
-from .harness import ABSOLUTE_ESCAPE, LAYER_GZIP, Case, Project, assert_outcome, write_layout
+from .harness import ABSOLUTE_ESCAPE, Case, Project, assert_outcome, write_layout
 from .server import hostile_registry
 
 ARCHIVES = archives.cases()
