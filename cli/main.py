@@ -19,7 +19,6 @@ import typer
 from typer.core import TyperGroup
 
 from gallery import __version__
-from gallery.bundle import write_bundle
 from gallery.capability import detect_host_facts
 from gallery.checksum import checksum_index
 from gallery.config import Config, Limits, load_config
@@ -28,7 +27,7 @@ from gallery.fleet import lock_backends, preload
 from gallery.fsck import mark_repaired, prune_cache, scan
 from gallery.fsutil import read_at_most
 from gallery.index import IndexEntry
-from gallery.install import BatchResult, Installer, InstallResult, ProgressReporter
+from gallery.install import BatchResult, Installer, ProgressReporter
 from gallery.lint import describe_refusal, lint_index, lint_signature
 from gallery.lockfile import LockFile, read_lock, write_lock
 from gallery.metadata import BackendMetadata, read_metadata
@@ -196,21 +195,7 @@ def export_command(
 
     def action(config: Config) -> int:
         with make_http_client(config) as client:
-            installer = _installer(config, client)
-            items, results = [], []
-            for name in names:
-                try:
-                    item = installer.export_item(name)
-                except GalleryError as exc:
-                    results.append(InstallResult(name, "failed", error=exc))
-                    continue
-                items.append(item)
-                results.append(InstallResult(name, "exported", item.resolution.entry.name,
-                                             item.pinned.resolved_digest, item.pinned.label,
-                                             item.evidence.verified))  # fmt: skip
-        batch = BatchResult(tuple(results))
-        if batch.exit_code == 0:
-            write_bundle(items, output, cache=installer.cache)
+            batch = _installer(config, client).export(names, output)
         out.batch_result(batch)
         return batch.exit_code
 

@@ -13,10 +13,10 @@ from rich.table import Table
 
 from gallery.checksum import ChecksumReport
 from gallery.fsck import FsckReport, PruneResult
-from gallery.install import BatchResult, UpdateCheck
 from gallery.lint import LintReport
 from gallery.metadata import BackendMetadata
 from gallery.queries import DoctorReport, ListResult, Notice, ShowResult, installed_summary
+from gallery.results import BatchResult, UpdateCheck
 from gallery.swap import RecoveryReport
 
 __all__ = ["Output", "clean"]
@@ -103,6 +103,8 @@ class Output:
             )
             if len(candidate.endpoints) > 1:
                 p(f"       registries: {', '.join(candidate.endpoints)}", highlight=False)
+            if candidate.proves:
+                p(f"       must prove: {clean(candidate.proves)}", highlight=False)
         if result.policy is None:
             p("  verification: no policy", highlight=False)
         else:

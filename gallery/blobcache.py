@@ -71,8 +71,8 @@ class BlobWriter:
     """Receives a blob's bytes (possibly resuming a partial file); ``commit`` checks and publishes."""
 
     def __init__(self, cache: BlobCache, digest: str | None, size: int | None) -> None:
-        """``digest``/``size`` ``None``: not known in advance (a tarball without sha256); the blob is
-        then stored under the digest of what was received."""
+        """``digest``/``size`` ``None``: not known in advance (a tarball without sha256); such a
+        download is ``seal``ed outside ``blobs/``, never committed into it."""
         self._cache = cache
         self.digest = digest
         self.size = size
@@ -112,6 +112,27 @@ class BlobWriter:
         Raises:
             DigestMismatch: the bytes are not the blob that was asked for (the partial is deleted).
         """
+        if self.digest is None:  # only bytes checked against a digest known in advance are cached
+            raise DigestMismatch("a blob of no expected digest cannot be committed to the cache")
+        self._check()
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._file.close()
+        final = self._cache.path(self.digest)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        self._partial.replace(final)
+        fsync_directory(final.parent)
+        return final
+
+    def seal(self) -> Path:
+        """Finish a scratch download (no expected digest): it stays outside ``blobs/``, named by
+        the digest of what was received (``self.digest``); the caller deletes it after use."""
+        self._check()
+        self._file.flush()
+        self._file.close()
+        return self._partial
+
+    def _check(self) -> None:
         actual = "sha256:" + self._hash.hexdigest()
         if (self.size is not None and self.offset != self.size) or (
             self.digest is not None and actual != self.digest
@@ -122,14 +143,6 @@ class BlobWriter:
                 f"expected {self.size} bytes; nothing was cached"
             )
         self.digest = actual
-        self._file.flush()
-        os.fsync(self._file.fileno())
-        self._file.close()
-        final = self._cache.path(self.digest)
-        final.parent.mkdir(parents=True, exist_ok=True)
-        self._partial.replace(final)
-        fsync_directory(final.parent)
-        return final
 
     def close(self) -> None:
         """Keep the partial file for a later resume."""
@@ -143,10 +156,12 @@ class BlobWriter:
 
 
 class BlobCache:
-    def __init__(self, root: Path) -> None:
-        """``root`` is ``cache_path/blobs``; partial downloads and locks go to its parent."""
+    def __init__(self, root: Path, *, lock_timeout: float = 600.0) -> None:
+        """``root`` is ``cache_path/blobs``; partial downloads and locks go to its parent.
+        ``lock_timeout``: how long to wait for another process fetching the same blob."""
         self.root = root
         self.state = root.parent
+        self._lock_timeout = lock_timeout
 
     def path(self, digest: str) -> Path:
         return self.root / "sha256" / _hex(digest)
@@ -161,10 +176,16 @@ class BlobCache:
         (self.state / "partial").mkdir(parents=True, exist_ok=True)
         return BlobWriter(self, digest, size)
 
+    def scratch(self) -> BlobWriter:
+        """A download of no expected digest (an unverified tarball): ``seal`` leaves it outside
+        ``blobs/``, which holds only bytes checked against a digest known in advance."""
+        return self.writer(None, None)
+
     @contextlib.contextmanager
-    def locked(self, digest: str, *, timeout: float = 600.0) -> Iterator[None]:
+    def locked(self, digest: str) -> Iterator[None]:
         """Hold the blob's lock while fetching it: processes sharing the cache download it once
         and never write into the same partial file."""
+        timeout = self._lock_timeout
         locks = self.state / "locks"
         locks.mkdir(parents=True, exist_ok=True)
         lock = filelock.FileLock(locks / f"{_hex(digest)}.lock", timeout=timeout)
@@ -178,9 +199,10 @@ class BlobCache:
             ) from exc
 
     @contextlib.contextmanager
-    def reading(self, digest: str) -> Iterator[HashingReader]:
-        """Open a cached blob; the caller checks ``reader.digest`` after draining it."""
-        with self.path(digest).open("rb") as handle:
+    def reading(self, digest: str, *, path: Path | None = None) -> Iterator[HashingReader]:
+        """Open a cached blob (or the scratch file ``path`` holding it); the caller checks
+        ``reader.digest`` after draining it."""
+        with (path or self.path(digest)).open("rb") as handle:
             yield HashingReader(handle)
 
     def evict(self, digest: str) -> None:

@@ -40,7 +40,7 @@ from .safe_yaml import YamlLimits
 from .sources import OciLayoutSource
 from .verification import Evidence
 
-__all__ = ["BUNDLE_INDEX", "ExportItem", "bundle_entries", "open_bundle", "write_bundle"]
+__all__ = ["BUNDLE_INDEX", "ExportItem", "bundle_entries", "open_bundle", "read_bundle_index", "write_bundle"]
 
 BUNDLE_INDEX = "index.yaml"
 _BUNDLE_TYPE = "application/vnd.dev.sigstore.bundle.v0.3+json"
@@ -174,28 +174,65 @@ def open_bundle(path: Path, *, work: Path, limits: ExtractLimits) -> Path:
     return root
 
 
-def bundle_entries(root: Path, *, max_bytes: int) -> list[IndexEntry]:
-    """The bundle's entries with their layouts made absolute; an entry pointing outside the
-    bundle, or anywhere but a layout in it, is refused.
+def read_bundle_index(path: Path, *, max_bytes: int) -> list[IndexEntry]:
+    """The bundle's entries as it lists them (layouts relative to it), read without unpacking
+    anything: a tar is scanned for its ``index.yaml``, so what the entries need can be decided
+    before a byte is written. An entry pointing outside the bundle, or anywhere but a layout in it,
+    is refused.
 
     Raises:
-        IndexFormatError: the index is unusable, or an entry escapes the bundle.
+        ConfigError: not a bundle. IndexFormatError: the index is unusable or an entry escapes.
     """
-    with (root / BUNDLE_INDEX).open("rb") as handle:
-        data = read_at_most(handle, max_bytes)
-    parsed = parse_index(data, limits=YamlLimits(max_bytes=max_bytes))
-    entries = []
+    if path.is_dir():
+        try:
+            with (path / BUNDLE_INDEX).open("rb") as handle:
+                data = read_at_most(handle, max_bytes + 1)
+        except FileNotFoundError:
+            raise ConfigError(f"{path} is not a gallery bundle (no {BUNDLE_INDEX})") from None
+    elif path.is_file():
+        data = _index_from_tar(path, max_bytes)
+    else:
+        raise ConfigError(f"{path}: no such bundle", hint="give the directory or .tar 'gallery export' wrote")
+    if len(data) > max_bytes:
+        raise IndexFormatError(f"{path}: {BUNDLE_INDEX} is larger than limits.max_index_bytes ({max_bytes})")
+    parsed = parse_index(data, limits=YamlLimits(max_bytes=max_bytes), local=True)
     for entry in parsed.entries:
         source = entry.source
-        if source is None:
-            entries.append(entry)
-            continue
         relative = Path(source.path) if isinstance(source, OciLayoutSource) else None
-        if relative is None or relative.is_absolute() or ".." in relative.parts:
+        if source is not None and (relative is None or relative.is_absolute() or ".." in relative.parts):
             raise IndexFormatError(
                 f"bundle entry {entry.name!r}: {entry.uri!r} is not a layout inside the bundle"
             )
-        entries.append(
-            entry.model_copy(update={"uri": f"ocifile://{root.resolve() / relative}", "mirrors": ()})
-        )
-    return entries
+    return list(parsed.entries)
+
+
+def _index_from_tar(path: Path, max_bytes: int) -> bytes:
+    try:
+        with path.open("rb") as handle:
+            compression = sniff_compression(handle.read(4))
+            handle.seek(0)
+            with (
+                decompressing(handle, compression) as stream,
+                tarfile.open(fileobj=stream, mode="r|") as archive,
+            ):
+                for member in archive:
+                    if member.name.removeprefix("./") == BUNDLE_INDEX and member.isreg():
+                        extracted = archive.extractfile(member)
+                        if extracted is not None:
+                            return read_at_most(extracted, max_bytes + 1)
+    except (tarfile.TarError, OSError, EOFError) as exc:
+        raise ConfigError(f"{path} is not a readable bundle tar: {type(exc).__name__}") from exc
+    raise ConfigError(f"{path} is not a gallery bundle (no {BUNDLE_INDEX})")
+
+
+def bundle_entries(root: Path, entries: Sequence[IndexEntry]) -> list[IndexEntry]:
+    """``entries`` with their layouts made absolute under the bundle's directory ``root``."""
+    placed = []
+    for entry in entries:
+        source = entry.source
+        if isinstance(source, OciLayoutSource):
+            entry = entry.model_copy(
+                update={"uri": f"ocifile://{root.resolve() / source.path}", "mirrors": ()}
+            )
+        placed.append(entry)
+    return placed

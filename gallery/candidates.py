@@ -21,7 +21,7 @@ from .sources import BackendSource, OciSource
 
 __all__ = ["Candidate", "build_candidates", "registry_endpoints"]
 
-CandidateKind = Literal["uri", "mirror", "fallback"]
+CandidateKind = Literal["uri", "mirror", "fallback", "recorded"]  # recorded: the blob cache (repair)
 
 
 @dataclass(frozen=True, slots=True)

@@ -84,7 +84,7 @@ def checksum_index(
             data = read_at_most(handle, max_bytes)
     except OSError as exc:
         raise OperationalError(f"cannot read {path}: {exc.strerror or exc}") from exc
-    parsed = parse_index(data, limits=YamlLimits(max_bytes=max_bytes))
+    parsed = parse_index(data, limits=YamlLimits(max_bytes=max_bytes), local=True)
     text = data.decode("utf-8")
     locations = _uri_locations(text)
     report = ChecksumReport()
@@ -99,7 +99,7 @@ def checksum_index(
         updated = text
         for edit in sorted(edits.values(), key=lambda e: e.start, reverse=True):
             updated = updated[: edit.start] + edit.replacement + updated[edit.end :]
-        parse_index(updated.encode(), limits=YamlLimits(max_bytes=max_bytes))  # still an index
+        parse_index(updated.encode(), limits=YamlLimits(max_bytes=max_bytes), local=True)  # still an index
         atomic_write_bytes(path, updated.encode("utf-8"))
         report.written = True
     return report

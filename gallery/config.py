@@ -145,6 +145,9 @@ class GalleryConfig(_Model):
     """Who must have signed its images and tarballs (without it: unverified; strict mode refuses)."""
     trusted_root: str | None = None
     """This gallery's Sigstore trusted root (`production` or a path); overrides the top-level one."""
+    require_pinned_digests: bool = False
+    """Every OCI `uri` must carry `@sha256:` and every tarball a sha256, and only those bytes install:
+    with a signed index, this closes substitution by a registry or mirror (docs/trust-model.md)."""
     index_signature: str | None = None
     """The index's `sign-blob` bundle (default: index location + `.sigstore.json`); `none`: not signed."""
     require_signed_index: bool = False

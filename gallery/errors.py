@@ -18,7 +18,9 @@ for it (see docs/cli.md):
         ├── DigestMismatch            bytes whose sha256 is not the one asked for
         ├── UnsafeArchiveError        an archive member breaks an extraction rule
         ├── SignatureError            no signature satisfies the gallery's policy
-        └── StrictModeRefusal         require_integrity refuses something it cannot verify
+        ├── DowngradeRefused          an upgrade's candidate was signed before the installed build
+        └── TrustRefusal              the trust gate refuses every candidate before anything is written
+            └── StrictModeRefusal     require_integrity refuses something it cannot verify
 
 Foreign exceptions (httpx, yaml, pydantic, OSError) are wrapped at the boundary that sees them
 with ``raise ... from exc``, so callers only ever catch ``GalleryError``.
@@ -42,6 +44,7 @@ __all__ = [
     "SignatureError",
     "SourceUnavailable",
     "StrictModeRefusal",
+    "TrustRefusal",
     "UnsafeArchiveError",
     "UsageError",
 ]
@@ -143,7 +146,12 @@ class UnsafeArchiveError(IntegrityError):
     """An archive member would escape staging or is not allowed (device, traversal, bomb, ...)."""
 
 
-class StrictModeRefusal(IntegrityError):
+class TrustRefusal(IntegrityError):
+    """The trust gate refuses every candidate of an entry (a policy it cannot satisfy, a local path
+    named by a remote index, a digest that is not pinned); nothing was written."""
+
+
+class StrictModeRefusal(TrustRefusal):
     """Strict mode refuses something that cannot be verified; nothing was written."""
 
 

@@ -30,10 +30,10 @@ import filelock
 from .config import Config
 from .errors import GalleryError
 from .fsutil import remove_tree
-from .install import BatchResult
 from .locks import LockBusy, backend_lock
 from .metadata import METADATA_FILE, BackendMetadata, read_metadata
 from .names import is_valid_name
+from .results import BatchResult
 from .swap import StateDir, pending_names
 
 __all__ = ["Finding", "FsckReport", "PruneResult", "mark_repaired", "prune_cache", "referenced_blobs", "scan"]

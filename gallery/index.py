@@ -19,9 +19,21 @@ from .digests import is_sha256_hex
 from .errors import IndexFormatError
 from .names import validate_name
 from .safe_yaml import YamlLimits, YamlRefused, load_bounded_yaml
-from .sources import BackendSource, SourceParseError, TarballSource, parse_backend_uri
+from .sources import (
+    BackendSource,
+    OciSource,
+    SourceParseError,
+    TarballSource,
+    is_local_source,
+    is_local_url,
+    parse_backend_uri,
+)
 
-__all__ = ["IndexEntry", "IndexProblem", "ParsedIndex", "parse_index"]
+__all__ = ["LOCAL_PATHS_REFUSED", "IndexEntry", "IndexProblem", "ParsedIndex", "parse_index"]
+
+LOCAL_PATHS_REFUSED = (
+    "names a local path (file:// or ocifile://), which only an index on this machine's disk may do"
+)
 
 _CAPABILITY_KEY_RE = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 
@@ -100,15 +112,30 @@ class IndexEntry(BaseModel):
             if self.mirrors:
                 raise ValueError("a meta-backend (no 'uri') cannot have mirrors")
             return self
-        source = self.source
-        if (
-            isinstance(source, TarballSource)
-            and source.sha256
-            and self.sha256
-            and source.sha256 != self.sha256
-        ):
-            raise ValueError("sha256 field and the uri's #sha256= fragment disagree")
+        # One sha256 binds every tarball candidate and one digest every OCI candidate: values given
+        # in several places must agree, or a mirror could quietly name other bytes.
+        _agreeing("sha256", self._sha256_claims())
+        _agreeing("digest", self._digest_claims())
         return self
+
+    def _sources(self) -> list[tuple[str, BackendSource]]:
+        named = [("uri", parse_backend_uri(self.uri))] if self.uri is not None else []
+        return named + [(f"mirrors[{i}]", parse_backend_uri(m)) for i, m in enumerate(self.mirrors)]
+
+    def _sha256_claims(self) -> list[tuple[str, str]]:
+        claims = [("the sha256 field", self.sha256)] if self.sha256 else []
+        return claims + [
+            (f"the {where} #sha256= fragment", source.sha256)
+            for where, source in self._sources()
+            if isinstance(source, TarballSource) and source.sha256
+        ]
+
+    def _digest_claims(self) -> list[tuple[str, str]]:
+        return [
+            (f"the {where} digest", source.reference.digest)
+            for where, source in self._sources()
+            if isinstance(source, OciSource) and source.reference.digest
+        ]
 
     @property
     def is_meta(self) -> bool:
@@ -125,14 +152,33 @@ class IndexEntry(BaseModel):
 
     @property
     def expected_sha256(self) -> str | None:
-        """The tarball checksum from the ``sha256`` field or the uri's fragment."""
-        source = self.source
-        fragment = source.sha256 if isinstance(source, TarballSource) else None
-        return self.sha256 or fragment
+        """The tarball checksum: the ``sha256`` field or any ``#sha256=`` fragment (they agree)."""
+        claims = self._sha256_claims()
+        return claims[0][1] if claims else None
+
+    @property
+    def names_local_paths(self) -> bool:
+        """Whether a candidate or the signature is on local disk (``file://``, ``ocifile://``)."""
+        local_signature = self.signature is not None and is_local_url(self.signature)
+        return local_signature or any(is_local_source(source) for _, source in self._sources())
+
+    @property
+    def pinned_digest(self) -> str | None:
+        """The OCI digest the uri or a mirror carries (``@sha256:``; they agree)."""
+        claims = self._digest_claims()
+        return claims[0][1] if claims else None
 
     def known_fields(self) -> dict[str, Any]:
         """The entry without unknown fields, as JSON-ready data."""
         return self.model_dump(mode="json", exclude=set(self.model_extra or {}), exclude_defaults=True)
+
+
+def _agreeing(what: str, claims: list[tuple[str, str]]) -> None:
+    values = {value for _, value in claims}
+    if len(values) > 1:
+        raise ValueError(
+            f"{what} values disagree: " + ", ".join(f"{where} is {value}" for where, value in claims)
+        )
 
 
 def _parse(value: str, field: str) -> BackendSource:
@@ -161,8 +207,10 @@ class ParsedIndex:
     problems: tuple[IndexProblem, ...]
 
 
-def parse_index(data: bytes, *, limits: YamlLimits) -> ParsedIndex:
-    """Parse a gallery index.
+def parse_index(data: bytes, *, limits: YamlLimits, local: bool) -> ParsedIndex:
+    """Parse a gallery index. ``local``: the index was read from this machine's disk; an index
+    read over the network may not name local files (``file://``, ``ocifile://``): such entries
+    are skipped with a reason.
 
     Raises:
         IndexFormatError: the document as a whole is unusable (not YAML, over a limit, not a list).
@@ -192,6 +240,9 @@ def parse_index(data: bytes, *, limits: YamlLimits) -> ParsedIndex:
             continue
         except (TypeError, ValueError) as exc:  # e.g. non-string keys in the mapping
             problems.append(IndexProblem(position, display_name, str(exc)))
+            continue
+        if not local and entry.names_local_paths:
+            problems.append(IndexProblem(position, entry.name, LOCAL_PATHS_REFUSED))
             continue
         if entry.name in first_position:
             problems.append(

@@ -83,6 +83,11 @@ class LoadedIndex:
     signature: Evidence | None = None
     warnings: tuple[str, ...] = ()
 
+    @property
+    def local(self) -> bool:
+        """Read from this machine's disk: only such an index may name local paths."""
+        return _is_local(self.source)
+
 
 @dataclass(frozen=True, slots=True)
 class CachedIndex:
@@ -197,7 +202,7 @@ def fetch_gallery_index(
             failures.append(SourceFailure(original, str(exc), malformed=False, untrusted=True))
             continue
         try:
-            parsed = parse_index(data, limits=yaml_limits)
+            parsed = parse_index(data, limits=yaml_limits, local=location.kind == "file")
         except IndexFormatError as exc:
             failures.append(SourceFailure(original, str(exc), malformed=True))
             continue
@@ -214,7 +219,7 @@ def fetch_gallery_index(
         label = f"last good copy of {previous.source}"
         try:
             signature, warnings = trust.judge_cached(previous)
-            parsed = parse_index(previous.data, limits=yaml_limits)
+            parsed = parse_index(previous.data, limits=yaml_limits, local=_is_local(previous.source))
         except _Untrusted as exc:
             failures.append(SourceFailure(label, str(exc), malformed=False, untrusted=True))
         except IndexFormatError as exc:
@@ -332,6 +337,11 @@ class _IndexTrust:
             return parse_index_location(self.gallery.index_signature, base_dir=Path("/"))
         target = location.target + SIGNATURE_SUFFIX
         return IndexLocation(location.kind, target, location.original + SIGNATURE_SUFFIX)
+
+
+def _is_local(source: str) -> bool:
+    """Whether the location an index was read from is on this machine's disk (what it may name)."""
+    return parse_index_location(source, base_dir=Path("/")).kind == "file"
 
 
 def _days(delta: timedelta) -> str:

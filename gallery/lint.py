@@ -66,7 +66,7 @@ def lint_index(data: bytes, *, max_bytes: int) -> LintReport:
     Raises:
         IndexFormatError: the document as a whole is unusable (not YAML, over a limit, not a list).
     """
-    parsed = parse_index(data, limits=YamlLimits(max_bytes=max_bytes))
+    parsed = parse_index(data, limits=YamlLimits(max_bytes=max_bytes), local=True)
     findings = [
         LintFinding("error", problem.name or f"#{problem.position + 1}", str(problem))
         for problem in parsed.problems

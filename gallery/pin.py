@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol
 
 from .blobcache import BlobWriter
@@ -62,6 +63,9 @@ class PinnedImage:
     # The exact bytes of the documents pinned (resolved index or manifest, platform manifest), by
     # digest: what an export writes so that signatures still bind.
     documents: Mapping[str, bytes] = field(default_factory=dict)
+    # Blobs already on local disk outside the cache, by digest: an unverified tarball's download,
+    # which is never committed to the verified-only blob cache (deleted once used).
+    local_blobs: Mapping[str, Path] = field(default_factory=dict)
 
 
 def pin_image(

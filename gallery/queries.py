@@ -15,19 +15,19 @@ from typing import Any, Literal
 
 import httpx
 
-from .candidates import build_candidates, registry_endpoints
+from .candidates import registry_endpoints
 from .capability import CapabilityDetector
 from .catalog import Catalog, load_catalog
 from .config import Config, GalleryConfig
 from .index import IndexEntry
 from .index_fetch import LoadedIndex
-from .install import UpdateCheck
 from .metadata import BackendMetadata
 from .resolve import CapabilitySelector, resolve_backend
+from .results import UpdateCheck
 from .signatures import TrustRootError, TrustRoots
 from .sources import OciSource
 from .swap import pending_names
-from .trust import plan_for_entry
+from .trust import plan_resolution
 
 __all__ = [
     "Check",
@@ -140,9 +140,11 @@ class CandidateView:
     uri: str
     note: str
     endpoints: tuple[str, ...]
+    proves: str = ""  # what the trust gate demands of it, or why it refuses it
 
     def to_json(self) -> dict[str, Any]:
-        return {"kind": self.kind, "uri": self.uri, "note": self.note, "registries": list(self.endpoints)}
+        return {"kind": self.kind, "uri": self.uri, "note": self.note, "registries": list(self.endpoints),
+                "must_prove": self.proves}  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,14 +230,17 @@ def show_backend(
     resolution = resolve_backend(catalog, name, capabilities=selector)
     entry = resolution.entry
     state = resolution.gallery
+    plan = plan_resolution(resolution, config)
     views = []
-    for candidate in build_candidates(entry, lookup=state.entry):
+    for candidate_plan in plan.candidates:
+        candidate = candidate_plan.candidate
         endpoints: tuple[str, ...] = ()
         if isinstance(candidate.source, OciSource):
             endpoints = registry_endpoints(candidate.source.reference, config.registry_mirrors)
-        views.append(CandidateView(candidate.kind, str(candidate.source), candidate.note, endpoints))
+        views.append(CandidateView(candidate.kind, str(candidate.source), candidate.note, endpoints,
+                                   candidate_plan.describe()))  # fmt: skip
     policy = state.config.verification
-    plan = plan_for_entry(entry, state.config, require_integrity=config.require_integrity)
+    first = plan.admitted[0] if plan.admitted else None
     choice = resolution.capability
     return ShowResult(
         requested=name,
@@ -249,10 +254,10 @@ def show_backend(
         shadowed_in=resolution.shadowed_in,
         candidates=tuple(views),
         policy=None if policy is None else policy.describe(),
-        protection=plan.protection,
+        protection=first.describe() if first is not None else "refused",
         strict_mode=config.require_integrity,
         refusal=plan.refusal,
-        warning=plan.warning,
+        warning=first.warning if first is not None else None,
         notices=tuple(n for n in catalog_notices(catalog) if n.level == "error"),
     )
 

@@ -14,8 +14,8 @@ from collections.abc import Sequence
 
 from .config import Config
 from .errors import BackendNotFound, GalleryError, IntegrityError, SignatureError
-from .install import BatchResult, InstallResult
 from .metadata import BackendMetadata
+from .results import BatchResult, InstallResult
 from .signatures import TrustRoots, verify_blob_bundle, verify_image_bundle
 from .verification import Evidence
 

@@ -12,15 +12,17 @@ Rules, in order:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
+from typing import Literal
 
 from .capability import CapabilityChoice, CapabilityDetector, choose_capability, preferred_capabilities
 from .catalog import Catalog, GalleryState
 from .errors import AmbiguousName, BackendNotFound, IndexFormatError, IndexUnavailable
 from .index import IndexEntry
 
-__all__ = ["CapabilitySelector", "Resolution", "resolve_backend"]
+__all__ = ["CapabilitySelector", "Resolution", "resolve_backend", "resolve_meta"]
 
 
 class CapabilitySelector:
@@ -50,6 +52,9 @@ class Resolution:
     capability: CapabilityChoice | None
     via_alias: bool
     shadowed_in: tuple[str, ...]
+    # Where the entry came from: only an index read from this machine's disk (or a bundle, a lock
+    # file, the blob cache) may name local paths.
+    origin: Literal["local", "remote"] = "remote"
 
 
 def resolve_backend(catalog: Catalog, requested: str, *, capabilities: CapabilitySelector) -> Resolution:
@@ -65,26 +70,7 @@ def resolve_backend(catalog: Catalog, requested: str, *, capabilities: Capabilit
     choice: CapabilityChoice | None = None
     if entry.is_meta:
         meta = entry
-        choice = choose_capability(entry.capabilities, capabilities.preferences, source=capabilities.source)
-        if choice is None:
-            raise IndexFormatError(
-                f"meta-backend {entry.name!r} in gallery {state.name!r} has no capability for this host "
-                f"(tried {', '.join(capabilities.preferences)}; it offers {', '.join(entry.capabilities)})",
-                hint="set 'capability' in the config to one it offers",
-            )
-        target = state.entry(choice.target)
-        if target is None:
-            raise IndexFormatError(
-                f"meta-backend {entry.name!r} maps capability {choice.key!r} to {choice.target!r}, "
-                f"which gallery {state.name!r} does not have",
-                hint="report it to the gallery maintainers, or set another 'capability'",
-            )
-        if target.is_meta:
-            raise IndexFormatError(
-                f"meta-backend {entry.name!r} maps {choice.key!r} to {target.name!r}, another meta-backend; "
-                "a capability must name a concrete entry",
-            )
-        entry = target
+        choice, entry = resolve_meta(entry, state.entry, capabilities=capabilities, gallery=state.name)
     return Resolution(
         requested=requested,
         gallery=state,
@@ -93,7 +79,44 @@ def resolve_backend(catalog: Catalog, requested: str, *, capabilities: Capabilit
         capability=choice,
         via_alias=via_alias,
         shadowed_in=shadowed,
+        origin="local" if state.loaded is not None and state.loaded.local else "remote",
     )
+
+
+def resolve_meta(
+    meta: IndexEntry,
+    lookup: Callable[[str], IndexEntry | None],
+    *,
+    capabilities: CapabilitySelector,
+    gallery: str,
+) -> tuple[CapabilityChoice, IndexEntry]:
+    """The concrete entry a meta-backend installs here, with the capability that chose it; the one
+    meta-backend resolution (galleries and bundles alike).
+
+    Raises:
+        IndexFormatError: no capability of this host is offered, the entry it names is missing,
+            or it is another meta-backend.
+    """
+    choice = choose_capability(meta.capabilities, capabilities.preferences, source=capabilities.source)
+    if choice is None:
+        raise IndexFormatError(
+            f"meta-backend {meta.name!r} in gallery {gallery!r} has no capability for this host "
+            f"(tried {', '.join(capabilities.preferences)}; it offers {', '.join(meta.capabilities)})",
+            hint="set 'capability' in the config to one it offers",
+        )
+    target = lookup(choice.target)
+    if target is None:
+        raise IndexFormatError(
+            f"meta-backend {meta.name!r} maps capability {choice.key!r} to {choice.target!r}, "
+            f"which gallery {gallery!r} does not have",
+            hint="report it to the gallery maintainers, or set another 'capability'",
+        )
+    if target.is_meta:
+        raise IndexFormatError(
+            f"meta-backend {meta.name!r} maps {choice.key!r} to {target.name!r}, another meta-backend; "
+            "a capability must name a concrete entry",
+        )
+    return choice, target
 
 
 def _find(catalog: Catalog, requested: str) -> tuple[GalleryState, IndexEntry, bool, tuple[str, ...]]:

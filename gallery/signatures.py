@@ -40,6 +40,7 @@ from sigstore_models.trustroot import v1 as trustroot_v1
 from .errors import OperationalError, SignatureError
 from .fsutil import read_at_most
 from .policy import VerificationPolicy
+from .references import ReferenceParseError, parse_reference
 from .verification import Evidence, SignatureSource
 
 # sigstore is imported here, at start-up, although it is two fifths of the CLI's import time: its
@@ -207,16 +208,24 @@ def _load_bundle(data: bytes) -> Bundle:
     try:
         return Bundle.from_json(data)
     except (InvalidBundle, ValueError, KeyError, TypeError) as exc:
-        raise SignatureError(f"not a Sigstore bundle: {str(exc)[:200]}") from exc
+        # The parser's message may quote the bytes, and those may be anything: never echo them.
+        raise SignatureError(f"not a Sigstore bundle ({len(data)} bytes; {type(exc).__name__})") from exc
 
 
 def verify_image_bundle(
-    data: bytes, *, digest: str, policy: VerificationPolicy, root: LoadedRoot, covers: Callable[[str], bool]
+    data: bytes,
+    *,
+    digest: str,
+    policy: VerificationPolicy,
+    root: LoadedRoot,
+    covers: Callable[[str], bool],
+    repositories: frozenset[str] | None = None,
 ) -> Evidence:
     """Verify one bundle for ``digest``; return the evidence or raise ``SignatureError``.
 
     ``covers(subject_digest)`` answers whether a signature over another digest still covers
-    ``digest`` (a signed image index that lists the platform manifest).
+    ``digest`` (a signed image index that lists the platform manifest). ``repositories``: where
+    the signed subject names its repository, it must be one of these.
     """
     bundle = _load_bundle(data)
     certificate_policy = _CertificatePolicy(policy)
@@ -226,10 +235,33 @@ def verify_image_bundle(
         raise SignatureError(str(exc)) from exc
     if payload_type != _IN_TOTO:
         raise SignatureError(f"DSSE payload type is {payload_type!r}, expected {_IN_TOTO}")
-    subject_digests = _cosign_subjects(payload)
-    if digest not in subject_digests and not any(covers(d) for d in subject_digests):
-        raise SignatureError(f"signature is over {', '.join(subject_digests) or 'nothing'}, not {digest}")
+    subjects = _cosign_subjects(payload)
+    matching = [s for s in subjects if s.digest == digest or covers(s.digest)]
+    if not matching:
+        signed = ", ".join(s.digest for s in subjects) or "nothing"
+        raise SignatureError(f"signature is over {signed}, not {digest}")
+    if repositories is not None:
+        _check_repository(matching, repositories)
     return _evidence(bundle, data, digest, policy, root, certificate_policy)
+
+
+def _check_repository(subjects: list[_Subject], repositories: frozenset[str]) -> None:
+    """cosign's bundles name no repository, but a producer that does (an in-toto subject ``name``)
+    binds the signature to it: an image signed for one repository is not accepted for another."""
+    for subject in subjects:
+        if subject.name is None:
+            continue
+        named = _repository_name(subject.name)
+        if named not in repositories:
+            expected = " or ".join(sorted(repositories)) or "this entry"
+            raise SignatureError(f"the signature is for {subject.name}, not for {expected}")
+
+
+def _repository_name(name: str) -> str:
+    try:
+        return parse_reference(name).name
+    except ReferenceParseError:
+        return name
 
 
 def verify_blob_bundle(
@@ -300,7 +332,13 @@ def _evidence(
     )
 
 
-def _cosign_subjects(payload: bytes) -> list[str]:
+@dataclass(frozen=True)
+class _Subject:
+    digest: str
+    name: str | None
+
+
+def _cosign_subjects(payload: bytes) -> list[_Subject]:
     # sigstore's own Statement model requires subject names, which cosign omits: parse it here.
     try:
         statement: Any = json.loads(payload)
@@ -313,12 +351,13 @@ def _cosign_subjects(payload: bytes) -> list[str]:
             f"predicateType is {statement.get('predicateType')!r}, expected {COSIGN_PREDICATE}"
         )
     subjects = statement.get("subject")
-    digests = []
+    found = []
     for subject in subjects if isinstance(subjects, list) else []:
         value = subject.get("digest", {}).get("sha256") if isinstance(subject, dict) else None
         if isinstance(value, str):
-            digests.append(f"sha256:{value}")
-    return digests
+            name = subject.get("name")
+            found.append(_Subject(f"sha256:{value}", name if isinstance(name, str) and name else None))
+    return found
 
 
 # -- discovery and caching ---------------------------------------------------------------------
@@ -393,12 +432,15 @@ class SigstoreVerifier:
         trusted_root: str,
         gallery: str,
         covers: Callable[[str], bool] = lambda _digest: False,
+        repositories: frozenset[str] | None = None,
     ) -> Evidence:
         """Raises SignatureError (nothing verified), TrustRootError, SourceUnavailable."""
         root = self._roots.get(trusted_root)
-        key = (digest, policy_fingerprint(policy, root.digest))
+        # The repositories are part of what was checked: a success for one entry is not one for another.
+        scope = ",".join(sorted(repositories)) if repositories is not None else "*"
+        key = (digest, policy_fingerprint(policy, root.digest) + "|" + scope)
         return self._cache.get_or_verify(
-            key, lambda: self._verify(digest, sources, policy, root, gallery, covers)
+            key, lambda: self._verify(digest, sources, policy, root, gallery, covers, repositories)
         )
 
     def verify_blob(
@@ -424,6 +466,7 @@ class SigstoreVerifier:
         root: LoadedRoot,
         gallery: str,
         covers: Callable[[str], bool],
+        repositories: frozenset[str] | None,
     ) -> Evidence:
         reasons: list[str] = []
         legacy = False
@@ -431,7 +474,14 @@ class SigstoreVerifier:
             bundles = source.bundles(digest)
             for number, data in enumerate(bundles, 1):
                 try:
-                    return verify_image_bundle(data, digest=digest, policy=policy, root=root, covers=covers)
+                    return verify_image_bundle(
+                        data,
+                        digest=digest,
+                        policy=policy,
+                        root=root,
+                        covers=covers,
+                        repositories=repositories,
+                    )
                 except SignatureError as exc:
                     reasons.append(f"{source.describe()} bundle {number}: {exc.message}")
             if not bundles and source.has_legacy_signature(digest):

@@ -27,6 +27,8 @@ __all__ = [
     "OciSource",
     "SourceParseError",
     "TarballSource",
+    "is_local_source",
+    "is_local_url",
     "parse_backend_uri",
     "parse_index_location",
 ]
@@ -116,6 +118,18 @@ def _parse_tarball_url(url: str) -> TarballSource:
             raise SourceParseError("URL fragment must be '#sha256=' followed by 64 lowercase hex characters")
         sha256 = value
     return TarballSource(url=base, sha256=sha256)
+
+
+def is_local_url(url: str) -> bool:
+    """A ``file://`` URL: only an index that is itself on local disk may name one."""
+    return url.lower().startswith("file://")
+
+
+def is_local_source(source: BackendSource) -> bool:
+    """A source on this machine's disk (an OCI layout, a ``file://`` tarball)."""
+    return isinstance(source, OciLayoutSource) or (
+        isinstance(source, TarballSource) and is_local_url(source.url)
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,7 +23,7 @@ from .pin import PinnedImage
 from .sources import TarballSource
 from .transport import raw_chunks
 
-__all__ = ["TarballUnavailable", "pin_tarball", "read_signature", "stream_url"]
+__all__ = ["TarballTooLarge", "TarballUnavailable", "pin_tarball", "read_signature", "stream_url"]
 
 _CHUNK = 1024 * 1024
 _LAYER_TYPES = {
@@ -35,6 +35,10 @@ _LAYER_TYPES = {
 
 class TarballUnavailable(SourceUnavailable):
     pass
+
+
+class TarballTooLarge(TarballUnavailable):
+    """More bytes than the cap allows: not worth keeping for a resume."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,29 +67,42 @@ def pin_tarball(
 ) -> PinnedImage:
     """Fetch (or find in the cache) the tarball and describe it as a one-layer image.
 
+    With ``expected_sha256`` the bytes are checked and committed to the blob cache; without, they
+    are only downloaded to a scratch file outside ``blobs/`` (``PinnedImage.local_blobs``; the
+    caller deletes it), since nothing unverified is ever cached.
+
     Raises:
         TarballUnavailable: it cannot be fetched.
         DigestMismatch: its sha256 is not the expected one (nothing is cached).
     """
     expected = f"sha256:{expected_sha256}" if expected_sha256 else None
-    if expected is None or not cache.has(expected):
-        writer = cache.writer(expected, None)
+    local: dict[str, Path] = {}
+    if expected is not None and cache.has(expected):
+        digest, path = expected, cache.path(expected)
+    else:
+        writer = cache.writer(expected, None) if expected is not None else cache.scratch()
         try:
             _stream_into(source, writer, client, max_bytes, on_bytes)
-            try:
-                writer.commit()
-            except DigestMismatch as exc:
-                raise DigestMismatch(
-                    f"tarball {source.url}: its sha256 is not the index's {expected_sha256}; "
-                    "nothing was installed"
-                ) from exc
+            path = writer.commit() if expected is not None else writer.seal()
+        except DigestMismatch as exc:
+            raise DigestMismatch(
+                f"tarball {source.url}: its sha256 is not the expected {expected_sha256}; "
+                "nothing was installed"
+            ) from exc
+        except TarballTooLarge:
+            writer.discard()  # it will not fit next time either: nothing is kept
+            raise
+        except BaseException:
+            if expected is None:
+                writer.discard()  # a scratch download is never resumed
+            raise
         finally:
             writer.close()
+        if writer.digest is None:
+            raise DigestMismatch(f"tarball {source.url}: no digest was computed")
         digest = writer.digest
-        assert digest is not None
-    else:
-        digest = expected
-    path = cache.path(digest)
+        if expected is None:
+            local[digest] = path
     with path.open("rb") as handle:
         compression = sniff_compression(handle.read(4))
     layer = Descriptor.model_validate(
@@ -93,7 +110,13 @@ def pin_tarball(
     )
     manifest = ImageManifest.model_validate({"schemaVersion": 2, "config": EMPTY_CONFIG, "layers": [layer]})
     return PinnedImage(
-        str(source), digest, digest, manifest, platform, _TarballBlobs(source, client, max_bytes)
+        str(source),
+        digest,
+        digest,
+        manifest,
+        platform,
+        _TarballBlobs(source, client, max_bytes),
+        local_blobs=local,
     )
 
 
@@ -147,7 +170,7 @@ def stream_url(
         nonlocal received
         received += len(chunk)
         if received > max_bytes:
-            raise TarballUnavailable(f"{what} {url} is larger than {limit} ({max_bytes})")
+            raise TarballTooLarge(f"{what} {url} is larger than {limit} ({max_bytes})")
         sink(chunk)
 
     parts = urlsplit(url)

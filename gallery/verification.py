@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict
 
 from .policy import VerificationPolicy
 
-__all__ = ["Evidence", "SignatureSource", "Verifier"]
+__all__ = ["Evidence", "RecordedSignature", "SignatureSource", "Verifier"]
 
 
 class Evidence(BaseModel):
@@ -32,10 +32,14 @@ class Evidence(BaseModel):
     bundle: dict[str, Any] | None = None
     bundle_digest: str | None = None
     reason: str | None = None
+    # What the trust gate proved before the bytes were used: "signature" (under the policy named
+    # by policy_fingerprint), "sha256" (a tarball's bytes hash to the index's or the signature's
+    # sha256), "digest" (the image is the digest the index or lock pinned). Empty: nothing.
+    proven: tuple[str, ...] = ()
 
     @classmethod
-    def unverified(cls, reason: str) -> Evidence:
-        return cls(verified=False, reason=reason)
+    def unverified(cls, reason: str, *, proven: tuple[str, ...] = ()) -> Evidence:
+        return cls(verified=False, reason=reason, proven=proven)
 
 
 class SignatureSource(Protocol):
@@ -50,6 +54,23 @@ class SignatureSource(Protocol):
     def has_legacy_signature(self, digest: str) -> bool: ...
 
 
+class RecordedSignature:
+    """The bundle a backend's metadata recorded when it was installed (offline re-verification)."""
+
+    def __init__(self, bundle: bytes, *, where: str) -> None:
+        self._bundle = bundle
+        self._where = where
+
+    def describe(self) -> str:
+        return self._where
+
+    def bundles(self, digest: str) -> list[bytes]:
+        return [self._bundle]
+
+    def has_legacy_signature(self, digest: str) -> bool:
+        return False
+
+
 class Verifier(Protocol):
     def verify_image(
         self,
@@ -60,8 +81,12 @@ class Verifier(Protocol):
         trusted_root: str,
         gallery: str,
         covers: Callable[[str], bool] = ...,
+        repositories: frozenset[str] | None = ...,
     ) -> Evidence:
-        """Verify a signature of ``digest`` under ``policy``; raise ``SignatureError`` if none holds."""
+        """Verify a signature of ``digest`` under ``policy``; raise ``SignatureError`` if none holds.
+
+        ``repositories``: the ``registry/repository`` names the entry gives; a signed subject
+        that names a repository (cosign's own bundles name none) must name one of them."""
         ...
 
     def verify_blob(

@@ -104,12 +104,28 @@ def test_a_tampered_bundle_is_refused(tmp_path: Path, exported: dict[str, Path])
 def test_hostile_bundles_are_refused(tmp_path: Path, exported: dict[str, Path]) -> None:
     config = write_config(tmp_path, exported["root"], "http://127.0.0.1:9/index.yaml")
     evil = tmp_path / "evil.tar"
+    listing = (exported["dir"] / "index.yaml").read_bytes()
     with tarfile.open(evil, "w") as archive:
+        info = tarfile.TarInfo("index.yaml")
+        info.size = len(listing)
+        archive.addfile(info, io.BytesIO(listing))
         info = tarfile.TarInfo("../escaped")
         info.size = 4
         archive.addfile(info, io.BytesIO(b"evil"))
     assert gallery(config, "install", "--from", str(evil), "echo").exit_code == 3
     assert not (tmp_path / "escaped").exists() and not (tmp_path / "cache" / "escaped").exists()
+
+    # Without an index.yaml it is no bundle: refused before anything is unpacked.
+    bundles = tmp_path / "cache" / "bundles"
+    before = sorted(bundles.rglob("*")) if bundles.exists() else []
+    listless = tmp_path / "listless.tar"
+    with tarfile.open(listless, "w") as archive:
+        info = tarfile.TarInfo("../escaped")
+        info.size = 4
+        archive.addfile(info, io.BytesIO(b"evil"))
+    assert gallery(config, "install", "--from", str(listless), "echo").exit_code == 2
+    assert not (tmp_path / "escaped").exists()
+    assert (sorted(bundles.rglob("*")) if bundles.exists() else []) == before
 
     escaping = tmp_path / "escaping"
     shutil.copytree(exported["dir"], escaping)

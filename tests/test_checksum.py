@@ -26,7 +26,7 @@ def gallery(tmp_path: Path, *args: str) -> Any:
 
 
 def entries(path: Path) -> dict[str, dict[str, Any]]:
-    parsed = parse_index(path.read_bytes(), limits=YamlLimits(max_bytes=1 << 20))
+    parsed = parse_index(path.read_bytes(), limits=YamlLimits(max_bytes=1 << 20), local=True)
     return {e.name: e.known_fields() for e in parsed.entries}
 
 

@@ -13,7 +13,7 @@ LIMITS = YamlLimits()
 
 
 def parse(text: str):  # type: ignore[no-untyped-def]
-    return parse_index(text.encode(), limits=LIMITS)
+    return parse_index(text.encode(), limits=LIMITS, local=True)
 
 
 def test_localai_shaped_index_loads_every_valid_entry() -> None:

@@ -78,7 +78,7 @@ def test_tarball_sha256_mismatch_is_exit_3_and_nothing_is_kept(tmp_path: Path) -
     wrong = "0" * 64
     installer = installer_for(tmp_path, [{"name": "t", "uri": f"file://{path}#sha256={wrong}"}])
     result = installer.install_one("t")
-    assert result.exit_code == 3 and "is not the index's" in result.error.message  # type: ignore[union-attr]
+    assert result.exit_code == 3 and "is not the expected" in result.error.message  # type: ignore[union-attr]
     assert not (tmp_path / "backends" / "t").exists()
     assert not any((tmp_path / "cache" / "blobs" / "sha256").glob("*"))
 

@@ -17,7 +17,7 @@ from .localai_fixture import build_localai_like_index
 
 
 def gallery(name: str, text: str) -> GalleryState:
-    parsed = parse_index(text.encode(), limits=YamlLimits())
+    parsed = parse_index(text.encode(), limits=YamlLimits(), local=True)
     loaded = LoadedIndex(name, f"/srv/{name}.yaml", False, datetime.now(UTC), parsed, ())
     return GalleryState(GalleryConfig(name=name, url=f"/srv/{name}.yaml"), loaded, None)
 

@@ -18,7 +18,8 @@ from typing import Any
 
 import pytest
 
-from gallery import blobcache, extract, install
+from gallery import blobcache, extract
+from gallery.operations import deploy
 from gallery import swap as swapmodule
 from gallery.errors import OperationalError
 from gallery.fsops import FsOps
@@ -58,7 +59,7 @@ def extraction(code: int) -> Injector:
 
 def metadata_write(code: int) -> Injector:
     def inject(monkeypatch: pytest.MonkeyPatch, root: Path) -> None:
-        monkeypatch.setattr(install, "write_metadata", _failing(code, install.write_metadata))
+        monkeypatch.setattr(deploy, "write_metadata", _failing(code, deploy.write_metadata))
 
     return inject
 

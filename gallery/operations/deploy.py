@@ -1,0 +1,209 @@
+"""Placing what the trust gate verified: fetch missing blobs by digest into the cache, extract into
+staging (re-hashing every cached blob as it is read; a bad one is evicted and fetched again, once),
+require ``run.sh``, write ``metadata.json`` with the evidence, swap into place (journaled)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from ..compression import compression_for_media_type, decompressing
+from ..errors import DigestMismatch, OperationalError, UnsafeArchiveError
+from ..extract import FileRecord, TreeBuilder
+from ..fsutil import remove_tree
+from ..metadata import METADATA_FORMAT_VERSION, BackendMetadata, LayerRecord, write_metadata
+from ..oci_models import Descriptor
+from ..pin import PinnedImage
+from ..resolve import Resolution
+from ..swap import Op
+from .gate import Verified
+from .session import Session
+
+__all__ = ["Deployer"]
+
+MetadataFor = Callable[[tuple[FileRecord, ...]], BackendMetadata]
+
+
+class Deployer:
+    def __init__(self, session: Session) -> None:
+        self._session = session
+
+    def deploy(
+        self, verified: Verified, resolution: Resolution, *, op: Op, keep: BackendMetadata | None = None
+    ) -> int:
+        """Place ``verified`` as ``resolution``'s backend; the bytes fetched. ``keep``: a repair
+        from the cache, whose rebuilt files must be exactly the recorded ones (kept as they are).
+
+        Raises:
+            TypeError: ``verified`` did not come from the trust gate.
+            SourceUnavailable, DigestMismatch: a blob could not be fetched, or not intact.
+            UnsafeArchiveError: a layer breaks an extraction rule. OperationalError: disk.
+        """
+        if not isinstance(verified, Verified):  # the one door: nothing unverified is placed
+            raise TypeError("deploy accepts only what the trust gate verified")
+        name = resolution.entry.name
+
+        def metadata(files: tuple[FileRecord, ...]) -> BackendMetadata:
+            if keep is not None:
+                rebuilt = tuple(f.to_json() for f in files if f.path != "metadata.json")
+                if rebuilt != keep.files:
+                    raise DigestMismatch(f"{name}: the cached layers do not rebuild the recorded files")
+                return keep
+            return _metadata(verified, resolution, files)
+
+        return self._build_and_place(verified.pinned, name, metadata, op)
+
+    def fetch(self, verified: Verified, backend: str) -> int:
+        """Bring the image's config and layers into the cache (export), by digest."""
+        pinned = verified.pinned
+        return self._fetch_blobs(pinned, (pinned.manifest.config, *pinned.manifest.layers), backend)
+
+    def _build_and_place(self, pinned: PinnedImage, name: str, metadata: MetadataFor, op: Op) -> int:
+        session = self._session
+        fetched = self._fetch_blobs(pinned, pinned.manifest.layers, name)
+        staging = self._new_staging(name)
+        try:
+            try:
+                builder = self._extract(pinned, staging)
+            except _CachedBlobBad as bad:
+                # The cache held bytes that are not the blob (or lost it to a concurrent prune):
+                # evict, fetch again, start over once.
+                session.cache.evict(bad.digest)
+                fetched += self._fetch_blobs(pinned, pinned.manifest.layers, name)
+                remove_tree(staging)
+                staging = self._new_staging(name)
+                try:
+                    builder = self._extract(pinned, staging)
+                except _CachedBlobBad as again:
+                    raise DigestMismatch(
+                        f"{pinned.label}: blob {again.digest} does not hash to its digest, even fetched again"
+                    ) from None
+            files = builder.finish()
+            run_sh = staging / "run.sh"
+            if not run_sh.is_file() or run_sh.is_symlink():
+                raise UnsafeArchiveError(
+                    f"{pinned.label} ({pinned.manifest_digest}): the image has no run.sh file"
+                )
+            write_metadata(staging, metadata(files))
+            staging.chmod(0o755)  # staging is private while being built; the backend is not
+        except OSError as exc:
+            remove_tree(staging)
+            raise OperationalError(
+                f"{name}: cannot build {pinned.label} ({pinned.manifest_digest}) in {staging.parent}: "
+                f"{exc.strerror or exc}" + (f" ({Path(exc.filename).name})" if exc.filename else ""),
+                hint="free space or fix permissions under backends_path, then retry",
+            ) from exc
+        except BaseException:
+            remove_tree(staging)
+            raise
+        # From here the swap owns staging: its undo removes it, or its journal names it for recovery.
+        session.swapper.place(name, staging, op=op)
+        return fetched
+
+    def _new_staging(self, name: str) -> Path:
+        state = self._session.store.state
+        try:
+            return state.new_staging(name)
+        except OSError as exc:
+            raise OperationalError(
+                f"{name}: cannot create a staging directory under {state.staging}: {exc.strerror or exc}",
+                hint="free space or fix permissions under backends_path (is it read-only?), then retry",
+            ) from exc
+
+    def _fetch_blobs(self, pinned: PinnedImage, blobs: Sequence[Descriptor], backend: str) -> int:
+        session = self._session
+        cache, progress = session.cache, session.progress
+        missing = [b for b in blobs if b.digest not in pinned.local_blobs and not cache.has(b.digest)]
+        if not missing:
+            return 0
+        counted: list[int] = []
+
+        def fetch(blob: Descriptor) -> None:
+            progress.layer_started(backend, blob.digest, blob.size)
+
+            def on_bytes(amount: int) -> None:
+                counted.append(amount)
+                progress.layer_advanced(blob.digest, amount)
+
+            with cache.locked(blob.digest):
+                if cache.has(blob.digest):  # another process fetched it while we waited
+                    progress.layer_finished(blob.digest)
+                    return
+                writer = cache.writer(blob.digest, blob.size)
+                try:
+                    pinned.blobs.fetch_blob(blob, writer, on_bytes=on_bytes)
+                finally:
+                    writer.close()
+                    progress.layer_finished(blob.digest)
+
+        workers = max(1, min(session.config.max_parallel_layers, len(missing)))
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="layer") as pool:
+            for future in [pool.submit(fetch, blob) for blob in missing]:
+                try:
+                    future.result()
+                except OSError as exc:  # the cache's disk, not the source: no other candidate helps
+                    raise OperationalError(
+                        f"{pinned.label} ({pinned.manifest_digest}): cannot write to the blob cache "
+                        f"{cache.state}: {exc.strerror or exc}",
+                        hint="free space under cache_path (gallery cache prune), then retry",
+                    ) from exc
+        return sum(counted)
+
+    def _extract(self, pinned: PinnedImage, staging: Path) -> TreeBuilder:
+        cache = self._session.cache
+        builder = TreeBuilder(staging, self._session.limits)
+        for layer in pinned.manifest.layers:
+            compression = compression_for_media_type(layer.media_type)
+            if compression is None:  # pin refused other media types; never extract one blindly
+                raise UnsafeArchiveError(f"{pinned.label}: layer {layer.digest} is not an image layer")
+            local = pinned.local_blobs.get(layer.digest)
+            if local is None and not cache.has(layer.digest):  # pruned by another process since
+                raise _CachedBlobBad(layer.digest)
+            with cache.reading(layer.digest, path=local) as reader:
+                try:
+                    with decompressing(reader, compression) as stream:
+                        builder.apply_layer(stream, layer=layer.digest)
+                except UnsafeArchiveError:
+                    reader.drain()
+                    if reader.digest != layer.digest:
+                        raise _CachedBlobBad(layer.digest) from None
+                    raise
+                reader.drain()
+                if reader.digest != layer.digest or reader.count != layer.size:
+                    raise _CachedBlobBad(layer.digest)
+        return builder
+
+
+def _metadata(verified: Verified, resolution: Resolution, files: Any) -> BackendMetadata:
+    pinned, entry = verified.pinned, resolution.entry
+    return BackendMetadata(
+        format_version=METADATA_FORMAT_VERSION,
+        name=entry.name,
+        gallery_url=resolution.gallery.config.url,
+        installed_at=datetime.now(UTC),
+        version=entry.version,
+        uri=entry.uri,
+        alias=entry.alias,
+        digest=pinned.resolved_digest,
+        gallery=resolution.gallery.name,
+        resolved_digest=pinned.resolved_digest,
+        manifest_digest=pinned.manifest_digest,
+        platform=pinned.platform,
+        candidate=verified.candidate,
+        layers=tuple(
+            LayerRecord(digest=layer.digest, size=layer.size, media_type=layer.media_type)
+            for layer in pinned.manifest.layers
+        ),
+        verification=verified.evidence,
+    ).model_copy(  # our own records: validating tens of thousands of dicts would copy each
+        update={"files": tuple(f.to_json() for f in files if f.path != "metadata.json")}
+    )
+
+
+class _CachedBlobBad(Exception):
+    def __init__(self, digest: str) -> None:
+        super().__init__(digest)
+        self.digest = digest

@@ -1,0 +1,125 @@
+"""Changing what is installed without a new build: repair (the recorded digest placed again,
+through the same trust gate), rollback (the newest kept generation) and uninstall."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from ..candidates import Candidate
+from ..catalog import GalleryState
+from ..config import GalleryConfig
+from ..errors import BackendNotFound, OperationalError
+from ..index import IndexEntry
+from ..locks import backend_lock
+from ..metadata import METADATA_FILE, BackendMetadata
+from ..names import is_valid_name
+from ..resolve import Resolution
+from ..results import InstallResult
+from ..sources import OciLayoutSource, TarballSource, parse_backend_uri
+from .modes import REPAIR
+from .runner import Runner, installed_unverified
+from .session import Session
+
+__all__ = ["repair", "rollback", "uninstall"]
+
+
+def repair(runner: Runner, name: str, resolve: Callable[[str], Resolution]) -> InstallResult:
+    """Rebuild ``name`` from its *recorded* digest: offline from the cache when every recorded
+    layer is there (the rebuilt files must be the recorded ones), else fetched through the
+    gallery's candidates at that digest. Either way the current policy must hold.
+
+    Raises:
+        BackendNotFound, OperationalError, GalleryError: as install would fail.
+    """
+    session = runner.session
+    installed = session.store.get(name)
+    if installed is None:
+        raise BackendNotFound(f"{name} is not installed")
+    digest = installed.resolved_digest or installed.digest
+    if not digest:
+        raise OperationalError(
+            f"{name}: no digest recorded, so there is nothing to re-fetch",
+            hint=f"reinstall it: gallery uninstall {name} && gallery install {name}",
+        )
+    unverified = installed_unverified(installed)
+    if installed.layers and all(session.cache.has(layer.digest) for layer in installed.layers):
+        resolution, candidate = _recorded(session, installed)
+        return runner.place(
+            resolution, REPAIR, wanted=digest, unverified_pin=unverified, candidates=(candidate,)
+        )
+    gallery = installed.gallery
+    requested = f"{gallery}@{name}" if gallery and session.config.gallery(gallery) else name
+    return runner.place(resolve(requested), REPAIR, wanted=digest, unverified_pin=unverified)
+
+
+def _recorded(session: Session, installed: BackendMetadata) -> tuple[Resolution, Candidate]:
+    """The blob cache as the one candidate of a repair, under the recorded gallery's policy."""
+    name = installed.name
+    bundle = installed.verification.bundle if installed.verification is not None else None
+    tarball = (bundle is not None and "messageSignature" in bundle) or (
+        bundle is None and installed.candidate is not None and _is_tarball(installed.candidate)
+    )
+    cached = session.cache.root
+    uri = f"file://{cached}/{name}.tar" if tarball else f"ocifile://{cached}"
+    # The recorded bundle stands in for the entry's signature; the gate reads it from the metadata.
+    signature = (
+        f"file://{session.config.backends_path / name / METADATA_FILE}" if tarball and bundle else None
+    )
+    entry = IndexEntry(name=name, uri=uri, signature=signature)
+    gallery = session.config.gallery(installed.gallery or "") or GalleryConfig.model_construct(
+        name=installed.gallery or "unknown", url="", verification=None
+    )
+    source = TarballSource(uri) if tarball else OciLayoutSource(str(cached))
+    candidate = Candidate("recorded", source, note=f"{name}'s recorded layers in the blob cache")
+    resolution = Resolution(
+        name, GalleryState(gallery, None, None), entry, None, None, False, (), origin="local"
+    )
+    return resolution, candidate
+
+
+def _is_tarball(candidate: str) -> bool:
+    try:
+        return isinstance(parse_backend_uri(candidate), TarballSource)
+    except ValueError:
+        return False
+
+
+def rollback(session: Session, name: str) -> InstallResult:
+    """Put back the newest kept generation of ``name`` (a meta-backend: of its concrete backend).
+
+    Raises: BackendNotFound, OperationalError (no generation kept, lock busy)."""
+    if not is_valid_name(name):
+        raise BackendNotFound(f"{name!r} is not a backend name")
+    current = session.store.get(name)
+    if current is not None and current.meta_backend_for is not None:
+        name = current.meta_backend_for
+    with backend_lock(session.store.state.root, name, timeout=session.config.timeouts.lock):
+        session.swapper.recover(name)
+        session.swapper.rollback(name)
+        restored = session.store.get(name)
+    if restored is None:  # the swap checked it; a second look that fails is still an error, typed
+        raise OperationalError(f"{name}: the restored generation has no readable metadata.json")
+    verified = restored.verification is not None and restored.verification.verified
+    return InstallResult(name, "rolled-back", name, restored.digest, restored.candidate, verified)
+
+
+def uninstall(session: Session, name: str) -> InstallResult:
+    """Remove ``name`` (present or gone, never half-deleted; its generations go too), with the
+    concrete backend of a meta-backend and the meta-backends pointing at it.
+
+    Raises: BackendNotFound, OperationalError (lock busy, disk)."""
+    if not is_valid_name(name):
+        raise BackendNotFound(f"{name!r} is not a backend name")
+    store = session.store
+    metadata = store.get(name)
+    if metadata is None:
+        raise BackendNotFound(f"no installed backend named {name!r}", hint="see 'gallery list --installed'")
+    also: list[str] = []
+    if metadata.meta_backend_for and (store.root / metadata.meta_backend_for).is_dir():
+        also.append(metadata.meta_backend_for)
+    also += store.pointing_at(name)
+    for victim in (name, *also):
+        with backend_lock(store.state.root, victim, timeout=session.config.timeouts.lock):
+            session.swapper.recover(victim)
+            session.swapper.remove(victim)
+    return InstallResult(name, "uninstalled", name=name, warnings=tuple(f"also removed {n}" for n in also))

@@ -1,0 +1,142 @@
+"""One backend through the pipeline: plan (refusing before anything is written) -> backend lock
+(recovering an interrupted operation first) -> the candidate loop through the trust gate -> the
+caller's use of what was verified (placing it, locking it, exporting it) -> the meta-backend link.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from typing import TypeVar
+
+from ..candidates import Candidate
+from ..errors import BackendNotFound, GalleryError, StrictModeRefusal, TrustRefusal
+from ..lockfile import LockEntry
+from ..locks import backend_lock
+from ..metadata import BackendMetadata
+from ..resolve import Resolution
+from ..results import InstallResult, Status
+from ..swap import Op
+from ..trust import EntryPlan, plan_resolution
+from .candidate_loop import run_candidates
+from .deploy import Deployer
+from .gate import TrustGate, Unchanged, Verified
+from .job import Job
+from .modes import PRELOAD, Mode
+from .session import Session
+
+__all__ = ["Runner", "timed"]
+
+T = TypeVar("T")
+Use = Callable[[Job, Verified], T]
+
+
+class Runner:
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        self.gate = TrustGate(session)
+        self.deployer = Deployer(session)
+
+    def run(
+        self,
+        resolution: Resolution,
+        mode: Mode,
+        use: Use[T],
+        *,
+        locked: LockEntry | None = None,
+        wanted: str | None = None,
+        unverified_pin: bool = False,
+        candidates: tuple[Candidate, ...] | None = None,
+        allow_downgrade: bool = False,
+    ) -> T | Unchanged:
+        """Plan, then run the candidates of ``resolution`` and ``use`` the first verified one.
+
+        Raises:
+            TrustRefusal, StrictModeRefusal: the plan refuses every candidate (nothing written).
+            InstallFailed, GalleryError: as ``run_candidates``.
+        """
+        session = self.session
+        plan = plan_resolution(resolution, session.config, wanted=wanted, unverified_pin=unverified_pin,
+                               candidates=candidates)  # fmt: skip
+        refuse_if_nothing_admitted(resolution.entry.name, plan)
+
+        def loop() -> T | Unchanged:
+            installed = session.store.current(resolution.entry.name)
+            if installed is None and mode.needs_installed:
+                name = resolution.entry.name
+                raise BackendNotFound(f"{name} is not installed", hint=f"use 'gallery install {name}'")
+            job = Job(resolution, mode, plan, installed, locked, allow_downgrade)
+            return run_candidates(self.gate, job, lambda verified: use(job, verified))
+
+        if not mode.writes:
+            return loop()
+        name = resolution.entry.name
+        with backend_lock(session.store.state.root, name, timeout=session.config.timeouts.lock):
+            session.swapper.recover(name)
+            outcome = loop()
+        meta = resolution.meta
+        if meta is not None and meta.name != name:
+            config = resolution.gallery.config
+            session.store.link_meta(meta, name, gallery=config.name, gallery_url=config.url)
+        return outcome
+
+    def place(
+        self,
+        resolution: Resolution,
+        mode: Mode,
+        *,
+        locked: LockEntry | None = None,
+        wanted: str | None = None,
+        unverified_pin: bool = False,
+        candidates: tuple[Candidate, ...] | None = None,
+        allow_downgrade: bool = False,
+    ) -> InstallResult:
+        """``run`` that places the backend (or, for a dry run, says it would)."""
+        outcome = self.run(resolution, mode, self._placing, locked=locked, wanted=wanted,
+                           unverified_pin=unverified_pin, candidates=candidates,
+                           allow_downgrade=allow_downgrade)  # fmt: skip
+        if isinstance(outcome, Unchanged):
+            name = resolution.entry.name
+            warnings = (outcome.warning,) if outcome.warning else ()
+            return InstallResult(name, "unchanged", name, outcome.digest, outcome.candidate, outcome.verified,
+                                 warnings=warnings)  # fmt: skip
+        return outcome
+
+    def _placing(self, job: Job, verified: Verified) -> InstallResult:
+        fetched = 0
+        replaces = job.installed is not None
+        status: Status = "upgraded" if job.mode is PRELOAD and replaces else job.mode.done
+        if job.mode.writes:
+            op: Op = "repair" if job.mode.target == "recorded" else "upgrade" if replaces else "install"
+            keep = job.installed if verified.plan.candidate.kind == "recorded" else None
+            fetched = self.deployer.deploy(verified, job.resolution, op=op, keep=keep)
+        warning = verified.plan.warning
+        return InstallResult(job.name, status, job.name, verified.digest, verified.candidate,
+                             verified.evidence.verified, bytes_fetched=fetched,
+                             warnings=(warning,) if warning else (), signer=verified.signer)  # fmt: skip
+
+
+def refuse_if_nothing_admitted(name: str, plan: EntryPlan) -> None:
+    """Raise before anything is written when the plan admits no candidate."""
+    refusal = plan.refusal
+    if refusal is None:
+        return
+    error = StrictModeRefusal if plan.strict_refusal else TrustRefusal
+    raise error(f"{name}: {refusal}")
+
+
+def timed(requested: str, action: Callable[[], InstallResult]) -> InstallResult:
+    """Run ``action``; a ``GalleryError`` becomes a failed result. Either way it is timed."""
+    started = time.monotonic()
+    try:
+        result = action()
+    except GalleryError as exc:
+        return InstallResult.failed(requested, exc, seconds=time.monotonic() - started)
+    return replace(result, seconds=time.monotonic() - started)
+
+
+def installed_unverified(metadata: BackendMetadata) -> bool:
+    """Nothing was proven when it was installed (LocalAI's backends and old records included)."""
+    evidence = metadata.verification
+    return evidence is None or not (evidence.verified or evidence.proven)

@@ -1,0 +1,68 @@
+"""What one run builds once and every operation of it shares: clients, caches, the verifier, the
+catalog, the capability choice, the backend store and the swapper."""
+
+from __future__ import annotations
+
+import httpx
+
+from ..blobcache import BlobCache
+from ..capability import CapabilityDetector
+from ..catalog import Catalog, load_catalog
+from ..config import Config, GalleryConfig
+from ..extract import ExtractLimits
+from ..fsops import FsOps
+from ..progress import NoProgress, ProgressReporter
+from ..registry import RegistryClient
+from ..resolve import CapabilitySelector
+from ..swap import Step, Swapper
+from ..verification import Verifier
+from .store import BackendStore
+
+__all__ = ["Session"]
+
+
+class Session:
+    """One run's shared parts. ``fs`` and ``step`` are test seams of the swap (fault injection,
+    crash points); ``registry`` and ``catalog`` may be given ready-made."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        client: httpx.Client,
+        verifier: Verifier,
+        detector: CapabilityDetector,
+        progress: ProgressReporter | None = None,
+        registry: RegistryClient | None = None,
+        catalog: Catalog | None = None,
+        fs: FsOps | None = None,
+        step: Step | None = None,
+    ) -> None:
+        self.config = config
+        self.client = client
+        self.verifier = verifier
+        self.selector = CapabilitySelector(config.capability, detector)
+        self.progress: ProgressReporter = progress or NoProgress()
+        self.registry = registry or RegistryClient.from_config(config, client)
+        self.cache = BlobCache(config.cache_path / "blobs", lock_timeout=config.timeouts.lock)
+        self.store = BackendStore(config.backends_path)
+        self.swapper = Swapper(
+            config.backends_path, keep_generations=config.keep_generations, fs=fs, step=step
+        )
+        self.limits = ExtractLimits(
+            max_bytes=config.limits.max_extract_bytes,
+            max_files=config.limits.max_files,
+            max_path_length=config.limits.max_path_length,
+            refuse_escaping_symlinks=config.refuse_escaping_symlinks,
+        )
+        self._catalog = catalog
+
+    @property
+    def catalog(self) -> Catalog:
+        """Every gallery's index, loaded (and verified) once, on first use."""
+        if self._catalog is None:
+            self._catalog = load_catalog(self.config, client=self.client, verifier=self.verifier)
+        return self._catalog
+
+    def trusted_root(self, gallery: GalleryConfig) -> str:
+        return gallery.trusted_root or self.config.trusted_root

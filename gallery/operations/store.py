@@ -1,0 +1,104 @@
+"""``backends_path`` as the operations see it: which backends are installed, what a name holds,
+and the meta-backend directories that point at concrete ones (edge module: reads and writes the
+live directory; swaps themselves are ``gallery.swap``'s)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+from ..errors import BackendNotFound, OperationalError
+from ..fsutil import fsync_directory
+from ..index import IndexEntry
+from ..metadata import METADATA_FORMAT_VERSION, BackendMetadata, read_metadata, write_metadata
+from ..names import is_valid_name
+from ..swap import StateDir
+
+__all__ = ["BackendStore"]
+
+
+class BackendStore:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.state = StateDir(root)
+
+    def installed(self) -> list[BackendMetadata]:
+        """Every backend under ``backends_path`` with readable metadata (LocalAI's included)."""
+        if not self.root.is_dir():
+            return []
+        found = []
+        for child in sorted(self.root.iterdir()):
+            if child.name.startswith(".") or not child.is_dir() or child.is_symlink():
+                continue
+            metadata = read_metadata(child)
+            if metadata is not None:
+                found.append(metadata)
+        return found
+
+    def get(self, name: str) -> BackendMetadata | None:
+        """The metadata of the backend installed as ``name`` (``None``: not installed)."""
+        if not is_valid_name(name):
+            return None
+        directory = self.root / name
+        return read_metadata(directory) if directory.is_dir() and not directory.is_symlink() else None
+
+    def require(self, name: str) -> BackendMetadata:
+        """Raises: BackendNotFound (also for a name that cannot be a backend)."""
+        if not is_valid_name(name):
+            raise BackendNotFound(f"{name!r} is not a backend name")
+        installed = self.get(name)
+        if installed is None:
+            raise BackendNotFound(f"{name} is not installed", hint=f"use 'gallery install {name}'")
+        return installed
+
+    def concrete(self, name: str) -> BackendMetadata:
+        """``name``'s metadata, or for a meta-backend that of the backend it installed.
+
+        Raises: BackendNotFound."""
+        installed = self.require(name)
+        if installed.meta_backend_for is None:
+            return installed
+        return self.require(installed.meta_backend_for)
+
+    def current(self, name: str) -> BackendMetadata | None:
+        """What an install of ``name`` would replace.
+
+        Raises:
+            OperationalError: ``backends/NAME`` exists but was not installed by a gallery.
+        """
+        installed = self.get(name)
+        if installed is None and (self.root / name).exists():
+            raise OperationalError(
+                f"{self.root / name} exists but has no metadata.json; it was not installed by a gallery",
+                hint="move it away, then install again",
+            )
+        return installed
+
+    def pointing_at(self, name: str) -> list[str]:
+        """Meta-backend directories that name ``name`` as their concrete backend."""
+        return [m.name for m in self.installed() if m.meta_backend_for == name and m.name != name]
+
+    def link_meta(self, meta: IndexEntry, concrete: str, *, gallery: str, gallery_url: str) -> None:
+        """Give the meta-backend ``<meta>/metadata.json`` naming the concrete backend it installed.
+
+        Raises:
+            OperationalError: ``backends/<meta>`` exists and is not a meta-backend directory.
+        """
+        directory = self.root / meta.name
+        existing = read_metadata(directory) if directory.is_dir() else None
+        if existing is not None and existing.meta_backend_for == concrete:
+            return
+        if directory.exists() and (existing is None or existing.meta_backend_for is None):
+            raise OperationalError(f"{directory} exists and is not a meta-backend directory; not touching it")
+        record = BackendMetadata(
+            format_version=METADATA_FORMAT_VERSION,
+            name=meta.name,
+            gallery_url=gallery_url,
+            gallery=gallery,
+            installed_at=datetime.now(UTC),
+            alias=meta.alias,
+            meta_backend_for=concrete,
+        )
+        directory.mkdir(exist_ok=True)
+        write_metadata(directory, record)
+        fsync_directory(self.root)
