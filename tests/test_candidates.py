@@ -10,7 +10,10 @@ from .localai_fixture import build_localai_like_index
 
 def test_order_uri_mirrors_then_fallbacks() -> None:
     entries = {
-        e.name: e for e in parse_index(build_localai_like_index().text.encode(), limits=YamlLimits(), local=True).entries
+        e.name: e
+        for e in parse_index(
+            build_localai_like_index().text.encode(), limits=YamlLimits(), local=True
+        ).entries
     }
     candidates = build_candidates(entries["cuda12-llama-cpp"], lookup=entries.get)
     assert [(c.kind, str(c)) for c in candidates] == [

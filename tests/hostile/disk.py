@@ -19,10 +19,10 @@ from typing import Any
 import pytest
 
 from gallery import blobcache, extract
-from gallery.operations import deploy
 from gallery import swap as swapmodule
 from gallery.errors import OperationalError
 from gallery.fsops import FsOps
+from gallery.operations import deploy
 
 from .harness import Case
 
