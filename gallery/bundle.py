@@ -29,7 +29,7 @@ import yaml
 
 from .blobcache import BlobCache
 from .compression import decompressing, sniff_compression
-from .errors import ConfigError, IndexFormatError, OperationalError
+from .errors import ConfigError, IndexFormatError, OperationalError, TrustRefusal
 from .extract import ExtractLimits, TreeBuilder
 from .fsutil import read_at_most, remove_tree
 from .index import IndexEntry, parse_index
@@ -200,7 +200,8 @@ def read_bundle_index(path: Path, *, max_bytes: int) -> list[IndexEntry]:
         source = entry.source
         relative = Path(source.path) if isinstance(source, OciLayoutSource) else None
         if source is not None and (relative is None or relative.is_absolute() or ".." in relative.parts):
-            raise IndexFormatError(
+            # 'gallery export' writes only layouts inside the bundle: this one was tampered with.
+            raise TrustRefusal(
                 f"bundle entry {entry.name!r}: {entry.uri!r} is not a layout inside the bundle"
             )
     return list(parsed.entries)

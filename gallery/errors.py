@@ -8,6 +8,7 @@ for it (see docs/cli.md):
     ├── UsageError                    exit 2: a request that cannot be understood
     │   ├── ConfigError               exit 2: the config file is missing or invalid
     │   ├── IndexFormatError          exit 2: a gallery index (or one of its URIs) is malformed
+    │   │   └── BrokenMetaBackend     a meta-backend maps a capability to a missing or meta entry
     │   ├── BackendNotFound           exit 2: no entry has that name or alias
     │   └── AmbiguousName             exit 2: an alias names several entries and no entry has the name
     ├── OperationalError              exit 1: network, disk, a source that cannot be reached
@@ -33,6 +34,7 @@ from typing import ClassVar
 __all__ = [
     "AmbiguousName",
     "BackendNotFound",
+    "BrokenMetaBackend",
     "ConfigError",
     "DigestMismatch",
     "GalleryError",
@@ -78,6 +80,10 @@ class ConfigError(UsageError):
 
 class IndexFormatError(UsageError):
     """A gallery index, or a URI inside it, is malformed."""
+
+
+class BrokenMetaBackend(IndexFormatError):
+    """A meta-backend's capability map names an entry that is missing or another meta-backend."""
 
 
 class BackendNotFound(UsageError):

@@ -29,7 +29,7 @@ from .sources import (
     parse_backend_uri,
 )
 
-__all__ = ["LOCAL_PATHS_REFUSED", "IndexEntry", "IndexProblem", "ParsedIndex", "parse_index"]
+__all__ = ["LOCAL_PATHS_REFUSED", "IndexEntry", "IndexProblem", "ParsedIndex", "PinConflict", "parse_index"]
 
 LOCAL_PATHS_REFUSED = (
     "names a local path (file:// or ocifile://), which only an index on this machine's disk may do"
@@ -173,10 +173,14 @@ class IndexEntry(BaseModel):
         return self.model_dump(mode="json", exclude=set(self.model_extra or {}), exclude_defaults=True)
 
 
+class PinConflict(ValueError):
+    """An entry names different bytes in different places (sha256 field vs fragments, digests)."""
+
+
 def _agreeing(what: str, claims: list[tuple[str, str]]) -> None:
     values = {value for _, value in claims}
     if len(values) > 1:
-        raise ValueError(
+        raise PinConflict(
             f"{what} values disagree: " + ", ".join(f"{where} is {value}" for where, value in claims)
         )
 
@@ -190,11 +194,14 @@ def _parse(value: str, field: str) -> BackendSource:
 
 @dataclass(frozen=True, slots=True)
 class IndexProblem:
-    """An entry that was skipped (or a duplicate that lost), by position and name."""
+    """An entry that was skipped (or a duplicate that lost), by position and name. ``untrusted``:
+    skipped because it cannot be trusted (pins that disagree, local paths named by a remote
+    index), which makes installing it by name an integrity refusal, not a format error."""
 
     position: int
     name: str | None
     reason: str
+    untrusted: bool = False
 
     def __str__(self) -> str:
         where = f"entry {self.name!r}" if self.name else f"entry #{self.position + 1}"
@@ -236,13 +243,14 @@ def parse_index(data: bytes, *, limits: YamlLimits, local: bool) -> ParsedIndex:
         try:
             entry = IndexEntry.model_validate(item)
         except ValidationError as exc:
-            problems.append(IndexProblem(position, display_name, _summarise(exc)))
+            conflict = any(isinstance(e.get("ctx", {}).get("error"), PinConflict) for e in exc.errors())
+            problems.append(IndexProblem(position, display_name, _summarise(exc), untrusted=conflict))
             continue
         except (TypeError, ValueError) as exc:  # e.g. non-string keys in the mapping
             problems.append(IndexProblem(position, display_name, str(exc)))
             continue
         if not local and entry.names_local_paths:
-            problems.append(IndexProblem(position, entry.name, LOCAL_PATHS_REFUSED))
+            problems.append(IndexProblem(position, entry.name, LOCAL_PATHS_REFUSED, untrusted=True))
             continue
         if entry.name in first_position:
             problems.append(

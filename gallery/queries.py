@@ -388,8 +388,17 @@ def _index_trust(gallery: GalleryConfig, loaded: LoadedIndex) -> Check:
         demands.append("required")
     if gallery.max_index_age is not None:
         demands.append(f"max age {gallery.max_index_age}")
-    status: Literal["ok", "warning"] = "warning" if loaded.warnings else "ok"
-    detail = f"; {'; '.join(loaded.warnings)}" if loaded.warnings else ""
+    warnings = list(loaded.warnings)
+    if gallery.index_policy.identity is None:
+        # A regex (LocalAI's covers master and every tag) accepts any index the publisher signs:
+        # another channel's (nightly for stable) as well. Only an exact identity binds the channel.
+        warnings.append(
+            f"the index policy accepts any identity matching /{gallery.index_policy.identity_regex}/, so "
+            "another channel's index signed by the same publisher is accepted too; bind "
+            "index_verification.identity to the workflow@ref that signs this one (docs/trust-model.md)"
+        )
+    status: Literal["ok", "warning"] = "warning" if warnings else "ok"
+    detail = f"; {'; '.join(warnings)}" if warnings else ""
     return Check(name, status, f"signed by {signature.identity} at {signed_at}"
                  + (f" ({', '.join(demands)})" if demands else "") + detail)  # fmt: skip
 

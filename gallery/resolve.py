@@ -19,7 +19,14 @@ from typing import Literal
 
 from .capability import CapabilityChoice, CapabilityDetector, choose_capability, preferred_capabilities
 from .catalog import Catalog, GalleryState
-from .errors import AmbiguousName, BackendNotFound, IndexFormatError, IndexUnavailable
+from .errors import (
+    AmbiguousName,
+    BackendNotFound,
+    BrokenMetaBackend,
+    IndexFormatError,
+    IndexUnavailable,
+    TrustRefusal,
+)
 from .index import IndexEntry
 
 __all__ = ["CapabilitySelector", "Resolution", "resolve_backend", "resolve_meta"]
@@ -106,17 +113,32 @@ def resolve_meta(
         )
     target = lookup(choice.target)
     if target is None:
-        raise IndexFormatError(
+        raise BrokenMetaBackend(
             f"meta-backend {meta.name!r} maps capability {choice.key!r} to {choice.target!r}, "
             f"which gallery {gallery!r} does not have",
             hint="report it to the gallery maintainers, or set another 'capability'",
         )
     if target.is_meta:
-        raise IndexFormatError(
+        raise BrokenMetaBackend(
             f"meta-backend {meta.name!r} maps {choice.key!r} to {target.name!r}, another meta-backend; "
             "a capability must name a concrete entry",
         )
     return choice, target
+
+
+def _refuse_skipped(catalog: Catalog, gallery: str | None, name: str) -> None:
+    """A name whose entry was skipped is not "not found": say why it was skipped."""
+    for state in catalog.galleries:
+        if gallery is not None and state.name != gallery:
+            continue
+        for problem in state.problems:
+            if problem.name != name or problem.reason.startswith("duplicate name"):
+                continue
+            message = f"gallery {state.name!r}: entry {name!r} was skipped: {problem.reason}"
+            hint = "ask the gallery's publisher to fix the entry (gallery lint INDEX shows every problem)"
+            if problem.untrusted:
+                raise TrustRefusal(message, hint=hint)
+            raise IndexFormatError(message, hint=hint)
 
 
 def _find(catalog: Catalog, requested: str) -> tuple[GalleryState, IndexEntry, bool, tuple[str, ...]]:
@@ -149,6 +171,7 @@ def _find(catalog: Catalog, requested: str) -> tuple[GalleryState, IndexEntry, b
             f"{name!r} is the alias of several entries in gallery {hits[0][0].name!r}: {names}",
             hint="name one of them",
         )
+    _refuse_skipped(catalog, gallery_name if at else None, name)
     unavailable = catalog.failures()
     if unavailable:
         # The name may well be in a gallery that could not be read: say why it could not.

@@ -72,11 +72,18 @@ def pae(payload_type: str, payload: bytes) -> bytes:
     return b"DSSEv1 %d %s %d %s" % (len(payload_type), payload_type.encode(), len(payload), payload)
 
 
-def cosign_statement(digest: str, *, predicate_type: str = COSIGN_PREDICATE) -> bytes:
+def cosign_statement(
+    digest: str, *, predicate_type: str = COSIGN_PREDICATE, subject_name: str | None = None
+) -> bytes:
+    """cosign's statement (a subject without a name); ``subject_name`` gives the subject one, as
+    other producers (GitHub's attest action) do."""
     algorithm, _, hex_ = digest.partition(":")
+    subject: dict[str, Any] = {"digest": {algorithm: hex_}}
+    if subject_name is not None:
+        subject["name"] = subject_name
     statement = {
         "_type": STATEMENT_TYPE,
-        "subject": [{"digest": {algorithm: hex_}}],
+        "subject": [subject],
         "predicateType": predicate_type,
         "predicate": {},
     }
@@ -272,9 +279,17 @@ class SigstoreInstance:
         }
         return json.dumps(bundle).encode()
 
-    def sign_image(self, digest: str, *, predicate_type: str = COSIGN_PREDICATE, **kwargs: Any) -> bytes:
+    def sign_image(
+        self,
+        digest: str,
+        *,
+        predicate_type: str = COSIGN_PREDICATE,
+        subject_name: str | None = None,
+        **kwargs: Any,
+    ) -> bytes:
         """A cosign new-bundle-format signature of an image digest."""
-        return self.sign_dsse(cosign_statement(digest, predicate_type=predicate_type), **kwargs)
+        statement = cosign_statement(digest, predicate_type=predicate_type, subject_name=subject_name)
+        return self.sign_dsse(statement, **kwargs)
 
     def sign_blob(
         self,

@@ -132,7 +132,7 @@ def test_hostile_bundles_are_refused(tmp_path: Path, exported: dict[str, Path]) 
     (escaping / "index.yaml").write_text(
         yaml.safe_dump([{"name": "x", "uri": "ocifile://../../etc", "gallery": "main"}])
     )
-    assert gallery(config, "install", "--from", str(escaping), "x").exit_code == 2
+    assert gallery(config, "install", "--from", str(escaping), "x").exit_code == 3
 
     foreign = write_config(tmp_path / "f", exported["root"], "http://127.0.0.1:9/index.yaml")
     text = foreign.read_text().replace("name: main", "name: other")

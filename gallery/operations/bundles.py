@@ -11,7 +11,15 @@ from pathlib import Path
 
 from ..bundle import ExportItem, bundle_entries, open_bundle, read_bundle_index, write_bundle
 from ..catalog import GalleryState
-from ..errors import BackendNotFound, ConfigError, GalleryError, OperationalError, UsageError
+from ..errors import (
+    BackendNotFound,
+    BrokenMetaBackend,
+    ConfigError,
+    GalleryError,
+    OperationalError,
+    TrustRefusal,
+    UsageError,
+)
 from ..index import IndexEntry
 from ..resolve import Resolution, resolve_meta
 from ..results import BatchResult, InstallResult
@@ -80,9 +88,14 @@ def bundle_resolution(runner: Runner, entries: Sequence[IndexEntry], requested: 
     meta, choice = None, None
     if entry.is_meta:
         meta = entry
-        choice, entry = resolve_meta(
-            meta, by_name.get, capabilities=runner.session.selector, gallery=gallery.name
-        )
+        try:
+            choice, entry = resolve_meta(
+                meta, by_name.get, capabilities=runner.session.selector, gallery=gallery.name
+            )
+        except BrokenMetaBackend as exc:  # export never writes one: the bundle was tampered with
+            raise TrustRefusal(
+                f"the bundle's index is not one 'gallery export' writes: {exc.message}"
+            ) from exc
     # A bundle is a local file: its layouts are local paths, named by a local index.
     return Resolution(
         requested, GalleryState(gallery, None, None), entry, meta, choice, False, (), origin="local"

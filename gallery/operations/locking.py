@@ -10,8 +10,8 @@ from pydantic import ValidationError
 
 from ..catalog import GalleryState
 from ..config import Config
-from ..errors import ConfigError
-from ..index import IndexEntry
+from ..errors import ConfigError, TrustRefusal
+from ..index import IndexEntry, PinConflict
 from ..lockfile import LockEntry
 from ..metadata import LayerRecord
 from ..resolve import Resolution
@@ -69,8 +69,13 @@ def locked_resolution(locked: LockEntry, config: Config) -> Resolution:
         meta = IndexEntry(name=locked.meta, capabilities={locked.capability or "default": locked.name}) \
             if locked.meta else None  # fmt: skip
     except (ValidationError, ValueError) as exc:
-        reason = exc.errors(include_input=False)[0]["msg"] if isinstance(exc, ValidationError) else str(exc)
-        raise ConfigError(
+        errors = exc.errors(include_input=False) if isinstance(exc, ValidationError) else []
+        reason = errors[0]["msg"] if errors else str(exc)
+        # A lock entry naming different bytes in two places was tampered with, or written by a
+        # version that let a mirror's fragment override the entry's sha256: either way refused.
+        conflict = any(isinstance(e.get("ctx", {}).get("error"), PinConflict) for e in errors)
+        error = TrustRefusal if conflict else ConfigError
+        raise error(
             f"the lock entry {locked.name} ({locked.platform}) is not valid: {reason}",
             hint="write the lock file again with 'gallery lock'",
         ) from exc

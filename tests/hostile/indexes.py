@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 
-from gallery.errors import BackendNotFound, ConfigError, IndexUnavailable
+from gallery.errors import BackendNotFound, ConfigError, IndexFormatError, IndexUnavailable
 
 from .harness import Case
 
@@ -37,29 +37,30 @@ def _config(galleries: list[dict[str, object]], **extra: object) -> bytes:
     return json.dumps({"format_version": 1, "galleries": galleries, **extra}).encode()
 
 
-# (name, index bytes, name to install, expected error, exit code, reason)
+# (name, index bytes, name to install, expected error, exit code, reason). A skipped entry asked for
+# by name says why it was skipped (IndexFormatError), rather than that it does not exist.
 INDEX_CASES: list[tuple[str, bytes, str, type, int, str]] = [
     ("yaml bomb (billion laughs)", billion_laughs(), "evil", IndexUnavailable, 2, "alias"),
     ("deep nesting", deep_nesting(), "evil", IndexUnavailable, 2, "nest"),
     ("index of 100 MB", oversized(100 * 1024 * 1024), "evil", IndexUnavailable, 2, "max_index_bytes"),
     ("python object tag", b"- !!python/object/apply:os.system ['touch /tmp/pwned']\n", "evil", IndexUnavailable, 2, ""),
     ("not a list of entries", b"name: evil\nuri: x\n", "evil", IndexUnavailable, 2, ""),
-    ("name that is a path", _index({"name": "../evil", "uri": GOOD_URI}), "../evil", BackendNotFound, 2, ""),
-    ("name with a slash", _index({"name": "evil/sub", "uri": GOOD_URI}), "evil/sub", BackendNotFound, 2, ""),
-    ("unicode look-alike name", _index({"name": "ev\u0456l", "uri": GOOD_URI}), "ev\u0456l", BackendNotFound, 2, ""),
+    ("name that is a path", _index({"name": "../evil", "uri": GOOD_URI}), "../evil", IndexFormatError, 2, "was skipped"),
+    ("name with a slash", _index({"name": "evil/sub", "uri": GOOD_URI}), "evil/sub", IndexFormatError, 2, "was skipped"),
+    ("unicode look-alike name", _index({"name": "ev\u0456l", "uri": GOOD_URI}), "ev\u0456l", IndexFormatError, 2, "was skipped"),
     ("look-alike of an installed name", _index({"name": "k\u0435eper", "uri": GOOD_URI}), "keeper", BackendNotFound, 2, ""),
     # LocalAI's own index has duplicates: the first entry wins (lint reports it); the second,
     # which would fail, is never tried.
     ("duplicate names: the first is used", _index({"name": "evil", "uri": GOOD_URI},
      {"name": "evil", "uri": "127.0.0.1:9/other/repo:v1"}), "evil", type(None), 0, ""),
-    ("unknown uri scheme", _index({"name": "evil", "uri": "gopher://example.com/evil"}), "evil", BackendNotFound, 2, ""),
-    ("javascript uri", _index({"name": "evil", "uri": "javascript:alert(1)"}), "evil", BackendNotFound, 2, ""),
+    ("unknown uri scheme", _index({"name": "evil", "uri": "gopher://example.com/evil"}), "evil", IndexFormatError, 2, "was skipped"),
+    ("javascript uri", _index({"name": "evil", "uri": "javascript:alert(1)"}), "evil", IndexFormatError, 2, "was skipped"),
     ("sha256 in the wrong format", _index({"name": "evil", "uri": "file:///x.tar.gz", "sha256": "md5:abc"}),
-     "evil", BackendNotFound, 2, ""),
+     "evil", IndexFormatError, 2, "was skipped"),
     ("sha256 of the wrong length", _index({"name": "evil", "uri": "file:///x.tar.gz", "sha256": "ab" * 31}),
-     "evil", BackendNotFound, 2, ""),
+     "evil", IndexFormatError, 2, "was skipped"),
     ("uri with a NUL byte", _index({"name": "evil", "uri": "registry.example/evil\u0000:v1"}), "evil",
-     BackendNotFound, 2, ""),
+     IndexFormatError, 2, "was skipped"),
 ]  # fmt: skip
 
 # (name, config bytes, reason)

@@ -1,0 +1,56 @@
+"""A plain HTTP server on 127.0.0.1 serving files from a dict (indexes, tarballs, signatures).
+
+``files[path] = bytes`` publishes, ``del files[path]`` withdraws (404); ``requests`` records every
+path asked for, so a test can prove a refused candidate was never contacted.
+"""
+
+from __future__ import annotations
+
+import http.server
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+
+@dataclass
+class FileServer:
+    url: str
+    files: dict[str, bytes] = field(default_factory=dict)
+    requests: list[str] = field(default_factory=list)
+
+    def publish(self, path: str, data: bytes) -> str:
+        self.files[path] = data
+        return f"{self.url}{path}"
+
+
+@contextmanager
+def serving() -> Iterator[FileServer]:
+    state = FileServer(url="")
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            state.requests.append(self.path)
+            data = state.files.get(self.path)
+            if data is None:
+                self.send_response(404)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    state.url = f"http://127.0.0.1:{server.server_port}"
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield state
+    finally:
+        server.shutdown()
+        server.server_close()
