@@ -51,9 +51,8 @@ class FsOps:
         Raises:
             OSError: any other failure (nothing was exchanged).
         """
-        if not self._exchange:
+        if not self._exchange or _RENAMEAT2 is None:
             return False
-        assert _RENAMEAT2 is not None
         result = _RENAMEAT2(  # type: ignore[operator]
             _AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE
         )

@@ -62,7 +62,8 @@ def catalog_notices(catalog: Catalog) -> list[Notice]:
             notices.append(Notice("error", state.error.message, state.error.code()))
             continue
         loaded = state.loaded
-        assert loaded is not None
+        if loaded is None:  # a gallery has an index or an error
+            continue
         if loaded.from_cache:
             notices.append(
                 Notice(
@@ -338,7 +339,13 @@ def run_doctor(config: Config, *, client: httpx.Client, detector: CapabilityDete
         else:
             checks.append(Check(name, "ok", json.dumps(gallery.verification.describe(), sort_keys=True)))
 
-    catalog = load_catalog(config, client=client)
+    checks += _index_checks(load_catalog(config, client=client))
+    return DoctorReport(checks=tuple(checks))
+
+
+def _index_checks(catalog: Catalog) -> list[Check]:
+    """Per gallery: its index (where from, skipped entries), its signature, the copy's age."""
+    checks: list[Check] = []
     for state in catalog.galleries:
         if state.error is not None:
             checks.append(
@@ -346,7 +353,8 @@ def run_doctor(config: Config, *, client: httpx.Client, detector: CapabilityDete
             )
             continue
         loaded = state.loaded
-        assert loaded is not None
+        if loaded is None:  # a gallery has an index or an error; say so rather than crash
+            continue
         where = f"last good copy of {loaded.source}" if loaded.from_cache else loaded.source
         status: Literal["ok", "warning"] = "warning" if loaded.from_cache or state.problems else "ok"
         message = f"{len(state.entries)} entries from {where}"
@@ -369,7 +377,7 @@ def run_doctor(config: Config, *, client: httpx.Client, detector: CapabilityDete
         )
         for s in catalog.shadowed()
     ]
-    return DoctorReport(checks=tuple(checks))
+    return checks
 
 
 def _index_trust(gallery: GalleryConfig, loaded: LoadedIndex) -> Check:

@@ -70,7 +70,8 @@ def recheck_metadata(config: Config, metadata: BackendMetadata, roots: TrustRoot
             f"and gallery {metadata.gallery!r} now requires one",
             hint=f"reinstall it: gallery uninstall {metadata.name} && gallery install {metadata.name}",
         )
-    assert gallery is not None
+    if gallery is None:  # unreachable: a policy came from it
+        raise IntegrityError(f"{metadata.name}: its gallery {metadata.gallery!r} is not configured")
     root = roots.get(gallery.trusted_root or config.trusted_root)
     data = json.dumps(recorded.bundle).encode()
     try:

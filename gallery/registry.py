@@ -167,8 +167,7 @@ class RegistryClient:
     max_manifest_bytes: int = 4 * 1024 * 1024
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     _authorizations: dict[tuple[str, str], str] = field(default_factory=dict)
-    # Hosts that gave no response (after the retries) during this run: skipped at once from then
-    # on, so a dead mirror costs one round of retries per run, not one per request.
+    # Hosts that gave no response (after retries): skipped from then on (one round per run).
     _unreachable: set[str] = field(default_factory=set)
 
     @classmethod
@@ -199,7 +198,8 @@ class RegistryClient:
         Raises:
             ManifestNotFound, RegistryError, DigestMismatch.
         """
-        assert ref.tag is not None
+        if ref.tag is None:
+            raise ManifestNotFound(f"{ref} has neither a tag nor a digest to resolve")
         repo = endpoint.repository(ref)
         with self._open(endpoint, repo, "HEAD", f"manifests/{ref.tag}", accept=MANIFEST_ACCEPT) as response:
             header = response.headers.get("Docker-Content-Digest")
@@ -329,18 +329,8 @@ class RegistryClient:
         with _as_registry_errors(f"{endpoint}/{repo}:{reference}", self.retry.attempts):
             for attempt in self.retry.retrying():
                 with attempt, self._open(endpoint, repo, "GET", path, accept=accept) as response:
-                    declared = response.headers.get("Content-Length")
-                    if declared and declared.isdigit() and int(declared) > cap:
-                        raise RegistryError(
-                            f"{endpoint}/{repo}:{reference}: {declared} bytes is over {setting} ({cap})"
-                        )
-                    chunks, total = [], 0
-                    for chunk in raw_chunks(response):
-                        total += len(chunk)
-                        if total > cap:
-                            raise RegistryError(f"{endpoint}/{repo}:{reference}: more than {setting} ({cap})")
-                        chunks.append(chunk)
-                    return b"".join(chunks), response.headers
+                    where = f"{endpoint}/{repo}:{reference}"
+                    return _capped_body(response, cap, where=where, setting=setting), response.headers
         raise AssertionError("unreachable: the retry loop returns or raises")
 
     # -- blobs ------------------------------------------------------------------------------
@@ -426,10 +416,11 @@ class RegistryClient:
             if isinstance(exc.__cause__, httpx.TransportError):  # no response at all, every attempt
                 self._unreachable.add(endpoint.host)
             raise
-        assert response is not None
+        if response is None:  # the retry loop either sets it or raises
+            raise RegistryError(f"{url}: no response")
         try:
             if response.status_code >= 400:
-                raise self._error(endpoint, repo, path, response)
+                raise _registry_error(endpoint, repo, path, response)
             yield response
         finally:
             response.close()
@@ -438,7 +429,7 @@ class RegistryClient:
         self, endpoint: Endpoint, url: str, method: str, headers: dict[str, str], scope: str
     ) -> httpx.Response:
         origin = urlsplit(url).netloc
-        authorization = self._authorization(endpoint.host, scope)
+        authorization = self._authorizations.get((endpoint.host, scope))
         for _ in range(_MAX_REDIRECTS + 1):
             sent = dict(headers)
             if authorization and urlsplit(url).netloc == origin:
@@ -452,89 +443,124 @@ class RegistryClient:
                     raise RegistryUnauthorized(f"{url}: the registry requires credentials we do not have")
                 continue
             if response.status_code in (301, 302, 303, 307, 308) and "Location" in response.headers:
-                target = urljoin(url, response.headers["Location"])
                 response.close()
-                if urlsplit(target).scheme not in ("https", "http"):
-                    raise RegistryError(f"{url}: redirect to unsupported location {target!r}")
-                if urlsplit(target).scheme == "http" and not endpoint.insecure:
-                    raise RegistryError(f"{url}: refusing a redirect from HTTPS to plain HTTP ({target})")
-                url = target
-                if response.status_code == 303:
-                    method = "GET"
+                url = _redirect_target(url, response, endpoint)
+                method = "GET" if response.status_code == 303 else method
                 continue
             return response
         raise RegistryError(f"{url}: more than {_MAX_REDIRECTS} redirects")
 
-    def _authorization(self, host: str, scope: str) -> str | None:
-        return self._authorizations.get((host, scope))
-
     def _authenticate(self, endpoint: Endpoint, challenge: str, scope: str) -> str | None:
-        scheme, _, params_text = challenge.partition(" ")
         registry = DOCKER_HUB if endpoint.host == "registry-1.docker.io" else endpoint.host
-        credentials = self.credentials.get(registry)
-        if scheme.lower() == "basic":
-            if credentials is None:
-                return None
-            encoded = base64.b64encode(f"{credentials[0]}:{credentials[1]}".encode()).decode()
-            self._authorizations[(endpoint.host, scope)] = f"Basic {encoded}"
-            return f"Basic {encoded}"
-        if scheme.lower() != "bearer":
-            return None
-        params = dict(_CHALLENGE_RE.findall(params_text))
-        realm = params.get("realm")
-        if not realm or urlsplit(realm).scheme not in ("https", "http"):
-            raise RegistryError(f"{endpoint}: unusable auth challenge {challenge!r}")
-        if urlsplit(realm).scheme == "http" and not endpoint.insecure:
-            raise RegistryError(f"{endpoint}: refusing to fetch a token over plain HTTP from {realm}")
-        if urlsplit(realm).scheme == "http" and urlsplit(realm).netloc != endpoint.host:
-            # An insecure registry may serve its own tokens over plain HTTP; sending credentials
-            # in clear text to whichever other host its challenge names is another matter.
-            raise RegistryError(
-                f"{endpoint}: refusing to fetch a token over plain HTTP from another host ({realm})",
-                hint="serve the token service over HTTPS, or on the registry's own host",
-            )
-        query = {"scope": params.get("scope", scope)}
-        if "service" in params:
-            query["service"] = params["service"]
-        auth = httpx.BasicAuth(*credentials) if credentials else None
-        # Credentials go only to the realm the registry named, never through redirects.
-        response = self.client.get(f"{realm}?{urlencode(query)}", auth=auth, follow_redirects=False)
-        if response.status_code != 200 or len(response.content) > _MAX_TOKEN_BYTES:
-            raise RegistryUnauthorized(
-                f"{endpoint}: token request to {realm} failed with HTTP {response.status_code}"
-            )
-        try:
-            body = response.json()
-            token = body.get("token") or body.get("access_token")
-        except ValueError:
-            token = None
-        if not isinstance(token, str) or not token:
-            raise RegistryUnauthorized(f"{endpoint}: the token service at {realm} returned no token")
-        self._authorizations[(endpoint.host, scope)] = f"Bearer {token}"
-        return f"Bearer {token}"
+        authorization = _answer_challenge(
+            self.client, endpoint, challenge, scope, self.credentials.get(registry)
+        )
+        if authorization is not None:
+            self._authorizations[(endpoint.host, scope)] = authorization
+        return authorization
 
-    def _error(self, endpoint: Endpoint, repo: str, path: str, response: httpx.Response) -> RegistryError:
+
+def _capped_body(response: httpx.Response, cap: int, *, where: str, setting: str) -> bytes:
+    """The body as it arrives, refused once it passes ``cap`` (the declared length first)."""
+    declared = response.headers.get("Content-Length")
+    if declared and declared.isdigit() and int(declared) > cap:
+        raise RegistryError(f"{where}: {declared} bytes is over {setting} ({cap})")
+    chunks, total = [], 0
+    for chunk in raw_chunks(response):
+        total += len(chunk)
+        if total > cap:
+            raise RegistryError(f"{where}: more than {setting} ({cap})")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _redirect_target(url: str, response: httpx.Response, endpoint: Endpoint) -> str:
+    """Where a redirect leads, if we may follow it (never from HTTPS down to plain HTTP)."""
+    target = urljoin(url, response.headers["Location"])
+    if urlsplit(target).scheme not in ("https", "http"):
+        raise RegistryError(f"{url}: redirect to unsupported location {target!r}")
+    if urlsplit(target).scheme == "http" and not endpoint.insecure:
+        raise RegistryError(f"{url}: refusing a redirect from HTTPS to plain HTTP ({target})")
+    return target
+
+
+def _answer_challenge(
+    client: httpx.Client, endpoint: Endpoint, challenge: str, scope: str, credentials: tuple[str, str] | None
+) -> str | None:
+    """The ``Authorization`` value a ``WWW-Authenticate`` challenge asks for (``None``: we have
+    no credentials it accepts). Bearer tokens come only from the realm the registry named, over
+    HTTPS unless the registry is insecure and serves them itself; the token body is capped."""
+    scheme, _, params_text = challenge.partition(" ")
+    if scheme.lower() == "basic":
+        if credentials is None:
+            return None
+        encoded = base64.b64encode(f"{credentials[0]}:{credentials[1]}".encode()).decode()
+        return f"Basic {encoded}"
+    if scheme.lower() != "bearer":
+        return None
+    params = dict(_CHALLENGE_RE.findall(params_text))
+    realm = params.get("realm")
+    if not realm or urlsplit(realm).scheme not in ("https", "http"):
+        raise RegistryError(f"{endpoint}: unusable auth challenge {challenge!r}")
+    if urlsplit(realm).scheme == "http" and not endpoint.insecure:
+        raise RegistryError(f"{endpoint}: refusing to fetch a token over plain HTTP from {realm}")
+    if urlsplit(realm).scheme == "http" and urlsplit(realm).netloc != endpoint.host:
+        # An insecure registry may serve its own tokens over plain HTTP; sending credentials
+        # in clear text to whichever other host its challenge names is another matter.
+        raise RegistryError(
+            f"{endpoint}: refusing to fetch a token over plain HTTP from another host ({realm})",
+            hint="serve the token service over HTTPS, or on the registry's own host",
+        )
+    query = {"scope": params.get("scope", scope)}
+    if "service" in params:
+        query["service"] = params["service"]
+    auth = httpx.BasicAuth(*credentials) if credentials else None
+    # Credentials go only to the realm the registry named, never through redirects.
+    # Read as sent (identity asked for): a capped read of bytes that arrive, not of a decoded body.
+    headers = {"Accept-Encoding": "identity"}
+    with client.stream(
+        "GET", f"{realm}?{urlencode(query)}", auth=auth, headers=headers, follow_redirects=False
+    ) as response:
         body = b""
-        if response.request.method != "HEAD":
-            for chunk in raw_chunks(response):
-                body += chunk
-                if len(body) > _MAX_ERROR_BODY:
-                    break
-        code = ""
-        try:
-            errors = json.loads(body[:_MAX_ERROR_BODY]).get("errors") or []
-            code = str(errors[0].get("code", "")) if errors else ""
-        except (ValueError, AttributeError, IndexError):
-            pass
-        where = f"{endpoint}/{repo}/{path}"
-        detail = f"HTTP {response.status_code}" + (f" {code}" if code else "")
-        if response.status_code == 404 or code in ("MANIFEST_UNKNOWN", "NAME_UNKNOWN", "BLOB_UNKNOWN"):
-            return ManifestNotFound(f"{where}: not found ({detail})")
-        if response.status_code in (401, 403):
-            return RegistryUnauthorized(
-                f"{where}: access denied ({detail})", hint="check docker_config credentials"
-            )
-        return RegistryError(f"{where}: {detail}")
+        if response.status_code == 200:
+            body = _capped_body(response, _MAX_TOKEN_BYTES, where=f"{endpoint}: token from {realm}",
+                                setting="the token size limit")  # fmt: skip
+    if response.status_code != 200:
+        raise RegistryUnauthorized(
+            f"{endpoint}: token request to {realm} failed with HTTP {response.status_code}"
+        )
+    try:
+        document = json.loads(body)
+        token = document.get("token") or document.get("access_token")
+    except (ValueError, AttributeError):
+        token = None
+    if not isinstance(token, str) or not token:
+        raise RegistryUnauthorized(f"{endpoint}: the token service at {realm} returned no token")
+    return f"Bearer {token}"
+
+
+def _registry_error(endpoint: Endpoint, repo: str, path: str, response: httpx.Response) -> RegistryError:
+    body = b""
+    if response.request.method != "HEAD":
+        for chunk in raw_chunks(response):
+            body += chunk
+            if len(body) > _MAX_ERROR_BODY:
+                break
+    code = ""
+    try:
+        errors = json.loads(body[:_MAX_ERROR_BODY]).get("errors") or []
+        code = str(errors[0].get("code", "")) if errors else ""
+    except (ValueError, AttributeError, IndexError):
+        pass
+    where = f"{endpoint}/{repo}/{path}"
+    detail = f"HTTP {response.status_code}" + (f" {code}" if code else "")
+    if response.status_code == 404 or code in ("MANIFEST_UNKNOWN", "NAME_UNKNOWN", "BLOB_UNKNOWN"):
+        return ManifestNotFound(f"{where}: not found ({detail})")
+    if response.status_code in (401, 403):
+        return RegistryUnauthorized(
+            f"{where}: access denied ({detail})", hint="check docker_config credentials"
+        )
+    return RegistryError(f"{where}: {detail}")
 
 
 @contextmanager

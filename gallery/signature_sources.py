@@ -113,8 +113,7 @@ class FirstReachable:
                 return source.bundles(digest)
             except SourceUnavailable as exc:
                 error = exc
-        assert error is not None
-        raise error
+        raise error or SourceUnavailable("no signature source was given")
 
     def has_legacy_signature(self, digest: str) -> bool:
         return any(source.has_legacy_signature(digest) for source in self.sources)

@@ -127,6 +127,18 @@ class StateDir:
         numbered = [p for p in directory.iterdir() if p.name.isdigit() and p.is_dir() and not p.is_symlink()]
         return sorted(numbered, key=lambda p: int(p.name))
 
+    def rel(self, path: Path) -> str:
+        """``path`` as a journal records it: relative to the state directory."""
+        return str(path.relative_to(self.root))
+
+    def absolute(self, rel: str | None) -> Path | None:
+        return None if rel is None else self.root / rel
+
+    def next_generation(self, name: str) -> Path:
+        kept = self.kept(name)
+        number = int(kept[-1].name) + 1 if kept else 1
+        return self.generations(name) / str(number)
+
     def leftovers(self, name: str) -> list[Path]:
         """Staging and trash directories of ``name`` (``<name>.<rand>``), sorted."""
         found = []
@@ -226,7 +238,7 @@ class Swapper:
         target = self.backends / name
         old = _ino(target)
         keep_old = old is not None and self.keep > 0 and op != "repair"
-        outgoing = self._next_generation(name) if keep_old else self.state.new_trash_path(name)
+        outgoing = self.state.next_generation(name) if keep_old else self.state.new_trash_path(name)
         journal = self._begin(op, name, staged, old, outgoing, discard_incoming=True)
         self._run(journal, check)
 
@@ -271,7 +283,7 @@ class Swapper:
         done: str | None = None
         path = self.state.journal(name)
         if path.exists():
-            journal = self._read_journal(path)
+            journal = read_journal(path, self.state.root)
             committed = self._committed(journal)
             try:
                 if committed:
@@ -310,11 +322,11 @@ class Swapper:
         journal = Journal(
             op=op,
             name=name,
-            incoming=self._rel(incoming) if incoming is not None else None,
+            incoming=self.state.rel(incoming) if incoming is not None else None,
             incoming_ino=_ino(incoming) if incoming is not None else None,
             old_ino=old,
-            outgoing=self._rel(outgoing),
-            aside=self._rel(self.state.new_trash_path(name)),
+            outgoing=self.state.rel(outgoing),
+            aside=self.state.rel(self.state.new_trash_path(name)),
             discard_incoming=discard_incoming,
             started_at=datetime.now(UTC),
         )
@@ -325,7 +337,7 @@ class Swapper:
     def _run(self, journal: Journal, check: Callable[[Path], None] | None) -> None:
         name = journal.name
         target = self.backends / name
-        incoming = self._abs(journal.incoming)
+        incoming = self.state.absolute(journal.incoming)
         outgoing = self.state.root / journal.outgoing
 
         def commit() -> None:
@@ -411,8 +423,9 @@ class Swapper:
 
     def _undo(self, journal: Journal) -> None:
         target = self.backends / journal.name
-        aside = self._abs(journal.aside)
-        assert aside is not None
+        aside = self.state.absolute(journal.aside)
+        if aside is None:
+            raise RecoveryFailed(f"the journal of {journal.name} names no place for the old version")
         if journal.old_ino is not None:
             old_at = self._find(journal, journal.old_ino)
             if old_at is None:
@@ -431,8 +444,9 @@ class Swapper:
             self._fsync_parents(journal)
         if journal.incoming_ino is not None:
             new_at = self._find(journal, journal.incoming_ino)
-            incoming = self._abs(journal.incoming)
-            assert incoming is not None
+            incoming = self.state.absolute(journal.incoming)
+            if incoming is None:
+                raise RecoveryFailed(f"the journal of {journal.name} names no incoming directory")
             if new_at is not None and journal.discard_incoming:
                 self.fs.remove_tree(new_at)
             elif new_at is not None and new_at != incoming:
@@ -443,9 +457,9 @@ class Swapper:
     def _find(self, journal: Journal, ino: int) -> Path | None:
         for path in (
             self.backends / journal.name,
-            self._abs(journal.incoming),
-            self._abs(journal.outgoing),
-            self._abs(journal.aside),
+            self.state.absolute(journal.incoming),
+            self.state.absolute(journal.outgoing),
+            self.state.absolute(journal.aside),
         ):
             if path is not None and _ino(path) == ino:
                 return path
@@ -454,7 +468,7 @@ class Swapper:
     def _fsync_parents(self, journal: Journal) -> None:
         parents = {self.backends}
         for rel in (journal.incoming, journal.outgoing, journal.aside):
-            path = self._abs(rel)
+            path = self.state.absolute(rel)
             if path is not None and path.parent.exists():
                 parents.add(path.parent)
         for parent in sorted(parents):
@@ -468,40 +482,35 @@ class Swapper:
             self.fs.rename(stale, doomed)
             self.fs.remove_tree(doomed)
 
-    def _next_generation(self, name: str) -> Path:
-        kept = self.state.kept(name)
-        number = int(kept[-1].name) + 1 if kept else 1
-        return self.state.generations(name) / str(number)
-
     # -- journal files ----------------------------------------------------------------------
 
     def _write_journal(self, journal: Journal) -> None:
         self.fs.mkdir(self.state.journals)
         self.fs.write_file(self.state.journal(journal.name), journal.model_dump_json(indent=2).encode())
 
-    def _read_journal(self, path: Path) -> Journal:
-        try:
-            raw = path.read_bytes()
-            journal = Journal.model_validate_json(raw)
-        except (OSError, ValidationError, ValueError) as exc:
-            raise RecoveryFailed(
-                f"journal {path} is unreadable: {exc}",
-                hint="inspect it; 'gallery fsck' reports the directories it names",
-            ) from exc
-        if journal.format_version > JOURNAL_FORMAT_VERSION:
-            raise RecoveryFailed(f"journal {path} was written by a newer gallery", hint="upgrade gallery")
-        if journal.name != path.stem or not is_valid_name(journal.name):
-            raise RecoveryFailed(f"journal {path} names {journal.name!r}")
-        for rel in (journal.incoming, journal.outgoing, journal.aside):
-            if rel is not None and (rel.startswith("/") or ".." in Path(rel).parts):
-                raise RecoveryFailed(f"journal {path} names a path outside {self.state.root}: {rel!r}")
-        return journal
 
-    def _rel(self, path: Path) -> str:
-        return str(path.relative_to(self.state.root))
+def read_journal(path: Path, root: Path) -> Journal:
+    """A journal file, checked: our format, naming its own backend, paths inside ``root``.
 
-    def _abs(self, rel: str | None) -> Path | None:
-        return None if rel is None else self.state.root / rel
+    Raises:
+        RecoveryFailed: it is unreadable, newer, or names something it must not.
+    """
+    try:
+        raw = path.read_bytes()
+        journal = Journal.model_validate_json(raw)
+    except (OSError, ValidationError, ValueError) as exc:
+        raise RecoveryFailed(
+            f"journal {path} is unreadable: {exc}",
+            hint="inspect it; 'gallery fsck' reports the directories it names",
+        ) from exc
+    if journal.format_version > JOURNAL_FORMAT_VERSION:
+        raise RecoveryFailed(f"journal {path} was written by a newer gallery", hint="upgrade gallery")
+    if journal.name != path.stem or not is_valid_name(journal.name):
+        raise RecoveryFailed(f"journal {path} names {journal.name!r}")
+    for rel in (journal.incoming, journal.outgoing, journal.aside):
+        if rel is not None and (rel.startswith("/") or ".." in Path(rel).parts):
+            raise RecoveryFailed(f"journal {path} names a path outside {root}: {rel!r}")
+    return journal
 
 
 def _describe(exc: OSError) -> str:

@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import httpx
@@ -43,30 +44,35 @@ class Registry:
     def url(self) -> str:
         return f"http://{self.host}"
 
+    @cached_property
+    def client(self) -> httpx.Client:
+        """One client for every push: building one costs tens of milliseconds (its TLS context)."""
+        return httpx.Client(trust_env=False, timeout=30)
+
     def push_blob(self, repo: str, data: bytes) -> str:
         digest = digest_of(data)
-        with httpx.Client(trust_env=False, timeout=30) as client:
-            start = client.post(f"{self.url}/v2/{repo}/blobs/uploads/")
-            assert start.status_code == 202, start.text
-            location = start.headers["Location"]
-            separator = "&" if "?" in location else "?"
-            put = client.put(
-                f"{httpx.URL(self.url).join(location)}{separator}digest={digest}",
-                content=data,
-                headers={"Content-Type": "application/octet-stream"},
-            )
-            assert put.status_code == 201, put.text
+        client = self.client
+        start = client.post(f"{self.url}/v2/{repo}/blobs/uploads/")
+        assert start.status_code == 202, start.text
+        location = start.headers["Location"]
+        separator = "&" if "?" in location else "?"
+        put = client.put(
+            f"{httpx.URL(self.url).join(location)}{separator}digest={digest}",
+            content=data,
+            headers={"Content-Type": "application/octet-stream"},
+        )
+        assert put.status_code == 201, put.text
         return digest
 
     def push_manifest(self, repo: str, reference: str, document: dict[str, object], media_type: str) -> str:
         data = json.dumps(document).encode()
-        with httpx.Client(trust_env=False, timeout=30) as client:
-            put = client.put(
-                f"{self.url}/v2/{repo}/manifests/{reference}",
-                content=data,
-                headers={"Content-Type": media_type},
-            )
-            assert put.status_code == 201, put.text
+        client = self.client
+        put = client.put(
+            f"{self.url}/v2/{repo}/manifests/{reference}",
+            content=data,
+            headers={"Content-Type": media_type},
+        )
+        assert put.status_code == 201, put.text
         return digest_of(data)
 
     def push_image(
@@ -187,8 +193,8 @@ def push_signature(
     data = json.dumps(manifest).encode()
     digest = registry.push_manifest(repo, digest_of(data), manifest, OCI_MANIFEST)
     tag = subject_digest.replace(":", "-")
-    with httpx.Client(trust_env=False, timeout=30) as client:
-        existing = client.get(f"{registry.url}/v2/{repo}/manifests/{tag}", headers={"Accept": OCI_INDEX})
+    client = registry.client
+    existing = client.get(f"{registry.url}/v2/{repo}/manifests/{tag}", headers={"Accept": OCI_INDEX})
     entries = existing.json()["manifests"] if existing.status_code == 200 else []
     entries.append(
         {"mediaType": OCI_MANIFEST, "digest": digest, "size": len(data), "artifactType": BUNDLE_TYPE}
