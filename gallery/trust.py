@@ -192,7 +192,7 @@ _UNVERIFIED_PIN = (
 
 def _bind(candidate: Candidate, pins: EntryPins) -> Candidate:
     source = candidate.source
-    if isinstance(source, TarballSource) and pins.sha256 is not None:
+    if isinstance(source, TarballSource):  # its own fragment, if any, is the entry's sha256 already
         return replace(candidate, source=TarballSource(source.url, pins.sha256))
     if isinstance(source, OciSource) and pins.digest is not None:
         return replace(candidate, source=OciSource(source.reference.pinned(pins.digest)))

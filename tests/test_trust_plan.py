@@ -65,6 +65,11 @@ CASES: list[tuple[str, str, dict[str, Any], EntryPins, set[str], bool]] = [
      EntryPins(SHA, signature="file:///etc/shadow"), set(), True),
     ("remote tarball, local signature, local index", TARBALL, {"policy": POLICY},
      EntryPins(SHA, signature="file:///srv/x.sig"), {"signature", "sha256"}, False),
+    ("remote tarball, remote signature, remote index", TARBALL, {"origin": "remote", "policy": POLICY},
+     EntryPins(SHA, signature=TARBALL + ".sig"), {"signature", "sha256"}, False),
+    ("remote tarball, no signature, remote index", TARBALL, {"origin": "remote"}, EntryPins(SHA), {"sha256"}, False),
+    ("image with a local signature, remote index (a signature names tarballs only)", IMAGE,
+     {"origin": "remote", "policy": POLICY}, EntryPins(signature="file:///srv/x.sig"), {"signature"}, False),
     ("image, remote index", IMAGE, {"origin": "remote", "policy": POLICY}, EntryPins(), {"signature"}, False),
     ("image, pinned digests required, unpinned", IMAGE, {"require_pinned_digests": True, "policy": POLICY}, EntryPins(), set(), True),
     ("image, pinned digests required, pinned", IMAGE, {"require_pinned_digests": True, "policy": POLICY},
@@ -133,3 +138,17 @@ def test_only_the_gate_makes_verified_values(tmp_path: Path) -> None:
     with pytest.raises(TypeError, match="only what the trust gate verified"):
         Deployer(session).deploy(impostor, None, op="install")  # type: ignore[arg-type]
     assert not (tmp_path / "b").exists()
+
+
+def test_show_says_what_each_candidate_must_prove() -> None:
+    context = TrustContext("g", POLICY, False, "local")
+    signed = plan_candidate(
+        Candidate("uri", parse_backend_uri(TARBALL)), EntryPins(SHA, signature="https://s"), context
+    )
+    unsigned = plan_candidate(Candidate("uri", parse_backend_uri(TARBALL)), EntryPins(SHA), context)
+    open_ = plan_candidate(
+        Candidate("uri", parse_backend_uri(IMAGE)), EntryPins(), TrustContext("g", None, False, "local")
+    )
+    assert signed.describe() == "sha256 + signature"
+    assert unsigned.describe().startswith("refused: gallery 'g' has a verification policy")
+    assert open_.describe() == "nothing (unverified)"

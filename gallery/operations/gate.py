@@ -42,6 +42,11 @@ class Verified:
     proven. ``release`` frees what the gate opened for it (a layout, an unverified download)."""
 
     __slots__ = ("_release", "evidence", "label", "pinned", "plan")
+    plan: CandidatePlan
+    pinned: PinnedImage
+    evidence: Evidence
+    label: str
+    _release: Callable[[], None]
 
     def __init__(
         self,
@@ -55,11 +60,12 @@ class Verified:
     ) -> None:
         if token is not _GATE:
             raise TypeError("only the trust gate makes Verified values")
-        self.plan = plan
-        self.pinned = pinned
-        self.evidence = evidence
-        self.label = label
-        self._release = release
+        for slot, value in (("plan", plan), ("pinned", pinned), ("evidence", evidence), ("label", label),
+                            ("_release", release)):  # fmt: skip
+            object.__setattr__(self, slot, value)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError("a Verified value cannot be changed after the gate made it")
 
     @property
     def digest(self) -> str:
@@ -183,7 +189,7 @@ class TrustGate:
         """The signature is checked before a byte of the tarball is fetched: it names the sha256."""
         session = self._session
         expected, evidence = plan.sha256, None
-        if "signature" in plan.proofs and plan.signature is not None:
+        if plan.signature is not None:  # the plan names one only where a policy demands it
             bundle = read_signature(plan.signature, client=session.client,
                                     max_bytes=session.config.limits.max_bundle_bytes)  # fmt: skip
             expected = expected or signed_sha256(bundle)
@@ -218,14 +224,17 @@ class TrustGate:
         )
         recorded = installed.verification.bundle if installed.verification is not None else None
         bundle = json.dumps(recorded).encode() if recorded is not None else None
-        evidence = None
-        if plan.tarball and "signature" in plan.proofs and bundle is not None:
-            evidence = self._verify_blob(job, digest.removeprefix("sha256:"), bundle)
+        evidence, checked = None, None
+        if plan.tarball:
+            # The bytes are the cached blob of the recorded sha256, hashed again as they are extracted.
+            checked = digest.removeprefix("sha256:")
+            if plan.signature is not None and bundle is not None:
+                evidence = self._verify_blob(job, checked, bundle)
         signatures = RecordedSignature(bundle, where=f"{job.name}'s metadata") if bundle is not None else None
         platform = installed.platform or self._session.config.platform
         pinned = PinnedImage(str(plan.candidate), digest, installed.manifest_digest or digest, manifest,
                              platform, _NoBlobs(), signatures)  # fmt: skip
-        return self._admit(plan, job, pinned, attempt, _Opened(), evidence)
+        return self._admit(plan, job, pinned, attempt, _Opened(), evidence, checked_sha256=checked)
 
     # -- the checks ---------------------------------------------------------------------------
 

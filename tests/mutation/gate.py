@@ -40,6 +40,7 @@ TARGETS: dict[str, tuple[str, ...]] = {
 }
 TESTS = [
     "tests/test_trust_plan.py",
+    "tests/test_trust_gate.py",
     "tests/test_trust_cases.py",
     "tests/test_install_sources.py",
     "tests/test_bundle.py",
