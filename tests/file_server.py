@@ -1,6 +1,7 @@
 """A plain HTTP server on 127.0.0.1 serving files from a dict (indexes, tarballs, signatures).
 
-``files[path] = bytes`` publishes, ``del files[path]`` withdraws (404); ``requests`` records every
+``files[path] = bytes`` publishes, ``del files[path]`` withdraws (404), ``redirects[path] = location``
+answers 302; ``requests`` records every
 path asked for, so a test can prove a refused candidate was never contacted.
 """
 
@@ -17,6 +18,7 @@ from dataclasses import dataclass, field
 class FileServer:
     url: str
     files: dict[str, bytes] = field(default_factory=dict)
+    redirects: dict[str, str] = field(default_factory=dict)  # path -> Location (302)
     requests: list[str] = field(default_factory=list)
 
     def publish(self, path: str, data: bytes) -> str:
@@ -31,6 +33,12 @@ def serving() -> Iterator[FileServer]:
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             state.requests.append(self.path)
+            if self.path in state.redirects:
+                self.send_response(302)
+                self.send_header("Location", state.redirects[self.path])
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
             data = state.files.get(self.path)
             if data is None:
                 self.send_response(404)

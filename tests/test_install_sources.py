@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import hashlib
-import http.server
 import shutil
 import sys
 import tarfile
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,6 +21,7 @@ from gallery.metadata import read_metadata
 from gallery.signatures import SigstoreVerifier
 
 from .conftest import REPO
+from .file_server import serving
 from .tarbuild import file, gz, tar_bytes, zst
 
 sys.path.insert(0, str(REPO / "galleries" / "demo"))
@@ -84,29 +83,12 @@ def test_tarball_sha256_mismatch_is_exit_3_and_nothing_is_kept(tmp_path: Path) -
 
 
 @pytest.fixture
-def tarball_server(tmp_path: Path) -> Iterator[tuple[str, bytes]]:
+def tarball_server() -> Iterator[tuple[str, bytes]]:
     blob = gz(tar_bytes([RUN_SH]))
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            if self.path == "/moved.tar.gz":
-                self.send_response(302)
-                self.send_header("Location", "/backend.tar.gz")
-                self.end_headers()
-                return
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(blob)))
-            self.end_headers()
-            self.wfile.write(blob)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}", blob
-    server.shutdown()
-    server.server_close()
+    with serving() as server:
+        server.publish("/backend.tar.gz", blob)
+        server.redirects["/moved.tar.gz"] = "/backend.tar.gz"
+        yield server.url, blob
 
 
 def test_http_tarball_without_sha256_installs_with_a_warning(
