@@ -31,10 +31,10 @@ import httpx
 from benchlib import GALLERY, local_registry, write_gallery
 from registry_server import LAYER_GZIP
 
-from gallery.capability import HostFacts
-from gallery.config import load_config
-from gallery.install import Installer
-from gallery.signatures import SigstoreVerifier
+from gallery.catalog.capability import HostFacts
+from gallery.config.models import load_config
+from gallery.operations.installer import Installer
+from gallery.verify.signatures import SigstoreVerifier
 
 
 def image_layer(number: int) -> bytes:

@@ -32,11 +32,11 @@ from registry_server import LAYER_GZIP, push_signature, running_registry  # noqa
 from sigstore.models import Bundle  # noqa: E402
 from sigstore_instance import DEFAULT_IDENTITY, GITHUB_ISSUER, SigstoreInstance  # noqa: E402
 
-from gallery.policy import VerificationPolicy  # noqa: E402
-from gallery.references import parse_reference  # noqa: E402
-from gallery.registry import RegistryClient  # noqa: E402
-from gallery.signature_sources import RegistrySignatures  # noqa: E402
-from gallery.signatures import SigstoreVerifier, TrustRoots, _CertificatePolicy  # noqa: E402
+from gallery.oci.references import parse_reference  # noqa: E402
+from gallery.oci.registry import RegistryClient  # noqa: E402
+from gallery.verify.discovery import RegistrySignatures  # noqa: E402
+from gallery.verify.policy import VerificationPolicy  # noqa: E402
+from gallery.verify.signatures import SigstoreVerifier, TrustRoots, _CertificatePolicy  # noqa: E402
 
 
 def tiny_layer() -> bytes:

@@ -19,26 +19,26 @@ import typer
 from typer.core import TyperGroup
 
 from gallery import __version__
-from gallery.capability import detect_host_facts
-from gallery.checksum import checksum_index
-from gallery.config import Config, Limits, load_config
+from gallery.catalog.capability import detect_host_facts
+from gallery.catalog.index import IndexEntry
+from gallery.config.models import Config, Limits, load_config
+from gallery.config.reference_doc import config_reference
 from gallery.errors import GalleryError
-from gallery.fleet import lock_backends, preload
-from gallery.fsck import mark_repaired, prune_cache, scan
-from gallery.fsutil import read_at_most
-from gallery.index import IndexEntry
-from gallery.install import BatchResult, Installer, ProgressReporter
-from gallery.lint import describe_refusal, lint_index, lint_signature
-from gallery.lockfile import LockFile, read_lock, write_lock
-from gallery.metadata import BackendMetadata, read_metadata
-from gallery.policy import VerificationPolicy
-from gallery.queries import list_entries, run_doctor, show_backend
-from gallery.recheck import verify_installed
-from gallery.reference import config_reference
-from gallery.registry import RegistryClient
-from gallery.signatures import SigstoreVerifier, TrustRoots
-from gallery.swap import recover_pending
-from gallery.transport import make_http_client
+from gallery.files import read_at_most
+from gallery.net.client import make_http_client
+from gallery.oci.registry import RegistryClient
+from gallery.operations.checksum import checksum_index
+from gallery.operations.fleet import lock_backends, preload
+from gallery.operations.fsck import mark_repaired, prune_cache, scan
+from gallery.operations.installer import BatchResult, Installer, ProgressReporter
+from gallery.operations.lint import describe_refusal, lint_index, lint_signature
+from gallery.operations.lockfile import LockFile, read_lock, write_lock
+from gallery.operations.queries import list_entries, run_doctor, show_backend
+from gallery.place.metadata import BackendMetadata, read_metadata
+from gallery.place.swap import recover_pending
+from gallery.verify.policy import VerificationPolicy
+from gallery.verify.recheck import verify_installed
+from gallery.verify.signatures import SigstoreVerifier, TrustRoots
 
 from .progress import RichProgress
 from .render import Output

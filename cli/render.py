@@ -11,13 +11,13 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from gallery.checksum import ChecksumReport
-from gallery.fsck import FsckReport, PruneResult
-from gallery.lint import LintReport
-from gallery.metadata import BackendMetadata
-from gallery.queries import DoctorReport, ListResult, Notice, ShowResult, installed_summary
+from gallery.operations.checksum import ChecksumReport
+from gallery.operations.fsck import FsckReport, PruneResult
+from gallery.operations.lint import LintReport
+from gallery.operations.queries import DoctorReport, ListResult, Notice, ShowResult, installed_summary
+from gallery.place.metadata import BackendMetadata
+from gallery.place.swap import RecoveryReport
 from gallery.results import BatchResult, UpdateCheck
-from gallery.swap import RecoveryReport
 
 __all__ = ["Output", "clean"]
 

@@ -21,9 +21,9 @@ from pathlib import Path
 import atheris
 
 with atheris.instrument_imports():
-    from gallery.compression import decompressing, sniff_compression
     from gallery.errors import OperationalError, UnsafeArchiveError
-    from gallery.extract import ExtractLimits, TreeBuilder
+    from gallery.place.extract import ExtractLimits, TreeBuilder
+    from gallery.prepare.compression import decompressing, sniff_compression
 
 LIMITS = ExtractLimits(max_bytes=8 * 1024 * 1024, max_files=2000, max_path_length=1024)
 WORK = Path(tempfile.mkdtemp(prefix="gallery-fuzz-"))

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from .config import Config, GalleryConfig, load_config
-from .errors import (
+from gallery.config.models import Config, GalleryConfig, load_config
+from gallery.errors import (
     AmbiguousName,
     BackendNotFound,
     ConfigError,

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from .errors import DowngradeRefused, GalleryError, InstallFailed
+from gallery.errors import DowngradeRefused, GalleryError, InstallFailed
 
 __all__ = ["BatchResult", "InstallResult", "Status", "UpdateCheck"]
 

@@ -17,10 +17,10 @@ from pathlib import Path
 
 import httpx
 
-from gallery.capability import HostFacts
-from gallery.config import load_config
-from gallery.install import Installer
-from gallery.signatures import SigstoreVerifier
+from gallery.catalog.capability import HostFacts
+from gallery.config.models import load_config
+from gallery.operations.installer import Installer
+from gallery.verify.signatures import SigstoreVerifier
 
 
 def main() -> int:

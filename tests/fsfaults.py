@@ -7,7 +7,7 @@ import os
 import stat
 from pathlib import Path
 
-from gallery.fsops import FsOps
+from gallery.place.fsops import FsOps
 
 
 class RecordingFsOps(FsOps):

@@ -1,9 +1,9 @@
 from __future__ import annotations
 
-from gallery.candidates import build_candidates, registry_endpoints
-from gallery.index import IndexEntry, parse_index
-from gallery.references import parse_reference
-from gallery.safe_yaml import YamlLimits
+from gallery.catalog.candidates import build_candidates, registry_endpoints
+from gallery.catalog.index import IndexEntry, parse_index
+from gallery.config.safe_yaml import YamlLimits
+from gallery.oci.references import parse_reference
 
 from .localai_fixture import build_localai_like_index
 

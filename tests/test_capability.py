@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from gallery.capability import HostFacts, choose_capability, detect_host_facts, preferred_capabilities
+from gallery.catalog.capability import HostFacts, choose_capability, detect_host_facts, preferred_capabilities
 
 
 def fake_root(tmp_path: Path, files: dict[str, str]) -> Path:

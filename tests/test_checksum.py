@@ -11,8 +11,8 @@ import yaml
 from typer.testing import CliRunner
 
 from cli.main import app
-from gallery.index import parse_index
-from gallery.safe_yaml import YamlLimits
+from gallery.catalog.index import parse_index
+from gallery.config.safe_yaml import YamlLimits
 
 from .registry_server import LAYER_GZIP, Registry
 from .tarbuild import file, gz, tar_bytes

@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from gallery.config import Config, load_config
+from gallery.config.models import Config, load_config
 from gallery.errors import ConfigError
-from gallery.policy import VerificationPolicy
+from gallery.verify.policy import VerificationPolicy
 
 from .conftest import REPO
 

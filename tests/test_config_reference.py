@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from gallery.config import Config
-from gallery.reference import config_reference
+from gallery.config.models import Config
+from gallery.config.reference_doc import config_reference
 
 from .conftest import REPO
 

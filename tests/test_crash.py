@@ -23,11 +23,11 @@ import yaml
 from typer.testing import CliRunner
 
 from cli.main import app
-from gallery.capability import HostFacts
-from gallery.config import load_config
-from gallery.install import Installer
-from gallery.signatures import SigstoreVerifier
-from gallery.swap import StateDir
+from gallery.catalog.capability import HostFacts
+from gallery.config.models import load_config
+from gallery.operations.installer import Installer
+from gallery.place.swap import StateDir
+from gallery.verify.signatures import SigstoreVerifier
 
 from .conftest import REPO
 from .fsfaults import tree
@@ -212,7 +212,7 @@ def test_a_crash_leftover_is_reported_by_doctor_while_its_owner_holds_the_lock(t
     prepare(project, "upgrade")
     project.offer("v2")
     assert project.run_killed("upgrade", kill_at="exchanged")[0] == -9
-    from gallery.locks import backend_lock
+    from gallery.filelocks import backend_lock
 
     with backend_lock(StateDir(project.backends).root, "b", timeout=1):  # a live owner
         result = CliRunner().invoke(app, ["--config", str(project.config), "doctor"])
@@ -226,7 +226,7 @@ def test_while_another_process_recovers_readers_go_on_without_waiting(tmp_path: 
     prepare(project, "upgrade")
     project.offer("v2")
     assert project.run_killed("upgrade", kill_at="journaled")[0] == -9
-    from gallery.locks import recovery_lock
+    from gallery.filelocks import recovery_lock
 
     with recovery_lock(StateDir(project.backends).root, timeout=1):  # another process recovering
         result = CliRunner().invoke(app, ["--config", str(project.config), "list", "--installed"])

@@ -16,11 +16,11 @@ import httpx
 from pyfakefs.fake_filesystem_unittest import Patcher
 from pyfakefs.helpers import set_uid
 
-from gallery.capability import HostFacts
-from gallery.config import Config, load_config
-from gallery.fsops import FsOps
-from gallery.install import Installer
-from gallery.signatures import SigstoreVerifier
+from gallery.catalog.capability import HostFacts
+from gallery.config.models import Config, load_config
+from gallery.operations.installer import Installer
+from gallery.place.fsops import FsOps
+from gallery.verify.signatures import SigstoreVerifier
 
 from .conftest import REPO
 from .tarbuild import file, gz, tar_bytes

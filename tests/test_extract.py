@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from gallery.compression import decompressing, sniff_compression
 from gallery.errors import UnsafeArchiveError
-from gallery.extract import ExtractLimits, TreeBuilder
+from gallery.place.extract import ExtractLimits, TreeBuilder
+from gallery.prepare.compression import decompressing, sniff_compression
 
 from .hostile.archives import REFUSED_MEMBERS
 from .hostile.harness import ABSOLUTE_ESCAPE

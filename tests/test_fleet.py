@@ -10,11 +10,11 @@ import pytest
 from typer.testing import CliRunner
 
 from cli.main import app
-from gallery.config import Config
+from gallery.config.models import Config
 from gallery.errors import UsageError
-from gallery.fleet import lock_backends, preload
-from gallery.lockfile import LockFile, read_lock, write_lock
-from gallery.metadata import read_metadata
+from gallery.operations.fleet import lock_backends, preload
+from gallery.operations.lockfile import LockFile, read_lock, write_lock
+from gallery.place.metadata import read_metadata
 
 from .faulty_proxy import Faults, faulty_proxy
 from .registry_server import LAYER_GZIP, Registry, push_signature

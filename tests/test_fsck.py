@@ -12,7 +12,7 @@ import yaml
 from typer.testing import CliRunner
 
 from cli.main import app
-from gallery.swap import StateDir
+from gallery.place.swap import StateDir
 
 from .conftest import REPO
 from .fsfaults import tree
@@ -160,10 +160,10 @@ def test_cache_prune_keeps_what_installed_backends_and_generations_use(project: 
 def test_a_blob_pruned_between_fetch_and_extraction_is_fetched_again(tmp_path: Path) -> None:
     import httpx
 
-    from gallery.capability import HostFacts
-    from gallery.config import load_config
-    from gallery.install import Installer, NoProgress
-    from gallery.signatures import SigstoreVerifier
+    from gallery.catalog.capability import HostFacts
+    from gallery.config.models import load_config
+    from gallery.operations.installer import Installer, NoProgress
+    from gallery.verify.signatures import SigstoreVerifier
 
     project = Project(tmp_path)
     project.offer("b", "v1")

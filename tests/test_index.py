@@ -2,9 +2,9 @@ from __future__ import annotations
 
 import pytest
 
+from gallery.catalog.index import parse_index
+from gallery.config.safe_yaml import YamlLimits
 from gallery.errors import IndexFormatError
-from gallery.index import parse_index
-from gallery.safe_yaml import YamlLimits
 
 from .localai_fixture import build_localai_like_index
 

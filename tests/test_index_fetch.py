@@ -10,9 +10,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from gallery.config import GalleryConfig, Limits
+from gallery.catalog.fetch import IndexCache, fetch_gallery_index
+from gallery.config.models import GalleryConfig, Limits
 from gallery.errors import IndexUnavailable
-from gallery.index_fetch import IndexCache, fetch_gallery_index
 
 INDEX = b'- {name: a, uri: "quay.io/x/a:1"}\n'
 OTHER = b'- {name: b, uri: "quay.io/x/b:1"}\n'
@@ -166,8 +166,8 @@ def http_server() -> Iterator[str]:
 
 
 def test_real_http_server_with_redirect(tmp_path: Path, http_server: str) -> None:
-    from gallery.config import Config
-    from gallery.transport import make_http_client
+    from gallery.config.models import Config
+    from gallery.net.client import make_http_client
 
     config = Config(format_version=1, backends_path=tmp_path / "b", cache_path=tmp_path / "c")
     gallery = GalleryConfig(name="g", url=f"{http_server}/missing.yaml", mirrors=(f"{http_server}/redirect",))

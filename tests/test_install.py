@@ -15,13 +15,13 @@ import yaml
 from typer.testing import CliRunner
 
 from cli.main import app
-from gallery.capability import HostFacts
-from gallery.config import Config, load_config
-from gallery.install import Installer
-from gallery.metadata import read_metadata
-from gallery.references import OciReference
-from gallery.registry import Endpoint, RegistryClient, RetryPolicy
-from gallery.signatures import SigstoreVerifier
+from gallery.catalog.capability import HostFacts
+from gallery.config.models import Config, load_config
+from gallery.oci.references import OciReference
+from gallery.oci.registry import Endpoint, RegistryClient, RetryPolicy
+from gallery.operations.installer import Installer
+from gallery.place.metadata import read_metadata
+from gallery.verify.signatures import SigstoreVerifier
 
 from .registry_server import LAYER_GZIP, LAYER_TAR, LAYER_ZSTD, Registry, digest_of
 from .tarbuild import directory, file, gz, symlink, tar_bytes, zst

@@ -14,11 +14,11 @@ import httpx
 import pytest
 import yaml
 
-from gallery.capability import HostFacts
-from gallery.config import load_config
-from gallery.install import Installer
-from gallery.metadata import read_metadata
-from gallery.signatures import SigstoreVerifier
+from gallery.catalog.capability import HostFacts
+from gallery.config.models import load_config
+from gallery.operations.installer import Installer
+from gallery.place.metadata import read_metadata
+from gallery.verify.signatures import SigstoreVerifier
 
 from .conftest import REPO
 from .file_server import serving

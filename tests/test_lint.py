@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from cli.main import app
-from gallery.lint import lint_index
+from gallery.operations.lint import lint_index
 
 from .localai_fixture import build_localai_like_index
 

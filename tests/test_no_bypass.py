@@ -28,14 +28,14 @@ import httpx
 import pytest
 import yaml
 
-from gallery.capability import HostFacts
-from gallery.config import Config, load_config
-from gallery.fleet import lock_backends, preload
-from gallery.install import Installer
-from gallery.metadata import read_metadata
-from gallery.registry import RegistryClient, RetryPolicy
+from gallery.catalog.capability import HostFacts
+from gallery.config.models import Config, load_config
+from gallery.oci.registry import RegistryClient, RetryPolicy
+from gallery.operations.fleet import lock_backends, preload
+from gallery.operations.installer import Installer
+from gallery.place.metadata import read_metadata
 from gallery.results import BatchResult, InstallResult
-from gallery.signatures import SigstoreVerifier
+from gallery.verify.signatures import SigstoreVerifier
 
 from .conftest import REPO
 from .file_server import FileServer, serving

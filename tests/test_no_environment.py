@@ -18,15 +18,15 @@ import pytest
 from typer.testing import CliRunner
 
 from cli.main import app
-from gallery.capability import detect_host_facts
-from gallery.config import load_config
-from gallery.fleet import lock_backends, preload
-from gallery.fsck import prune_cache, scan
-from gallery.install import Installer
-from gallery.lockfile import read_lock, write_lock
-from gallery.queries import list_entries, run_doctor, show_backend
-from gallery.signatures import SigstoreVerifier
-from gallery.transport import make_http_client
+from gallery.catalog.capability import detect_host_facts
+from gallery.config.models import load_config
+from gallery.net.client import make_http_client
+from gallery.operations.fleet import lock_backends, preload
+from gallery.operations.fsck import prune_cache, scan
+from gallery.operations.installer import Installer
+from gallery.operations.lockfile import read_lock, write_lock
+from gallery.operations.queries import list_entries, run_doctor, show_backend
+from gallery.verify.signatures import SigstoreVerifier
 
 from .conftest import REPO
 from .sigstore_instance import DEFAULT_IDENTITY, GITHUB_ISSUER, SigstoreInstance

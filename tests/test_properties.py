@@ -15,8 +15,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gallery.errors import UnsafeArchiveError
-from gallery.extract import ExtractLimits, TreeBuilder
-from gallery.policy import VerificationPolicy
+from gallery.place.extract import ExtractLimits, TreeBuilder
+from gallery.verify.policy import VerificationPolicy
 
 from .tarbuild import Member, tar_bytes
 

@@ -8,8 +8,8 @@ import json
 import pytest
 
 from gallery.errors import SignatureError
-from gallery.policy import VerificationPolicy
-from gallery.signatures import TrustRoots, verify_blob_bundle
+from gallery.verify.policy import VerificationPolicy
+from gallery.verify.signatures import TrustRoots, verify_blob_bundle
 
 from .conftest import REPO
 

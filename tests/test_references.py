@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gallery.references import ReferenceParseError, parse_reference, validate_registry_host
+from gallery.oci.references import ReferenceParseError, parse_reference, validate_registry_host
 
 HEX = "a" * 64
 

@@ -11,11 +11,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from gallery.blobcache import BlobCache
 from gallery.errors import DigestMismatch
-from gallery.oci_models import Descriptor, ImageIndex, ImageManifest
-from gallery.references import parse_reference
-from gallery.registry import Endpoint, ManifestNotFound, RegistryClient, RegistryError, RetryPolicy
+from gallery.oci.models import Descriptor, ImageIndex, ImageManifest
+from gallery.oci.references import parse_reference
+from gallery.oci.registry import Endpoint, ManifestNotFound, RegistryClient, RegistryError, RetryPolicy
+from gallery.prepare.blobcache import BlobCache
 
 from .faulty_proxy import Faults, faulty_proxy
 from .registry_server import LAYER_GZIP, LAYER_ZSTD, Registry, digest_of

@@ -4,14 +4,14 @@ from datetime import UTC, datetime
 
 import pytest
 
-from gallery.capability import HostFacts
-from gallery.catalog import Catalog, GalleryState
-from gallery.config import GalleryConfig
+from gallery.catalog.capability import HostFacts
+from gallery.catalog.fetch import LoadedIndex
+from gallery.catalog.galleries import Catalog, GalleryState
+from gallery.catalog.index import parse_index
+from gallery.catalog.resolve import CapabilitySelector, resolve_backend
+from gallery.config.models import GalleryConfig
+from gallery.config.safe_yaml import YamlLimits
 from gallery.errors import AmbiguousName, BackendNotFound, IndexFormatError
-from gallery.index import parse_index
-from gallery.index_fetch import LoadedIndex
-from gallery.resolve import CapabilitySelector, resolve_backend
-from gallery.safe_yaml import YamlLimits
 
 from .localai_fixture import build_localai_like_index
 

@@ -4,7 +4,7 @@ import time
 
 import pytest
 
-from gallery.safe_yaml import YamlLimits, YamlRefused, load_bounded_yaml
+from gallery.config.safe_yaml import YamlLimits, YamlRefused, load_bounded_yaml
 
 BILLION_LAUGHS = b"""
 a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]

@@ -14,15 +14,15 @@ import httpx
 import pytest
 import yaml
 
-from gallery.capability import HostFacts
-from gallery.config import Config, load_config
+from gallery.catalog.capability import HostFacts
+from gallery.config.models import Config, load_config
 from gallery.errors import SignatureError
-from gallery.install import Installer
-from gallery.metadata import read_metadata
-from gallery.policy import VerificationPolicy
-from gallery.registry import RegistryClient, RetryPolicy
-from gallery.signatures import SigstoreVerifier, TrustRootError, TrustRoots, VerificationCache
-from gallery.verification import Evidence
+from gallery.oci.registry import RegistryClient, RetryPolicy
+from gallery.operations.installer import Installer
+from gallery.place.metadata import read_metadata
+from gallery.verify.evidence import Evidence
+from gallery.verify.policy import VerificationPolicy
+from gallery.verify.signatures import SigstoreVerifier, TrustRootError, TrustRoots, VerificationCache
 
 from .registry_server import LAYER_GZIP, OCI_INDEX, Registry, push_signature
 from .sigstore_instance import DEFAULT_IDENTITY, GITHUB_ISSUER, SigstoreInstance
@@ -334,8 +334,8 @@ def test_signed_tarball_is_verified_under_the_gallery_policy(signed: Signed) -> 
 
 
 def test_verify_rechecks_installed_backends_against_the_current_policy(signed: Signed) -> None:
-    from gallery.recheck import verify_installed
-    from gallery.signatures import TrustRoots
+    from gallery.verify.recheck import verify_installed
+    from gallery.verify.signatures import TrustRoots
 
     digest = signed.push("v1")
     signed.sign(digest, when=dt.datetime(2026, 6, 1, tzinfo=dt.UTC))

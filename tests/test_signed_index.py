@@ -16,12 +16,12 @@ from typing import Any
 import httpx
 import pytest
 
-from gallery.capability import HostFacts
-from gallery.catalog import load_catalog
-from gallery.config import Config, load_config
+from gallery.catalog.capability import HostFacts
+from gallery.catalog.galleries import load_catalog
+from gallery.config.models import Config, load_config
 from gallery.errors import ConfigError, DowngradeRefused, InstallFailed
-from gallery.install import Installer
-from gallery.signatures import SigstoreVerifier
+from gallery.operations.installer import Installer
+from gallery.verify.signatures import SigstoreVerifier
 
 from .conftest import REPO
 from .sigstore_instance import DEFAULT_IDENTITY, GITHUB_ISSUER, SigstoreInstance

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from gallery.sources import (
+from gallery.catalog.sources import (
     OciLayoutSource,
     OciSource,
     SourceParseError,

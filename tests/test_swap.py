@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from gallery.errors import OperationalError
-from gallery.swap import STEPS, StateDir, Swapper, recover_pending
+from gallery.place.swap import STEPS, StateDir, Swapper, recover_pending
 
 from .fsfaults import RecordingFsOps, tree
 

@@ -14,8 +14,8 @@ from .conftest import REPO
 
 def error_types() -> set[str]:
     found = set()
-    for module in pkgutil.iter_modules(gallery.__path__):
-        loaded = importlib.import_module(f"gallery.{module.name}")
+    for module in pkgutil.walk_packages(gallery.__path__, prefix="gallery."):
+        loaded = importlib.import_module(module.name)
         for name, obj in inspect.getmembers(loaded, inspect.isclass):
             if (
                 issubclass(obj, GalleryError)

@@ -20,9 +20,9 @@ import yaml
 from typer.testing import CliRunner
 
 from cli.main import app
-from gallery.lockfile import LockEntry, LockFile, write_lock
-from gallery.metadata import LayerRecord, read_metadata
-from gallery.verification import Evidence
+from gallery.operations.lockfile import LockEntry, LockFile, write_lock
+from gallery.place.metadata import LayerRecord, read_metadata
+from gallery.verify.evidence import Evidence
 
 from .file_server import FileServer, serving
 from .hostile.harness import tree_state

@@ -10,21 +10,21 @@ from typing import Any
 import httpx
 import pytest
 
-from gallery.candidates import Candidate
-from gallery.capability import HostFacts
-from gallery.catalog import GalleryState
-from gallery.config import Config, GalleryConfig
+from gallery.catalog.candidates import Candidate
+from gallery.catalog.capability import HostFacts
+from gallery.catalog.fetch import LoadedIndex
+from gallery.catalog.galleries import GalleryState
+from gallery.catalog.index import IndexEntry, ParsedIndex
+from gallery.catalog.resolve import Resolution
+from gallery.catalog.sources import OciLayoutSource, parse_backend_uri
+from gallery.config.models import Config, GalleryConfig
 from gallery.errors import SourceUnavailable
-from gallery.index import IndexEntry, ParsedIndex
-from gallery.index_fetch import LoadedIndex
 from gallery.operations.gate import TrustGate
 from gallery.operations.job import Job
 from gallery.operations.modes import INSTALL
 from gallery.operations.session import Session
-from gallery.resolve import Resolution
-from gallery.signatures import SigstoreVerifier
-from gallery.sources import OciLayoutSource, parse_backend_uri
-from gallery.trust import CandidatePlan, EntryPins, EntryPlan, TrustContext, plan_candidate
+from gallery.verify.plan import CandidatePlan, EntryPins, EntryPlan, TrustContext, plan_candidate
+from gallery.verify.signatures import SigstoreVerifier
 
 CONTEXT = TrustContext("g", None, False, "local")
 
@@ -86,8 +86,8 @@ def test_an_installed_tarball_at_the_same_sha256_is_not_downloaded_again(tmp_pat
 
     import yaml
 
-    from gallery.config import load_config
-    from gallery.install import Installer
+    from gallery.config.models import load_config
+    from gallery.operations.installer import Installer
 
     from .file_server import serving
     from .tarbuild import file, gz, tar_bytes
@@ -118,7 +118,7 @@ def test_a_signed_tarball_is_repaired_from_the_cache_under_the_policy(tmp_path: 
     from typer.testing import CliRunner
 
     from cli.main import app
-    from gallery.metadata import read_metadata
+    from gallery.place.metadata import read_metadata
 
     from .file_server import serving
     from .sigstore_instance import DEFAULT_IDENTITY, GITHUB_ISSUER, SigstoreInstance

@@ -9,16 +9,16 @@ from typing import Any
 import httpx
 import pytest
 
-from gallery.candidates import Candidate
-from gallery.capability import HostFacts
-from gallery.config import Config
+from gallery.catalog.candidates import Candidate
+from gallery.catalog.capability import HostFacts
+from gallery.catalog.sources import parse_backend_uri
+from gallery.config.models import Config
 from gallery.operations.deploy import Deployer
 from gallery.operations.gate import Verified
 from gallery.operations.session import Session
-from gallery.policy import VerificationPolicy
-from gallery.signatures import SigstoreVerifier
-from gallery.sources import parse_backend_uri
-from gallery.trust import EntryPins, TrustContext, plan_candidate, plan_entry
+from gallery.verify.plan import EntryPins, TrustContext, plan_candidate, plan_entry
+from gallery.verify.policy import VerificationPolicy
+from gallery.verify.signatures import SigstoreVerifier
 
 SHA = "a" * 64
 DIGEST = "sha256:" + "b" * 64

@@ -12,8 +12,8 @@ import pytest
 from typer.testing import CliRunner
 
 from cli.main import app
-from gallery.metadata import read_metadata
-from gallery.swap import StateDir
+from gallery.place.metadata import read_metadata
+from gallery.place.swap import StateDir
 
 from .faulty_proxy import Faults, faulty_proxy
 from .registry_server import LAYER_GZIP, Registry, digest_of, push_signature
@@ -185,10 +185,10 @@ def test_cli_upgrade_rollback_and_usage(env: Env) -> None:
 
 CONCURRENT = """
 import sys, httpx
-from gallery.capability import HostFacts
-from gallery.config import load_config
-from gallery.install import Installer
-from gallery.signatures import SigstoreVerifier
+from gallery.catalog.capability import HostFacts
+from gallery.config.models import load_config
+from gallery.operations.installer import Installer
+from gallery.verify.signatures import SigstoreVerifier
 from pathlib import Path
 config = load_config(Path(sys.argv[1]))
 with httpx.Client(trust_env=False) as client:
@@ -227,7 +227,7 @@ def test_a_held_lock_times_out_with_a_clear_message(env: Env) -> None:
     env.entries = [{"name": "echo", "uri": env.ref("stable")}]
     config = env.config(timeouts={"lock": 0.3})
     env.installer(config).install_one("echo")
-    from gallery.locks import backend_lock
+    from gallery.filelocks import backend_lock
 
     with backend_lock(StateDir(env.backends).root, "echo", timeout=1):
         result = env.installer(config).upgrade_one("echo")

@@ -11,6 +11,7 @@ over. With the mirror down, the upstream is used.
 from __future__ import annotations
 
 import json
+import random
 import subprocess
 import sys
 import time
@@ -22,9 +23,9 @@ import httpx
 import pytest
 import yaml
 
-from gallery.config import load_config
-from gallery.fleet import lock_backends
-from gallery.lockfile import write_lock
+from gallery.config.models import load_config
+from gallery.operations.fleet import lock_backends
+from gallery.operations.lockfile import write_lock
 
 from .faulty_proxy import Faults, faulty_proxy
 from .registry_server import LAYER_GZIP, OCI_INDEX, Registry, digest_of, push_signature, running_registry
@@ -39,7 +40,12 @@ SHARED = gz(tar_bytes([RUN_SH, file("lib/common.so", b"c" * 300_000)]))
 def own_layer(number: int) -> bytes:
     return gz(
         tar_bytes(
-            [file(f"lib/b{number}.so", bytes([number]) * 400_000), file("VERSION", str(number).encode())]
+            # Incompressible, so a download through the slow mirror takes many chunks (the kill
+            # test needs one in progress).
+            [
+                file(f"lib/b{number}.so", random.Random(number).randbytes(400_000)),
+                file("VERSION", str(number).encode()),
+            ]  # fmt: skip
         )
     )
 
@@ -134,7 +140,10 @@ def test_a_killed_worker_leaves_nothing_the_others_trip_over(
         while not any("/blobs/sha256:" in path and method == "GET" for method, path, _ in slow.seen):
             assert time.monotonic() < deadline and victim.poll() is None
             time.sleep(0.02)
-        time.sleep(0.2)
+        partial = tmp_path / "cache" / "partial"
+        while not (partial.is_dir() and any(p.stat().st_size for p in partial.iterdir())):  # bytes written
+            assert time.monotonic() < deadline and victim.poll() is None
+            time.sleep(0.02)
         victim.kill()
         victim.wait(timeout=30)
         assert list((tmp_path / "cache" / "partial").iterdir()), "killed with a partial download"

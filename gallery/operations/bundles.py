@@ -9,9 +9,10 @@ from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
 
-from ..bundle import ExportItem, bundle_entries, open_bundle, read_bundle_index, write_bundle
-from ..catalog import GalleryState
-from ..errors import (
+from gallery.catalog.galleries import GalleryState
+from gallery.catalog.index import IndexEntry
+from gallery.catalog.resolve import Resolution, resolve_meta
+from gallery.errors import (
     BackendNotFound,
     BrokenMetaBackend,
     ConfigError,
@@ -20,14 +21,19 @@ from ..errors import (
     TrustRefusal,
     UsageError,
 )
-from ..index import IndexEntry
-from ..resolve import Resolution, resolve_meta
-from ..results import BatchResult, InstallResult
-from ..trust import plan_resolution
-from .gate import Unchanged, Verified
-from .job import Job
-from .modes import EXPORT, INSTALL
-from .runner import Runner, refuse_if_nothing_admitted, timed
+from gallery.operations.bundle_format import (
+    ExportItem,
+    bundle_entries,
+    open_bundle,
+    read_bundle_index,
+    write_bundle,
+)
+from gallery.operations.gate import Unchanged, Verified
+from gallery.operations.job import Job
+from gallery.operations.modes import EXPORT, INSTALL
+from gallery.operations.runner import Runner, refuse_if_nothing_admitted, timed
+from gallery.results import BatchResult, InstallResult
+from gallery.verify.plan import plan_resolution
 
 __all__ = ["export_bundle", "install_from_bundle"]
 

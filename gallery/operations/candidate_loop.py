@@ -14,9 +14,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from ..errors import GalleryError, InstallFailed, IntegrityError, SourceUnavailable, TrustRefusal
-from .gate import TrustGate, Unchanged, Verified
-from .job import Job
+from gallery.errors import GalleryError, InstallFailed, IntegrityError, SourceUnavailable, TrustRefusal
+from gallery.operations.gate import TrustGate, Unchanged, Verified
+from gallery.operations.job import Job
 
 __all__ = ["run_candidates"]
 

@@ -10,17 +10,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from ..compression import compression_for_media_type, decompressing
-from ..errors import DigestMismatch, OperationalError, UnsafeArchiveError
-from ..extract import FileRecord, TreeBuilder
-from ..fsutil import remove_tree
-from ..metadata import METADATA_FORMAT_VERSION, BackendMetadata, LayerRecord, write_metadata
-from ..oci_models import Descriptor
-from ..pin import PinnedImage
-from ..resolve import Resolution
-from ..swap import Op
-from .gate import Verified
-from .session import Session
+from gallery.catalog.resolve import Resolution
+from gallery.errors import DigestMismatch, OperationalError, UnsafeArchiveError
+from gallery.files import remove_tree
+from gallery.oci.models import Descriptor
+from gallery.operations.gate import Verified
+from gallery.operations.session import Session
+from gallery.place.extract import FileRecord, TreeBuilder
+from gallery.place.metadata import METADATA_FORMAT_VERSION, BackendMetadata, LayerRecord, write_metadata
+from gallery.place.swap import Op
+from gallery.prepare.compression import compression_for_media_type, decompressing
+from gallery.prepare.pin import PinnedImage
 
 __all__ = ["Deployer"]
 

@@ -17,20 +17,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import DigestMismatch, DowngradeRefused, OperationalError, SourceUnavailable, TrustRefusal
-from ..lockfile import LockEntry
-from ..oci_layout import LayoutError, OciLayout
-from ..oci_models import EMPTY_CONFIG, Descriptor, ImageManifest
-from ..pin import PinnedImage, pin_image, pin_layout
-from ..references import OciReference
-from ..signature_sources import FirstReachable, RegistrySignatures
-from ..signatures import signed_sha256
-from ..sources import OciLayoutSource, OciSource, TarballSource, parse_index_location
-from ..tarball import pin_tarball, read_signature
-from ..trust import CandidatePlan, Proof
-from ..verification import Evidence, RecordedSignature, SignatureSource
-from .job import Job
-from .session import Session
+from gallery.catalog.sources import OciLayoutSource, OciSource, TarballSource, parse_index_location
+from gallery.errors import DigestMismatch, DowngradeRefused, OperationalError, SourceUnavailable, TrustRefusal
+from gallery.oci.layout import LayoutError, OciLayout
+from gallery.oci.models import EMPTY_CONFIG, Descriptor, ImageManifest
+from gallery.oci.references import OciReference
+from gallery.operations.job import Job
+from gallery.operations.lockfile import LockEntry
+from gallery.operations.session import Session
+from gallery.prepare.pin import PinnedImage, pin_image, pin_layout
+from gallery.prepare.tarball import pin_tarball, read_signature
+from gallery.verify.discovery import FirstReachable, RegistrySignatures
+from gallery.verify.evidence import Evidence, RecordedSignature, SignatureSource
+from gallery.verify.plan import CandidatePlan, Proof
+from gallery.verify.signatures import signed_sha256
 
 __all__ = ["Attempt", "TrustGate", "Unchanged", "Verified"]
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..lockfile import LockEntry
-from ..metadata import BackendMetadata
-from ..resolve import Resolution
-from ..trust import EntryPlan
-from .modes import Mode
+from gallery.catalog.resolve import Resolution
+from gallery.operations.lockfile import LockEntry
+from gallery.operations.modes import Mode
+from gallery.place.metadata import BackendMetadata
+from gallery.verify.plan import EntryPlan
 
 __all__ = ["Job"]
 

@@ -8,16 +8,22 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from ..catalog import GalleryState
-from ..config import Config
-from ..errors import ConfigError, TrustRefusal
-from ..index import IndexEntry, PinConflict
-from ..lockfile import LockEntry
-from ..metadata import LayerRecord
-from ..resolve import Resolution
-from ..sources import OciLayoutSource, OciSource, TarballSource, parse_backend_uri, parse_index_location
-from .gate import Verified
-from .job import Job
+from gallery.catalog.galleries import GalleryState
+from gallery.catalog.index import IndexEntry, PinConflict
+from gallery.catalog.resolve import Resolution
+from gallery.catalog.sources import (
+    OciLayoutSource,
+    OciSource,
+    TarballSource,
+    parse_backend_uri,
+    parse_index_location,
+)
+from gallery.config.models import Config
+from gallery.errors import ConfigError, TrustRefusal
+from gallery.operations.gate import Verified
+from gallery.operations.job import Job
+from gallery.operations.lockfile import LockEntry
+from gallery.place.metadata import LayerRecord
 
 __all__ = ["lock_entry", "locked_resolution", "locked_unverified"]
 

@@ -5,20 +5,20 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from ..candidates import Candidate
-from ..catalog import GalleryState
-from ..config import GalleryConfig
-from ..errors import BackendNotFound, OperationalError
-from ..index import IndexEntry
-from ..locks import backend_lock
-from ..metadata import METADATA_FILE, BackendMetadata
-from ..names import is_valid_name
-from ..resolve import Resolution
-from ..results import InstallResult
-from ..sources import OciLayoutSource, TarballSource, parse_backend_uri
-from .modes import REPAIR
-from .runner import Runner, installed_unverified
-from .session import Session
+from gallery.catalog.candidates import Candidate
+from gallery.catalog.galleries import GalleryState
+from gallery.catalog.index import IndexEntry
+from gallery.catalog.resolve import Resolution
+from gallery.catalog.sources import OciLayoutSource, TarballSource, parse_backend_uri
+from gallery.config.models import GalleryConfig
+from gallery.errors import BackendNotFound, OperationalError
+from gallery.filelocks import backend_lock
+from gallery.names import is_valid_name
+from gallery.operations.modes import REPAIR
+from gallery.operations.runner import Runner, installed_unverified
+from gallery.operations.session import Session
+from gallery.place.metadata import METADATA_FILE, BackendMetadata
+from gallery.results import InstallResult
 
 __all__ = ["repair", "rollback", "uninstall"]
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from ..results import Status
+from gallery.results import Status
 
 __all__ = ["DRY_RUN", "EXPORT", "INSTALL", "LOCK", "PRELOAD", "REPAIR", "UPGRADE", "Mode"]
 

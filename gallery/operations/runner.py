@@ -10,21 +10,21 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import TypeVar
 
-from ..candidates import Candidate
-from ..errors import BackendNotFound, GalleryError, StrictModeRefusal, TrustRefusal
-from ..lockfile import LockEntry
-from ..locks import backend_lock
-from ..metadata import BackendMetadata
-from ..resolve import Resolution
-from ..results import InstallResult, Status
-from ..swap import Op
-from ..trust import EntryPlan, plan_resolution
-from .candidate_loop import run_candidates
-from .deploy import Deployer
-from .gate import TrustGate, Unchanged, Verified
-from .job import Job
-from .modes import PRELOAD, Mode
-from .session import Session
+from gallery.catalog.candidates import Candidate
+from gallery.catalog.resolve import Resolution
+from gallery.errors import BackendNotFound, GalleryError, StrictModeRefusal, TrustRefusal
+from gallery.filelocks import backend_lock
+from gallery.operations.candidate_loop import run_candidates
+from gallery.operations.deploy import Deployer
+from gallery.operations.gate import TrustGate, Unchanged, Verified
+from gallery.operations.job import Job
+from gallery.operations.lockfile import LockEntry
+from gallery.operations.modes import PRELOAD, Mode
+from gallery.operations.session import Session
+from gallery.place.metadata import BackendMetadata
+from gallery.place.swap import Op
+from gallery.results import InstallResult, Status
+from gallery.verify.plan import EntryPlan, plan_resolution
 
 __all__ = ["Runner", "timed"]
 

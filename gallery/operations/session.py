@@ -5,18 +5,18 @@ from __future__ import annotations
 
 import httpx
 
-from ..blobcache import BlobCache
-from ..capability import CapabilityDetector
-from ..catalog import Catalog, load_catalog
-from ..config import Config, GalleryConfig
-from ..extract import ExtractLimits
-from ..fsops import FsOps
-from ..progress import NoProgress, ProgressReporter
-from ..registry import RegistryClient
-from ..resolve import CapabilitySelector
-from ..swap import Step, Swapper
-from ..verification import Verifier
-from .store import BackendStore
+from gallery.catalog.capability import CapabilityDetector
+from gallery.catalog.galleries import Catalog, load_catalog
+from gallery.catalog.resolve import CapabilitySelector
+from gallery.config.models import Config, GalleryConfig
+from gallery.oci.registry import RegistryClient
+from gallery.operations.store import BackendStore
+from gallery.place.extract import ExtractLimits
+from gallery.place.fsops import FsOps
+from gallery.place.swap import Step, Swapper
+from gallery.prepare.blobcache import BlobCache
+from gallery.progress import NoProgress, ProgressReporter
+from gallery.verify.evidence import Verifier
 
 __all__ = ["Session"]
 

@@ -7,12 +7,12 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
-from ..errors import BackendNotFound, OperationalError
-from ..fsutil import fsync_directory
-from ..index import IndexEntry
-from ..metadata import METADATA_FORMAT_VERSION, BackendMetadata, read_metadata, write_metadata
-from ..names import is_valid_name
-from ..swap import StateDir
+from gallery.catalog.index import IndexEntry
+from gallery.errors import BackendNotFound, OperationalError
+from gallery.files import fsync_directory
+from gallery.names import is_valid_name
+from gallery.place.metadata import METADATA_FORMAT_VERSION, BackendMetadata, read_metadata, write_metadata
+from gallery.place.swap import StateDir
 
 __all__ = ["BackendStore"]
 

@@ -18,11 +18,12 @@ from typing import Any
 
 import pytest
 
-from gallery import blobcache, extract
-from gallery import swap as swapmodule
 from gallery.errors import OperationalError
-from gallery.fsops import FsOps
 from gallery.operations import deploy
+from gallery.place import extract
+from gallery.place import swap as swapmodule
+from gallery.place.fsops import FsOps
+from gallery.prepare import blobcache
 
 from .harness import Case
 

@@ -22,14 +22,14 @@ from typing import Any
 
 import httpx
 
-from gallery.capability import HostFacts
-from gallery.config import Config, load_config
+from gallery.catalog.capability import HostFacts
+from gallery.config.models import Config, load_config
 from gallery.errors import GalleryError, InstallFailed
-from gallery.fsops import FsOps
-from gallery.install import Installer, InstallResult
-from gallery.registry import RegistryClient, RetryPolicy
-from gallery.signatures import SigstoreVerifier
-from gallery.transport import make_http_client
+from gallery.net.client import make_http_client
+from gallery.oci.registry import RegistryClient, RetryPolicy
+from gallery.operations.installer import Installer, InstallResult
+from gallery.place.fsops import FsOps
+from gallery.verify.signatures import SigstoreVerifier
 
 from ..conftest import REPO
 from ..registry_server import LAYER_GZIP

@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from gallery.errors import DigestMismatch, SignatureError
-from gallery.oci_models import InvalidManifest
-from gallery.pin import UnsupportedImage
-from gallery.registry import RegistryError
+from gallery.oci.models import InvalidManifest
+from gallery.oci.registry import RegistryError
+from gallery.prepare.pin import UnsupportedImage
 
 from ..registry_server import BUNDLE_TYPE, EMPTY_CONFIG
 from ..sigstore_instance import SigstoreInstance

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from gallery.config import load_config
+from gallery.config.models import load_config
 from gallery.errors import ConfigError
 
 from ..conftest import REPO

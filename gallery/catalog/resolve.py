@@ -1,0 +1,190 @@
+"""Resolution: a requested name -> the concrete gallery entry to install (pure over a catalog).
+
+Rules, in order:
+  1. ``GALLERY@NAME`` looks only in that gallery.
+  2. A name always wins over an alias: the first gallery (config order) with an entry of that name.
+  3. Otherwise an alias: it must pick exactly one entry in the first gallery that uses it;
+     several entries sharing an alias is ambiguous and the error lists them.
+  4. A meta-backend (``capabilities``, no ``uri``) resolves to the entry of its own gallery that its
+     capability map names for the chosen capability: the configured one if not ``auto``, else the
+     detected ones, best first, then ``default``, then ``cpu``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Literal
+
+from gallery.catalog.capability import (
+    CapabilityChoice,
+    CapabilityDetector,
+    choose_capability,
+    preferred_capabilities,
+)
+from gallery.catalog.galleries import Catalog, GalleryState
+from gallery.catalog.index import IndexEntry
+from gallery.errors import (
+    AmbiguousName,
+    BackendNotFound,
+    BrokenMetaBackend,
+    IndexFormatError,
+    IndexUnavailable,
+    TrustRefusal,
+)
+
+__all__ = ["CapabilitySelector", "Resolution", "resolve_backend", "resolve_meta"]
+
+
+class CapabilitySelector:
+    """The capability preference list, detected at most once and only when a meta-backend needs it."""
+
+    def __init__(self, configured: str, detector: CapabilityDetector) -> None:
+        self._configured = configured
+        self._detector = detector
+
+    @property
+    def source(self) -> str:
+        return "detected" if self._configured == "auto" else "config"
+
+    @cached_property
+    def preferences(self) -> tuple[str, ...]:
+        if self._configured != "auto":
+            return tuple(dict.fromkeys((self._configured, "default", "cpu")))
+        return tuple(preferred_capabilities(self._detector()))
+
+
+@dataclass(frozen=True, slots=True)
+class Resolution:
+    requested: str
+    gallery: GalleryState
+    entry: IndexEntry
+    meta: IndexEntry | None
+    capability: CapabilityChoice | None
+    via_alias: bool
+    shadowed_in: tuple[str, ...]
+    # Where the entry came from: only an index read from this machine's disk (or a bundle, a lock
+    # file, the blob cache) may name local paths.
+    origin: Literal["local", "remote"] = "remote"
+
+
+def resolve_backend(catalog: Catalog, requested: str, *, capabilities: CapabilitySelector) -> Resolution:
+    """Resolve a name, alias or ``GALLERY@NAME``.
+
+    Raises:
+        BackendNotFound: no gallery has that name or alias (or the gallery is unknown).
+        AmbiguousName: an alias that several entries share, with no entry of that name.
+        IndexFormatError: a meta-backend whose capability map is unusable.
+    """
+    state, entry, via_alias, shadowed = _find(catalog, requested)
+    meta: IndexEntry | None = None
+    choice: CapabilityChoice | None = None
+    if entry.is_meta:
+        meta = entry
+        choice, entry = resolve_meta(entry, state.entry, capabilities=capabilities, gallery=state.name)
+    return Resolution(
+        requested=requested,
+        gallery=state,
+        entry=entry,
+        meta=meta,
+        capability=choice,
+        via_alias=via_alias,
+        shadowed_in=shadowed,
+        origin="local" if state.loaded is not None and state.loaded.local else "remote",
+    )
+
+
+def resolve_meta(
+    meta: IndexEntry,
+    lookup: Callable[[str], IndexEntry | None],
+    *,
+    capabilities: CapabilitySelector,
+    gallery: str,
+) -> tuple[CapabilityChoice, IndexEntry]:
+    """The concrete entry a meta-backend installs here, with the capability that chose it; the one
+    meta-backend resolution (galleries and bundles alike).
+
+    Raises:
+        IndexFormatError: no capability of this host is offered, the entry it names is missing,
+            or it is another meta-backend.
+    """
+    choice = choose_capability(meta.capabilities, capabilities.preferences, source=capabilities.source)
+    if choice is None:
+        raise IndexFormatError(
+            f"meta-backend {meta.name!r} in gallery {gallery!r} has no capability for this host "
+            f"(tried {', '.join(capabilities.preferences)}; it offers {', '.join(meta.capabilities)})",
+            hint="set 'capability' in the config to one it offers",
+        )
+    target = lookup(choice.target)
+    if target is None:
+        raise BrokenMetaBackend(
+            f"meta-backend {meta.name!r} maps capability {choice.key!r} to {choice.target!r}, "
+            f"which gallery {gallery!r} does not have",
+            hint="report it to the gallery maintainers, or set another 'capability'",
+        )
+    if target.is_meta:
+        raise BrokenMetaBackend(
+            f"meta-backend {meta.name!r} maps {choice.key!r} to {target.name!r}, another meta-backend; "
+            "a capability must name a concrete entry",
+        )
+    return choice, target
+
+
+def _refuse_skipped(catalog: Catalog, gallery: str | None, name: str) -> None:
+    """A name whose entry was skipped is not "not found": say why it was skipped."""
+    for state in catalog.galleries:
+        if gallery is not None and state.name != gallery:
+            continue
+        for problem in state.problems:
+            if problem.name != name or problem.reason.startswith("duplicate name"):
+                continue
+            message = f"gallery {state.name!r}: entry {name!r} was skipped: {problem.reason}"
+            hint = "ask the gallery's publisher to fix the entry (gallery lint INDEX shows every problem)"
+            if problem.untrusted:
+                raise TrustRefusal(message, hint=hint)
+            raise IndexFormatError(message, hint=hint)
+
+
+def _find(catalog: Catalog, requested: str) -> tuple[GalleryState, IndexEntry, bool, tuple[str, ...]]:
+    gallery_name, at, name = requested.rpartition("@")
+    if at:
+        state = catalog.gallery(gallery_name)
+        if state is None:
+            known = ", ".join(g.name for g in catalog.galleries) or "none"
+            raise BackendNotFound(f"no gallery named {gallery_name!r} (configured: {known})")
+        entry = state.entry(name)
+        if entry is not None:
+            return state, entry, False, ()
+        hits = [(s, e) for s, e in catalog.aliased(name) if s is state]
+    else:
+        named = catalog.named(name)
+        if named:
+            state, entry = named[0]
+            return state, entry, False, tuple(s.name for s, _ in named[1:])
+        hits = catalog.aliased(name)
+        if hits:
+            first_gallery = hits[0][0]
+            hits = [(s, e) for s, e in hits if s is first_gallery]
+
+    if len(hits) == 1:
+        state, entry = hits[0]
+        return state, entry, True, ()
+    if hits:
+        names = ", ".join(e.name for _, e in hits)
+        raise AmbiguousName(
+            f"{name!r} is the alias of several entries in gallery {hits[0][0].name!r}: {names}",
+            hint="name one of them",
+        )
+    _refuse_skipped(catalog, gallery_name if at else None, name)
+    unavailable = catalog.failures()
+    if unavailable:
+        # The name may well be in a gallery that could not be read: say why it could not.
+        reasons = "; ".join(str(g.error) for g in unavailable)
+        raise IndexUnavailable(
+            f"no backend named {requested!r} in the galleries that could be loaded; {reasons}",
+            hint=unavailable[0].error.hint if unavailable[0].error else None,
+            malformed_only=all(g.error is not None and g.error.malformed_only for g in unavailable),
+            untrusted=any(g.error is not None and g.error.untrusted for g in unavailable),
+        )
+    raise BackendNotFound(f"no backend named {requested!r} in any gallery", hint="see 'gallery list'")

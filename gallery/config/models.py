@@ -1,0 +1,424 @@
+"""Configuration models and the config-file loader.
+
+The library is configured only through a ``Config`` object: it never reads environment variables,
+the home directory or TMPDIR. ``load_config`` reads a YAML file (bounded, safe), resolves relative
+paths against the file's directory, and reports every validation problem at once with its location
+(``galleries[0].verification: ...``). Unknown keys are errors, so a typo never silently disables a
+check. See docs/config.md for the operator reference.
+"""
+
+from __future__ import annotations
+
+import platform as _platform
+import re
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from gallery.catalog.sources import SourceParseError, parse_index_location
+from gallery.config.safe_yaml import YamlLimits, YamlRefused, load_bounded_yaml
+from gallery.errors import ConfigError
+from gallery.files import read_at_most
+from gallery.names import validate_name
+from gallery.oci.references import ReferenceParseError, validate_registry_host
+from gallery.verify.policy import VerificationPolicy
+
+__all__ = [
+    "CONFIG_FORMAT_VERSION",
+    "Config",
+    "GalleryConfig",
+    "Limits",
+    "Timeouts",
+    "host_platform",
+    "load_config",
+]
+
+CONFIG_FORMAT_VERSION = 1
+_MAX_CONFIG_BYTES = 1024 * 1024
+_CAPABILITY_RE = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
+_PLATFORM_RE = re.compile(r"[a-z0-9]+/[a-z0-9_]+(?:/[a-z0-9]+)?")
+_MIRROR_RE = re.compile(r"[^/\s]+(?:/[a-z0-9._/-]+)?")
+
+_MACHINE_TO_OCI_ARCH = {
+    "x86_64": "amd64",
+    "amd64": "amd64",
+    "aarch64": "arm64",
+    "arm64": "arm64",
+    "armv7l": "arm/v7",
+    "ppc64le": "ppc64le",
+    "s390x": "s390x",
+    "riscv64": "riscv64",
+}
+
+
+def host_platform() -> str:
+    """The running host as an OCI platform string, e.g. ``linux/amd64``."""
+    system = _platform.system().lower() or "linux"
+    machine = _platform.machine().lower()
+    return f"{system}/{_MACHINE_TO_OCI_ARCH.get(machine, machine or 'amd64')}"
+
+
+def _base_dir(info: ValidationInfo) -> Path | None:
+    context = info.context
+    if isinstance(context, dict):
+        base = context.get("base_dir")
+        if isinstance(base, Path):
+            return base
+    return None
+
+
+def _resolve_path(value: Path, info: ValidationInfo) -> Path:
+    if value.is_absolute():
+        return value
+    base = _base_dir(info)
+    if base is None:
+        raise ValueError(
+            f"relative path {str(value)!r} needs a config file to be relative to; give it absolute"
+        )
+    return (base / value).resolve()
+
+
+class _Model(BaseModel):
+    # Attribute docstrings become the fields' descriptions: the config reference is generated
+    # from them (docs/config-reference.md, kept current by a test).
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+
+
+class Timeouts(_Model):
+    """Seconds; every network operation has both. ``lock``: how long a command waits for another
+    process that is changing the same backend before it gives up (exit 1)."""
+
+    connect: Annotated[float, Field(gt=0, le=600)] = 10.0
+    """Seconds to establish a connection to a registry, mirror or index server."""
+    read: Annotated[float, Field(gt=0, le=3600)] = 60.0
+    """Seconds without a byte from the other side before a read gives up (then it is retried)."""
+    min_speed: Annotated[int, Field(ge=0)] = 1024
+    """Slowest transfer accepted, bytes per second over each `read` seconds; slower is a timeout (0: off)."""
+    lock: Annotated[float, Field(ge=0, le=86400)] = 600.0
+    """Seconds a change waits for another process changing the same backend (0: none); then exit 1."""
+
+
+class Limits(_Model):
+    """Caps on everything read from outside. ``max_index_bytes`` caps a gallery index file."""
+
+    max_manifest_bytes: Annotated[int, Field(ge=1024)] = 4 * 1024 * 1024
+    """Largest manifest, index or referrers document read from a registry or layout."""
+    max_bundle_bytes: Annotated[int, Field(ge=1024)] = 2 * 1024 * 1024
+    """Largest Sigstore bundle read."""
+    max_referrers: Annotated[int, Field(ge=1)] = 64
+    """Most referrers of one digest looked at when searching for signatures."""
+    max_extract_bytes: Annotated[int, Field(ge=1)] = 64 * 1024**3
+    """Most bytes one backend may extract to (stops decompression bombs); also caps a tarball download."""
+    max_layers: Annotated[int, Field(ge=1, le=100_000)] = 512
+    """Most layers one image may have (refused before any layer is fetched)."""
+    max_files: Annotated[int, Field(ge=1)] = 1_000_000
+    """Most archive entries one backend may have."""
+    max_path_length: Annotated[int, Field(ge=16, le=65536)] = 4096
+    """Longest path (and symlink target) inside a backend."""
+    max_index_bytes: Annotated[int, Field(ge=1024)] = 16 * 1024 * 1024
+    """Largest gallery index file read; a larger one is refused without reading past the cap."""
+
+
+# ``index_signature: none``: the publisher does not sign its index (LocalAI's does not); nothing is
+# looked up and nothing is warned about, and nothing protects against index tampering either.
+INDEX_NOT_SIGNED = "none"
+
+
+class GalleryConfig(_Model):
+    name: str
+    """The gallery's name: a safe path component, used in `GALLERY@NAME` and recorded in metadata."""
+    url: str
+    """The index: http(s) URL, path (relative to this file), `file://`, or `github:owner/repo/path@ref`."""
+    mirrors: tuple[str, ...] = ()
+    """Other locations of the same index, tried in order when `url` fails."""
+    verification: VerificationPolicy | None = None
+    """Who must have signed its images and tarballs (without it: unverified; strict mode refuses)."""
+    trusted_root: str | None = None
+    """This gallery's Sigstore trusted root (`production` or a path); overrides the top-level one."""
+    require_pinned_digests: bool = False
+    """Every OCI `uri` must carry `@sha256:` and every tarball a sha256, and only those bytes install:
+    with a signed index, this closes substitution by a registry or mirror (docs/trust-model.md)."""
+    index_signature: str | None = None
+    """The index's `sign-blob` bundle (default: index location + `.sigstore.json`); `none`: not signed."""
+    require_signed_index: bool = False
+    """Refuse an unsigned index (exit 3); without it, unsigned is a warning (a bad signature never is)."""
+    index_verification: VerificationPolicy | None = None
+    """Who must have signed the index, when not the `verification` signer (e.g. another workflow)."""
+    max_index_age: timedelta | None = None
+    """Oldest index signature accepted (e.g. `P7D`): refused with `require_signed_index`, else a warning."""
+
+    @property
+    def index_policy(self) -> VerificationPolicy | None:
+        """The policy the index's signature is checked against (none: the index is not checked)."""
+        return self.index_verification or self.verification
+
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, value: str) -> str:
+        return validate_name(value, what="gallery name")
+
+    @field_validator("url")
+    @classmethod
+    def _location(cls, value: str, info: ValidationInfo) -> str:
+        return _checked_location(value, info)
+
+    @field_validator("mirrors")
+    @classmethod
+    def _mirror_locations(cls, value: tuple[str, ...], info: ValidationInfo) -> tuple[str, ...]:
+        return tuple(_checked_location(item, info) for item in value)
+
+    @field_validator("trusted_root")
+    @classmethod
+    def _root(cls, value: str | None, info: ValidationInfo) -> str | None:
+        return None if value is None else _checked_trusted_root(value, info)
+
+    @field_validator("index_signature")
+    @classmethod
+    def _signature_location(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None or value == INDEX_NOT_SIGNED:
+            return value
+        return _checked_location(value, info)
+
+    @property
+    def index_signed(self) -> bool:
+        """Whether the index is to be checked: a policy for it, and not declared unsigned."""
+        return self.index_policy is not None and self.index_signature != INDEX_NOT_SIGNED
+
+    @model_validator(mode="after")
+    def _signed_index_needs_policy(self) -> GalleryConfig:
+        if self.index_signature == INDEX_NOT_SIGNED and (self.require_signed_index or self.max_index_age):
+            raise ValueError("index_signature: none contradicts require_signed_index and max_index_age")
+        if (self.require_signed_index or self.max_index_age is not None) and self.index_policy is None:
+            raise ValueError(
+                "require_signed_index and max_index_age need a policy for the index: "
+                "a verification or index_verification block"
+            )
+        if self.max_index_age is not None and self.max_index_age.total_seconds() <= 0:
+            raise ValueError("max_index_age must be positive")
+        return self
+
+
+def _checked_location(value: str, info: ValidationInfo) -> str:
+    base = _base_dir(info)
+    try:
+        location = parse_index_location(value, base_dir=base or Path("/"))
+    except SourceParseError as exc:
+        raise ValueError(str(exc)) from exc
+    if location.kind == "file" and not value.lower().startswith("file://"):
+        if base is None and not Path(value).is_absolute():
+            raise ValueError(
+                f"relative path {value!r} needs a config file to be relative to; give it absolute"
+            )
+        return location.target
+    return value
+
+
+def _checked_trusted_root(value: str, info: ValidationInfo) -> str:
+    if value == "production":
+        return value
+    return str(_resolve_path(Path(value), info))
+
+
+class Config(_Model):
+    """Everything the library needs to know, passed explicitly down every call chain."""
+
+    format_version: int
+    """Always 1; a newer version is refused with a message."""
+    backends_path: Path = Path("backends")
+    """Where backends are installed (relative to this file); our state lives in its `.gallery/`."""
+    cache_path: Path = Path("cache")
+    """The content-addressed blob cache (verified blobs only), index copies, unpacked bundles."""
+    require_integrity: bool = False
+    """Strict mode: refuse, before anything is written, whatever cannot be verified."""
+    trusted_root: str = "production"
+    """Sigstore trusted root: `production` (in the sigstore package, offline) or a trusted_root.json."""
+    capability: str = "auto"
+    """Capability key choosing a meta-backend's build (`auto`: detected from the host)."""
+    platform: str = Field(default_factory=host_platform)
+    """OS/architecture[/variant] chosen from multi-platform images (default: this host)."""
+    insecure_registries: tuple[str, ...] = ()
+    """Registries (host:port) reached over plain HTTP."""
+    registry_mirrors: dict[str, tuple[str, ...]] = Field(default_factory=dict)
+    """Per registry, mirrors tried before it (like containers-registries.conf); the registry comes last."""
+    docker_config: Path | None = None
+    """A Docker config.json to take registry credentials from (never read from HOME)."""
+    keep_generations: Annotated[int, Field(ge=0, le=100)] = 1
+    """How many replaced versions are kept for `gallery rollback` (0: none)."""
+    jobs: Annotated[int, Field(ge=1, le=256)] = 4
+    """Default `--jobs` of `preload`: backends installed at a time."""
+    max_parallel_layers: Annotated[int, Field(ge=1, le=64)] = 4
+    """Layers of one backend downloaded at a time."""
+    timeouts: Timeouts = Field(default_factory=Timeouts)
+    """Network and lock timeouts."""
+    limits: Limits = Field(default_factory=Limits)
+    """Caps on everything read from outside."""
+    refuse_escaping_symlinks: bool = False
+    """Refuse symlinks that point outside the backend (by default they are data, never followed)."""
+    galleries: tuple[GalleryConfig, ...] = ()
+    """The galleries, in priority order (a name in an earlier gallery wins)."""
+
+    @field_validator("format_version")
+    @classmethod
+    def _known_version(cls, value: int) -> int:
+        if value != CONFIG_FORMAT_VERSION:
+            raise ValueError(
+                f"format_version {value} is not supported by this gallery version "
+                f"(it reads format_version {CONFIG_FORMAT_VERSION}); upgrade gallery or fix the file"
+            )
+        return value
+
+    @field_validator("backends_path", "cache_path")
+    @classmethod
+    def _roots(cls, value: Path, info: ValidationInfo) -> Path:
+        return _resolve_path(value, info)
+
+    @field_validator("docker_config")
+    @classmethod
+    def _docker_config(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        return None if value is None else _resolve_path(value, info)
+
+    @field_validator("trusted_root")
+    @classmethod
+    def _root(cls, value: str, info: ValidationInfo) -> str:
+        return _checked_trusted_root(value, info)
+
+    @field_validator("capability")
+    @classmethod
+    def _capability(cls, value: str) -> str:
+        if value != "auto" and not _CAPABILITY_RE.fullmatch(value):
+            raise ValueError(f"{value!r} is not 'auto' or a capability key such as nvidia, cpu, default")
+        return value
+
+    @field_validator("platform")
+    @classmethod
+    def _platform(cls, value: str) -> str:
+        if not _PLATFORM_RE.fullmatch(value):
+            raise ValueError(f"{value!r} is not an OCI platform such as linux/amd64 or linux/arm/v7")
+        return value
+
+    @field_validator("insecure_registries")
+    @classmethod
+    def _insecure(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        try:
+            return tuple(validate_registry_host(host) for host in value)
+        except ReferenceParseError as exc:
+            raise ValueError(str(exc)) from exc
+
+    @field_validator("registry_mirrors")
+    @classmethod
+    def _mirrors(cls, value: dict[str, tuple[str, ...]]) -> dict[str, tuple[str, ...]]:
+        normalised: dict[str, tuple[str, ...]] = {}
+        for registry, mirrors in value.items():
+            try:
+                key = validate_registry_host(registry)
+                for mirror in mirrors:
+                    if not _MIRROR_RE.fullmatch(mirror):
+                        raise ValueError(f"mirror {mirror!r} is not host[:port][/path]")
+                    validate_registry_host(mirror.split("/", 1)[0])
+            except ReferenceParseError as exc:
+                raise ValueError(f"registry_mirrors[{registry!r}]: {exc}") from exc
+            if key in normalised:
+                raise ValueError(f"registry_mirrors names {key!r} twice (docker.io aliases are one registry)")
+            normalised[key] = tuple(mirrors)
+        return normalised
+
+    @model_validator(mode="after")
+    def _unique_galleries(self) -> Config:
+        seen: set[str] = set()
+        for gallery in self.galleries:
+            if gallery.name in seen:
+                raise ValueError(f"gallery name {gallery.name!r} is used twice; names must be unique")
+            seen.add(gallery.name)
+        return self
+
+    def gallery(self, name: str) -> GalleryConfig | None:
+        return next((g for g in self.galleries if g.name == name), None)
+
+    def with_overrides(
+        self,
+        *,
+        require_integrity: bool | None = None,
+        capability: str | None = None,
+        platform: str | None = None,
+    ) -> Config:
+        """A copy with CLI flags applied (flags win over the file), validated like the file.
+
+        Raises:
+            ConfigError: an override value is invalid.
+        """
+        update: dict[str, Any] = {}
+        if require_integrity is not None:
+            update["require_integrity"] = require_integrity
+        if capability is not None:
+            update["capability"] = capability
+        if platform is not None:
+            update["platform"] = platform
+        if not update:
+            return self
+        return _validate({**self.model_dump(), **update}, source="command line", base_dir=None)
+
+
+def load_config(path: Path) -> Config:
+    """Read and validate a config file.
+
+    Raises:
+        ConfigError: unreadable, not YAML, not a mapping, or invalid (all problems are listed).
+    """
+    try:
+        with path.open("rb") as handle:
+            data = read_at_most(handle, _MAX_CONFIG_BYTES)
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot read config {path}: {exc.strerror or exc}",
+            hint="pass --config PATH to a gallery config (see galleries/ for examples)",
+        ) from exc
+    try:
+        raw = load_bounded_yaml(
+            data, YamlLimits(max_bytes=_MAX_CONFIG_BYTES, max_nodes=100_000, max_depth=16)
+        )
+    except YamlRefused as exc:
+        raise ConfigError(f"{path}: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the config must be a YAML mapping (key: value)")
+    if "format_version" not in raw:
+        raise ConfigError(
+            f"{path}: format_version is missing",
+            hint=f"add 'format_version: {CONFIG_FORMAT_VERSION}' at the top",
+        )
+    return _validate(raw, source=str(path), base_dir=path.resolve().parent)
+
+
+def _validate(raw: dict[str, Any], *, source: str, base_dir: Path | None) -> Config:
+    try:
+        return Config.model_validate(raw, context={"base_dir": base_dir})
+    except ValidationError as exc:
+        problems = [_format_problem(error) for error in exc.errors()]
+        raise ConfigError(
+            f"{source}: invalid config: " + "; ".join(problems),
+            hint="see docs/config.md for every key",
+        ) from exc
+
+
+def _format_problem(error: Any) -> str:
+    location = ""
+    for part in error.get("loc", ()):
+        if isinstance(part, int):
+            location += f"[{part}]"
+        else:
+            location += f".{part}" if location else str(part)
+    message = str(error.get("msg", "invalid"))
+    if error.get("type") == "extra_forbidden":
+        message = "unknown key (check the spelling; unknown keys are refused)"
+    elif message.startswith("Value error, "):
+        message = message[len("Value error, ") :]
+    return f"{location}: {message}" if location else message

@@ -1,0 +1,116 @@
+"""The one place HTTP clients are built. Callers may inject their own transport (tests do)."""
+
+from __future__ import annotations
+
+import ssl
+import time
+from collections.abc import Callable, Iterator
+
+import certifi
+import httpx
+
+from gallery import __version__
+from gallery.config.models import Config
+
+__all__ = ["SpeedFloorTransport", "make_http_client", "make_tls_context", "raw_chunks"]
+
+
+def make_tls_context() -> ssl.SSLContext:
+    """Certificate-verifying TLS client context built without reading the environment.
+
+    ``ssl.create_default_context()`` (which httpx uses) honours ``SSLKEYLOGFILE`` even with
+    ``trust_env=False``; a library that promises to read no environment cannot use it. The
+    ``PROTOCOL_TLS_CLIENT`` defaults already require certificates, check host names and refuse
+    anything older than TLS 1.2.
+    """
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_verify_locations(cafile=certifi.where())
+    return context
+
+
+def make_http_client(config: Config, *, transport: httpx.BaseTransport | None = None) -> httpx.Client:
+    """An httpx client honouring the config's timeouts and its speed floor.
+
+    ``trust_env=False``: no proxy variables, no SSL_CERT_FILE, no .netrc; the library reads no
+    environment. Redirects are not followed by default: each caller decides, because credentials
+    must never follow a redirect to another host.
+    """
+    inner = transport or httpx.HTTPTransport(verify=make_tls_context(), trust_env=False)
+    return httpx.Client(
+        trust_env=False,
+        transport=SpeedFloorTransport(
+            inner, bytes_per_second=config.timeouts.min_speed, window=config.timeouts.read
+        ),
+        follow_redirects=False,
+        timeout=httpx.Timeout(config.timeouts.read, connect=config.timeouts.connect),
+        headers={"User-Agent": f"gallery/{__version__}"},
+    )
+
+
+class SpeedFloorTransport(httpx.BaseTransport):
+    """Every response body must keep up ``bytes_per_second`` over each ``window`` seconds.
+
+    A read timeout only fires when nothing arrives for that long; a server dripping a byte just
+    inside it would hold a download (or a 4 MB manifest read) open for days. Too slow is raised
+    as ``httpx.ReadTimeout``, so it is retried (a blob resumes where it stopped) like any timeout.
+    """
+
+    def __init__(
+        self,
+        inner: httpx.BaseTransport,
+        *,
+        bytes_per_second: int,
+        window: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._inner = inner
+        self._bytes_per_second = bytes_per_second
+        self._window = window
+        self._clock = clock
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        response = self._inner.handle_request(request)
+        if self._bytes_per_second > 0:
+            response.stream = _SpeedFloorStream(response.stream, request, self)  # type: ignore[arg-type]
+        return response
+
+    def close(self) -> None:
+        self._inner.close()
+
+
+class _SpeedFloorStream(httpx.SyncByteStream):
+    def __init__(
+        self, stream: httpx.SyncByteStream, request: httpx.Request, floor: SpeedFloorTransport
+    ) -> None:
+        self._stream = stream
+        self._request = request
+        self._floor = floor
+
+    def __iter__(self) -> Iterator[bytes]:
+        floor = self._floor
+        started, received = floor._clock(), 0
+        for chunk in self._stream:
+            received += len(chunk)
+            elapsed = floor._clock() - started
+            if elapsed >= floor._window:
+                if received < floor._bytes_per_second * elapsed:
+                    raise httpx.ReadTimeout(
+                        f"{received} bytes in {elapsed:.1f} s, under timeouts.min_speed "
+                        f"({floor._bytes_per_second} bytes/s)",
+                        request=self._request,
+                    )
+                started, received = floor._clock(), 0
+            yield chunk
+
+    def close(self) -> None:
+        self._stream.close()
+
+
+def raw_chunks(response: httpx.Response) -> Iterator[bytes]:
+    """The body as sent (no Content-Encoding decoding: digests are over the bytes as stored),
+    in network-sized chunks so that bytes received before a dropped connection are kept."""
+    try:
+        yield from response.iter_raw()
+    except httpx.StreamConsumed:  # a response built in memory (e.g. a test transport)
+        yield response.content

@@ -1,0 +1,156 @@
+"""OCI image layouts on disk (``ocifile://``), read with the same checks as a registry (edge module).
+
+A layout is a directory with ``oci-layout``, ``index.json`` and ``blobs/sha256/<hex>``, or a tar
+of one (``skopeo copy ... oci-archive:`` / ``gallery export``), read in place: members are read
+through ``tarfile.extractfile`` and never extracted, and only regular-file members count. Its
+``index.json`` must name exactly one image (a manifest, or an image index from which the platform
+manifest is selected). Every document and blob read from it is size-capped and hashed against the
+digest that named it, exactly as if it came from a registry: a layout on a USB stick is no more
+trusted than a mirror.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tarfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO
+
+from gallery.digests import is_digest
+from gallery.errors import DigestMismatch, SourceUnavailable
+from gallery.files import read_at_most
+from gallery.oci.models import Descriptor, ImageIndex, ImageManifest, parse_document
+from gallery.prepare.blobcache import BlobWriter
+
+__all__ = ["LayoutError", "OciLayout"]
+
+_CHUNK = 1024 * 1024
+
+
+class LayoutError(SourceUnavailable):
+    """The path is not a usable OCI image layout."""
+
+
+class OciLayout:
+    def __init__(self, root: Path, *, max_manifest_bytes: int) -> None:
+        self.root = root
+        self.max_manifest_bytes = max_manifest_bytes
+        self._archive: tarfile.TarFile | None = None
+        self._members: dict[str, tarfile.TarInfo] = {}
+
+    def close(self) -> None:
+        if self._archive is not None:
+            self._archive.close()
+            self._archive = None
+
+    @contextmanager
+    def _open(self, relative: str) -> Iterator[IO[bytes]]:
+        """A file of the layout, from the directory or from inside the tar."""
+        if self.root.is_dir():
+            with (self.root / relative).open("rb") as local:
+                yield local
+            return
+        if self._archive is None:
+            try:
+                self._archive = tarfile.open(self.root, mode="r:*")  # noqa: SIM115 - kept open, closed by close()
+                for info in self._archive:
+                    name = info.name.removeprefix("./")
+                    wanted = name in ("oci-layout", "index.json") or name.startswith("blobs/sha256/")
+                    if info.isreg() and wanted:
+                        self._members.setdefault(name, info)
+            except (OSError, tarfile.TarError) as exc:
+                raise LayoutError(f"{self}: not a readable OCI layout directory or tar: {exc}") from exc
+        member = self._members.get(relative)
+        if member is None or not member.isreg():
+            raise FileNotFoundError(2, "not in the layout archive", relative)
+        handle = self._archive.extractfile(member)
+        if handle is None:
+            raise FileNotFoundError(2, "not a regular file in the layout archive", relative)
+        with handle:
+            yield handle
+
+    def __str__(self) -> str:
+        return f"ocifile://{self.root}"
+
+    def _index(self) -> ImageIndex:
+        try:
+            with self._open("oci-layout"):
+                pass
+        except OSError as exc:
+            raise LayoutError(f"{self.root} is not an OCI image layout (no oci-layout file)") from exc
+        index = parse_document(self._read_capped("index.json"), where=f"{self}/index.json")
+        if not isinstance(index, ImageIndex):
+            raise LayoutError(f"{self}: index.json is not an image index")
+        return index
+
+    def top_descriptor(self) -> Descriptor:
+        """The one image ``index.json`` names (signature referrers listed beside it do not count).
+
+        Raises:
+            LayoutError: not a layout, or it names no image or several.
+        """
+        images = [d for d in self._index().manifests if d.artifact_type is None]
+        if len(images) != 1:
+            raise LayoutError(f"{self}: index.json must name exactly one image (it names {len(images)})")
+        return images[0]
+
+    def referrer_descriptors(self) -> list[Descriptor]:
+        """Manifests in index.json that carry an artifactType (signatures and other referrers)."""
+        return [d for d in self._index().manifests if d.artifact_type is not None]
+
+    def read_blob(self, descriptor: Descriptor, *, max_bytes: int) -> bytes:
+        """A small blob read whole, capped and checked against its digest."""
+        if descriptor.size > max_bytes:
+            raise LayoutError(f"{self}: blob {descriptor.digest} is over the size limit")
+        try:
+            with self._open(self._blob_path(descriptor.digest)) as handle:
+                data = read_at_most(handle, max_bytes)
+        except OSError as exc:
+            raise LayoutError(f"{self}: cannot read blob {descriptor.digest}: {exc.strerror or exc}") from exc
+        actual = "sha256:" + hashlib.sha256(data).hexdigest()
+        if actual != descriptor.digest:
+            raise DigestMismatch(f"{self}: blob {descriptor.digest} hashes to {actual}")
+        return data
+
+    def get_document(self, digest: str) -> ImageManifest | ImageIndex:
+        return parse_document(self.get_document_bytes(digest), where=f"{self}@{digest}")
+
+    def get_document_bytes(self, digest: str) -> bytes:
+        """The exact bytes of a manifest or index, capped and checked against ``digest``."""
+        data = self._read_capped(self._blob_path(digest))
+        actual = "sha256:" + hashlib.sha256(data).hexdigest()
+        if actual != digest:
+            raise DigestMismatch(f"{self}: blob {digest} hashes to {actual}")
+        return data
+
+    def fetch_blob(
+        self, descriptor: Descriptor, writer: BlobWriter, *, on_bytes: Callable[[int], None] | None = None
+    ) -> None:
+        """Copy a blob into the cache; ``writer.commit`` checks size and digest."""
+        writer.restart()
+        try:
+            with self._open(self._blob_path(descriptor.digest)) as handle:
+                while chunk := handle.read(_CHUNK):
+                    writer.write(chunk)
+                    if on_bytes is not None:
+                        on_bytes(len(chunk))
+        except OSError as exc:
+            raise LayoutError(f"{self}: cannot read blob {descriptor.digest}: {exc.strerror or exc}") from exc
+        writer.commit()
+
+    def _blob_path(self, digest: str) -> str:
+        if not is_digest(digest):
+            raise DigestMismatch(f"{self}: {digest!r} is not a sha256 digest")
+        return "blobs/sha256/" + digest.removeprefix("sha256:")
+
+    def _read_capped(self, relative: str) -> bytes:
+        try:
+            with self._open(relative) as handle:
+                data = read_at_most(handle, self.max_manifest_bytes)
+        except OSError as exc:
+            raise LayoutError(f"{self}: cannot read {relative}: {exc.strerror or exc}") from exc
+        if len(data) > self.max_manifest_bytes:
+            raise LayoutError(f"{self}: {relative} is over limits.max_manifest_bytes")
+        return data

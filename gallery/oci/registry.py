@@ -1,0 +1,604 @@
+"""A small OCI distribution client on httpx (edge module).
+
+What it does, and why it is ours rather than oras-py (see docs/design.md):
+- manifests are read with a size cap and hashed here; the ``Docker-Content-Digest`` header is only
+  compared, never trusted;
+- tags are resolved to a digest once (``resolve_tag``); everything after uses ``repo@digest``;
+- token auth from ``WWW-Authenticate`` (anonymous, or Basic credentials from a Docker
+  ``config.json``), tokens cached per registry and scope;
+- plain HTTP only for ``insecure_registries``;
+- redirects are followed by hand and credentials are dropped when the host changes (blob
+  downloads are often redirected to a CDN);
+- blobs stream into a ``BlobWriter`` and resume with ``Range`` after a dropped connection;
+- tenacity retries connection errors, timeouts, 429 and 5xx (honouring ``Retry-After``), bounded;
+  never 4xx, digest or signature failures.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import re
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlencode, urljoin, urlsplit
+
+import httpx
+import tenacity
+
+from gallery.config.models import Config
+from gallery.errors import DigestMismatch, OperationalError, SourceUnavailable
+from gallery.net.client import raw_chunks
+from gallery.oci.models import (
+    MANIFEST_ACCEPT,
+    OCI_INDEX,
+    Descriptor,
+    ImageIndex,
+    ImageManifest,
+    InvalidManifest,
+    parse_document,
+)
+from gallery.oci.references import DOCKER_HUB, OciReference
+from gallery.prepare.blobcache import BlobWriter
+
+__all__ = [
+    "Endpoint",
+    "ManifestNotFound",
+    "RegistryClient",
+    "RegistryError",
+    "RegistryUnauthorized",
+    "RetryPolicy",
+    "load_docker_credentials",
+]
+
+_MAX_REDIRECTS = 5
+_MAX_TOKEN_BYTES = 64 * 1024
+_MAX_ERROR_BODY = 4096
+_TRANSIENT_STATUS = frozenset({429, 500, 502, 503, 504})
+
+
+class RegistryError(SourceUnavailable):
+    """A registry could not give us what we asked for."""
+
+    def __init__(self, message: str, *, hint: str | None = None, status: int | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.status = status
+
+
+class ManifestNotFound(RegistryError):
+    """MANIFEST_UNKNOWN / NAME_UNKNOWN / 404: the next candidate may have it."""
+
+
+class RegistryUnauthorized(RegistryError):
+    """401/403 after authenticating."""
+
+
+class _TransientStatus(Exception):
+    def __init__(self, status: int, retry_after: float | None) -> None:
+        super().__init__(f"HTTP {status}")
+        self.status = status
+        self.retry_after = retry_after
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    attempts: int = 4
+    initial_wait: float = 0.5
+    max_wait: float = 20.0
+
+    def retrying(self) -> tenacity.Retrying:
+        def wait(state: tenacity.RetryCallState) -> float:
+            outcome = state.outcome
+            error = outcome.exception() if outcome is not None else None
+            if isinstance(error, _TransientStatus) and error.retry_after is not None:
+                return min(error.retry_after, self.max_wait)
+            backoff = tenacity.wait_exponential_jitter(multiplier=self.initial_wait, max=self.max_wait)
+            return float(backoff(state)) if self.initial_wait > 0 else 0.0
+
+        return tenacity.Retrying(
+            stop=tenacity.stop_after_attempt(self.attempts),
+            wait=wait,
+            retry=tenacity.retry_if_exception_type((httpx.TransportError, _TransientStatus)),
+            reraise=True,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """Where a repository is fetched from: the registry itself or one of its mirrors."""
+
+    host: str  # API host[:port]
+    prefix: str = ""  # path prefix in front of the repository (mirrors such as host/dockerhub)
+    insecure: bool = False
+
+    @property
+    def scheme(self) -> str:
+        return "http" if self.insecure else "https"
+
+    def repository(self, ref: OciReference) -> str:
+        return f"{self.prefix}/{ref.repository}" if self.prefix else ref.repository
+
+    def __str__(self) -> str:
+        return f"{self.host}/{self.prefix}" if self.prefix else self.host
+
+
+def load_docker_credentials(path: Path) -> dict[str, tuple[str, str]]:
+    """Registry host -> (username, password) from a Docker ``config.json`` (``auths`` only).
+
+    Raises:
+        OperationalError: the file cannot be read or is not a Docker config.
+    """
+    try:
+        with path.open("rb") as handle:
+            raw = json.loads(handle.read(1024 * 1024))
+    except (OSError, ValueError) as exc:
+        raise OperationalError(f"cannot read docker_config {path}: {exc}") from exc
+    result: dict[str, tuple[str, str]] = {}
+    auths = raw.get("auths", {}) if isinstance(raw, dict) else {}
+    for key, value in auths.items() if isinstance(auths, dict) else ():
+        if not isinstance(value, dict):
+            continue
+        host = urlsplit(key).netloc if "://" in key else key.split("/", 1)[0]
+        if value.get("auth"):
+            user, _, password = base64.b64decode(value["auth"]).decode("utf-8", "replace").partition(":")
+        else:
+            user, password = str(value.get("username", "")), str(value.get("password", ""))
+        if user:
+            result[DOCKER_HUB if host in ("index.docker.io", "registry-1.docker.io") else host] = (
+                user,
+                password,
+            )
+    return result
+
+
+_CHALLENGE_RE = re.compile(r'(\w+)="([^"]*)"')
+
+
+@dataclass
+class RegistryClient:
+    """Reads manifests and blobs. Build with ``from_config``; inject ``client`` in tests."""
+
+    client: httpx.Client
+    insecure_registries: frozenset[str] = frozenset()
+    credentials: dict[str, tuple[str, str]] = field(default_factory=dict)
+    max_manifest_bytes: int = 4 * 1024 * 1024
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    _authorizations: dict[tuple[str, str], str] = field(default_factory=dict)
+    # Hosts that gave no response (after retries): skipped from then on (one round per run).
+    _unreachable: set[str] = field(default_factory=set)
+
+    @classmethod
+    def from_config(
+        cls, config: Config, client: httpx.Client, *, retry: RetryPolicy | None = None
+    ) -> RegistryClient:
+        credentials = load_docker_credentials(config.docker_config) if config.docker_config else {}
+        return cls(
+            client=client,
+            insecure_registries=frozenset(config.insecure_registries),
+            credentials=credentials,
+            max_manifest_bytes=config.limits.max_manifest_bytes,
+            retry=retry or RetryPolicy(),
+        )
+
+    # -- endpoints --------------------------------------------------------------------------
+
+    def endpoint(self, registry_or_mirror: str) -> Endpoint:
+        host, _, prefix = registry_or_mirror.partition("/")
+        api_host = "registry-1.docker.io" if host == DOCKER_HUB else host
+        return Endpoint(api_host, prefix, insecure=host in self.insecure_registries)
+
+    # -- manifests --------------------------------------------------------------------------
+
+    def resolve_tag(self, endpoint: Endpoint, ref: OciReference) -> str:
+        """The digest a tag points at now (HEAD; GET when HEAD gives no digest).
+
+        Raises:
+            ManifestNotFound, RegistryError, DigestMismatch.
+        """
+        if ref.tag is None:
+            raise ManifestNotFound(f"{ref} has neither a tag nor a digest to resolve")
+        repo = endpoint.repository(ref)
+        with self._open(endpoint, repo, "HEAD", f"manifests/{ref.tag}", accept=MANIFEST_ACCEPT) as response:
+            header = response.headers.get("Docker-Content-Digest")
+        if header and re.fullmatch(r"sha256:[0-9a-f]{64}", header):
+            return str(header)
+        data, digest_header = self._read_manifest(endpoint, repo, ref.tag)
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        if digest_header and digest_header != digest:
+            raise DigestMismatch(
+                f"{endpoint}/{repo}:{ref.tag}: manifest bytes hash to {digest}, "
+                f"the registry says {digest_header}"
+            )
+        return digest
+
+    def get_manifest(self, endpoint: Endpoint, ref: OciReference, digest: str) -> ImageManifest | ImageIndex:
+        """Fetch a manifest or index by digest and check its bytes hash to that digest.
+
+        Raises:
+            ManifestNotFound, RegistryError, DigestMismatch, InvalidManifest.
+        """
+        data = self.get_manifest_bytes(endpoint, ref, digest)
+        return parse_document(data, where=f"{endpoint}/{endpoint.repository(ref)}@{digest}")
+
+    def get_manifest_bytes(self, endpoint: Endpoint, ref: OciReference, digest: str) -> bytes:
+        """The exact bytes of a manifest or index, checked against ``digest`` (capped).
+
+        Raises:
+            ManifestNotFound, RegistryError, DigestMismatch.
+        """
+        repo = endpoint.repository(ref)
+        data, _ = self._read_manifest(endpoint, repo, digest)
+        actual = "sha256:" + hashlib.sha256(data).hexdigest()
+        if actual != digest:
+            raise DigestMismatch(f"{endpoint}/{repo}@{digest}: the manifest served hashes to {actual}")
+        return data
+
+    # -- referrers (signature discovery) ----------------------------------------------------
+
+    def referrers(
+        self, endpoint: Endpoint, ref: OciReference, digest: str, *, limit: int
+    ) -> list[Descriptor]:
+        """Descriptors of the manifests that refer to ``digest``: the OCI 1.1 referrers API
+        (following ``Link`` paging), else the tag-schema fallback ``sha256-<hex>``.
+
+        Raises:
+            RegistryError: the registry cannot be reached.
+        """
+        repo = endpoint.repository(ref)
+        found: list[Descriptor] = []
+        path: str | None = f"referrers/{digest}"
+        pages = 0
+        while path is not None and len(found) < limit and pages < 16:
+            pages += 1
+            try:
+                data, headers = self._read_document(endpoint, repo, path, accept=OCI_INDEX)
+            except (ManifestNotFound, RegistryUnauthorized):
+                return found if pages > 1 else self._fallback_referrers(endpoint, ref, digest, limit=limit)
+            except RegistryError as exc:
+                if exc.status in (400, 405, 406) and pages == 1:
+                    return self._fallback_referrers(endpoint, ref, digest, limit=limit)
+                raise
+            content_type = headers.get("Content-Type", "").split(";")[0].strip()
+            try:
+                document = parse_document(data, where=f"{endpoint}/{repo}/{path}")
+            except InvalidManifest:
+                document = None
+            if content_type not in (OCI_INDEX, "") or not isinstance(document, ImageIndex):
+                if pages == 1:
+                    return self._fallback_referrers(endpoint, ref, digest, limit=limit)
+                break
+            found.extend(document.manifests)
+            path = _next_link(headers.get("Link"), repo)
+        return found[:limit]
+
+    def _fallback_referrers(
+        self, endpoint: Endpoint, ref: OciReference, digest: str, *, limit: int
+    ) -> list[Descriptor]:
+        repo = endpoint.repository(ref)
+        tag = digest.replace(":", "-")
+        try:
+            data, _ = self._read_document(endpoint, repo, f"manifests/{tag}", accept=MANIFEST_ACCEPT)
+        except ManifestNotFound:
+            return []
+        document = parse_document(data, where=f"{endpoint}/{repo}:{tag}")
+        return list(document.manifests[:limit]) if isinstance(document, ImageIndex) else []
+
+    def has_tag(self, endpoint: Endpoint, ref: OciReference, tag: str) -> bool:
+        try:
+            with self._open(
+                endpoint, endpoint.repository(ref), "HEAD", f"manifests/{tag}", accept=MANIFEST_ACCEPT
+            ):
+                return True
+        except ManifestNotFound:
+            return False
+
+    def read_blob(
+        self, endpoint: Endpoint, ref: OciReference, descriptor: Descriptor, *, max_bytes: int
+    ) -> bytes:
+        """A small blob (a bundle) read whole, capped, and checked against its digest.
+
+        Raises:
+            RegistryError (over the cap, unreachable), DigestMismatch.
+        """
+        repo = endpoint.repository(ref)
+        if descriptor.size > max_bytes:
+            raise RegistryError(
+                f"{endpoint}/{repo}@{descriptor.digest}: {descriptor.size} bytes is over the limit"
+            )
+        data, _ = self._read_document(endpoint, repo, f"blobs/{descriptor.digest}", limit=max_bytes)
+        actual = "sha256:" + hashlib.sha256(data).hexdigest()
+        if actual != descriptor.digest:
+            raise DigestMismatch(f"{endpoint}/{repo}@{descriptor.digest}: the blob served hashes to {actual}")
+        return data
+
+    def _read_manifest(self, endpoint: Endpoint, repo: str, reference: str) -> tuple[bytes, str | None]:
+        data, headers = self._read_document(endpoint, repo, f"manifests/{reference}", accept=MANIFEST_ACCEPT)
+        return data, headers.get("Docker-Content-Digest")
+
+    def _read_document(
+        self, endpoint: Endpoint, repo: str, path: str, *, accept: str | None = None, limit: int | None = None
+    ) -> tuple[bytes, httpx.Headers]:
+        cap = limit or self.max_manifest_bytes
+        setting = "limits.max_bundle_bytes" if limit else "limits.max_manifest_bytes"
+        reference = path.rsplit("/", 1)[-1]
+        # A connection dropped while the body is read is retried like one dropped before it, and
+        # what outlives the retries is a RegistryError (the next endpoint or candidate is tried).
+        with _as_registry_errors(f"{endpoint}/{repo}:{reference}", self.retry.attempts):
+            for attempt in self.retry.retrying():
+                with attempt, self._open(endpoint, repo, "GET", path, accept=accept) as response:
+                    where = f"{endpoint}/{repo}:{reference}"
+                    return _capped_body(response, cap, where=where, setting=setting), response.headers
+        raise AssertionError("unreachable: the retry loop returns or raises")
+
+    # -- blobs ------------------------------------------------------------------------------
+
+    def fetch_blob(
+        self,
+        endpoint: Endpoint,
+        ref: OciReference,
+        descriptor: Descriptor,
+        writer: BlobWriter,
+        *,
+        on_bytes: Callable[[int], None] | None = None,
+    ) -> None:
+        """Stream a blob into ``writer``, resuming after dropped connections; then commit it.
+
+        Raises:
+            RegistryError, DigestMismatch (nothing is cached then).
+        """
+        repo = endpoint.repository(ref)
+        url = f"{endpoint}/{repo}@{descriptor.digest}"
+        with _as_registry_errors(url, self.retry.attempts):
+            self._stream_blob(endpoint, repo, descriptor, writer, on_bytes)
+        writer.commit()
+
+    def _stream_blob(
+        self,
+        endpoint: Endpoint,
+        repo: str,
+        descriptor: Descriptor,
+        writer: BlobWriter,
+        on_bytes: Callable[[int], None] | None,
+    ) -> None:
+        for attempt in self.retry.retrying():
+            with attempt:
+                headers = {"Range": f"bytes={writer.offset}-"} if writer.offset else {}
+                with self._open(
+                    endpoint, repo, "GET", f"blobs/{descriptor.digest}", headers=headers
+                ) as response:
+                    if response.status_code == 206:
+                        start = _content_range_start(response.headers.get("Content-Range", ""))
+                        if start != writer.offset:
+                            writer.restart()
+                            raise httpx.RemoteProtocolError("unexpected Content-Range; restarting the blob")
+                    elif writer.offset:
+                        writer.restart()  # the server ignored Range and sent the whole blob
+                    for chunk in raw_chunks(response):  # unbuffered: bytes before a drop are kept
+                        writer.write(chunk)
+                        if on_bytes is not None:
+                            on_bytes(len(chunk))
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    @contextmanager
+    def _open(
+        self,
+        endpoint: Endpoint,
+        repo: str,
+        method: str,
+        path: str,
+        *,
+        accept: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Iterator[httpx.Response]:
+        """Send a request (auth, redirects, retries); yield a streaming 2xx response."""
+        url = f"{endpoint.scheme}://{endpoint.host}/v2/{repo}/{path}"
+        request_headers = dict(headers or {})
+        if accept:
+            request_headers["Accept"] = accept
+        scope = f"repository:{repo}:pull"
+        if endpoint.host in self._unreachable:
+            raise RegistryError(f"{url}: {endpoint.host} did not respond earlier in this run; skipped")
+        response: httpx.Response | None = None
+        try:
+            with _as_registry_errors(url, self.retry.attempts):
+                for attempt in self.retry.retrying():
+                    with attempt:
+                        response = self._send(endpoint, url, method, request_headers, scope)
+                        if response.status_code in _TRANSIENT_STATUS:
+                            retry_after = _retry_after(response.headers.get("Retry-After"))
+                            response.close()
+                            raise _TransientStatus(response.status_code, retry_after)
+        except RegistryError as exc:
+            if isinstance(exc.__cause__, httpx.TransportError):  # no response at all, every attempt
+                self._unreachable.add(endpoint.host)
+            raise
+        if response is None:  # the retry loop either sets it or raises
+            raise RegistryError(f"{url}: no response")
+        try:
+            if response.status_code >= 400:
+                raise _registry_error(endpoint, repo, path, response)
+            yield response
+        finally:
+            response.close()
+
+    def _send(
+        self, endpoint: Endpoint, url: str, method: str, headers: dict[str, str], scope: str
+    ) -> httpx.Response:
+        origin = urlsplit(url).netloc
+        authorization = self._authorizations.get((endpoint.host, scope))
+        for _ in range(_MAX_REDIRECTS + 1):
+            sent = dict(headers)
+            if authorization and urlsplit(url).netloc == origin:
+                sent["Authorization"] = authorization
+            response = self.client.send(self.client.build_request(method, url, headers=sent), stream=True)
+            if response.status_code == 401 and urlsplit(url).netloc == origin and authorization is None:
+                challenge = response.headers.get("WWW-Authenticate", "")
+                response.close()
+                authorization = self._authenticate(endpoint, challenge, scope)
+                if authorization is None:
+                    raise RegistryUnauthorized(f"{url}: the registry requires credentials we do not have")
+                continue
+            if response.status_code in (301, 302, 303, 307, 308) and "Location" in response.headers:
+                response.close()
+                url = _redirect_target(url, response, endpoint)
+                method = "GET" if response.status_code == 303 else method
+                continue
+            return response
+        raise RegistryError(f"{url}: more than {_MAX_REDIRECTS} redirects")
+
+    def _authenticate(self, endpoint: Endpoint, challenge: str, scope: str) -> str | None:
+        registry = DOCKER_HUB if endpoint.host == "registry-1.docker.io" else endpoint.host
+        authorization = _answer_challenge(
+            self.client, endpoint, challenge, scope, self.credentials.get(registry)
+        )
+        if authorization is not None:
+            self._authorizations[(endpoint.host, scope)] = authorization
+        return authorization
+
+
+def _capped_body(response: httpx.Response, cap: int, *, where: str, setting: str) -> bytes:
+    """The body as it arrives, refused once it passes ``cap`` (the declared length first)."""
+    declared = response.headers.get("Content-Length")
+    if declared and declared.isdigit() and int(declared) > cap:
+        raise RegistryError(f"{where}: {declared} bytes is over {setting} ({cap})")
+    chunks, total = [], 0
+    for chunk in raw_chunks(response):
+        total += len(chunk)
+        if total > cap:
+            raise RegistryError(f"{where}: more than {setting} ({cap})")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _redirect_target(url: str, response: httpx.Response, endpoint: Endpoint) -> str:
+    """Where a redirect leads, if we may follow it (never from HTTPS down to plain HTTP)."""
+    target = urljoin(url, response.headers["Location"])
+    if urlsplit(target).scheme not in ("https", "http"):
+        raise RegistryError(f"{url}: redirect to unsupported location {target!r}")
+    if urlsplit(target).scheme == "http" and not endpoint.insecure:
+        raise RegistryError(f"{url}: refusing a redirect from HTTPS to plain HTTP ({target})")
+    return target
+
+
+def _answer_challenge(
+    client: httpx.Client, endpoint: Endpoint, challenge: str, scope: str, credentials: tuple[str, str] | None
+) -> str | None:
+    """The ``Authorization`` value a ``WWW-Authenticate`` challenge asks for (``None``: we have
+    no credentials it accepts). Bearer tokens come only from the realm the registry named, over
+    HTTPS unless the registry is insecure and serves them itself; the token body is capped."""
+    scheme, _, params_text = challenge.partition(" ")
+    if scheme.lower() == "basic":
+        if credentials is None:
+            return None
+        encoded = base64.b64encode(f"{credentials[0]}:{credentials[1]}".encode()).decode()
+        return f"Basic {encoded}"
+    if scheme.lower() != "bearer":
+        return None
+    params = dict(_CHALLENGE_RE.findall(params_text))
+    realm = params.get("realm")
+    if not realm or urlsplit(realm).scheme not in ("https", "http"):
+        raise RegistryError(f"{endpoint}: unusable auth challenge {challenge!r}")
+    if urlsplit(realm).scheme == "http" and not endpoint.insecure:
+        raise RegistryError(f"{endpoint}: refusing to fetch a token over plain HTTP from {realm}")
+    if urlsplit(realm).scheme == "http" and urlsplit(realm).netloc != endpoint.host:
+        # An insecure registry may serve its own tokens over plain HTTP; sending credentials
+        # in clear text to whichever other host its challenge names is another matter.
+        raise RegistryError(
+            f"{endpoint}: refusing to fetch a token over plain HTTP from another host ({realm})",
+            hint="serve the token service over HTTPS, or on the registry's own host",
+        )
+    query = {"scope": params.get("scope", scope)}
+    if "service" in params:
+        query["service"] = params["service"]
+    auth = httpx.BasicAuth(*credentials) if credentials else None
+    # Credentials go only to the realm the registry named, never through redirects.
+    # Read as sent (identity asked for): a capped read of bytes that arrive, not of a decoded body.
+    headers = {"Accept-Encoding": "identity"}
+    with client.stream(
+        "GET", f"{realm}?{urlencode(query)}", auth=auth, headers=headers, follow_redirects=False
+    ) as response:
+        body = b""
+        if response.status_code == 200:
+            body = _capped_body(response, _MAX_TOKEN_BYTES, where=f"{endpoint}: token from {realm}",
+                                setting="the token size limit")  # fmt: skip
+    if response.status_code != 200:
+        raise RegistryUnauthorized(
+            f"{endpoint}: token request to {realm} failed with HTTP {response.status_code}"
+        )
+    try:
+        document = json.loads(body)
+        token = document.get("token") or document.get("access_token")
+    except (ValueError, AttributeError):
+        token = None
+    if not isinstance(token, str) or not token:
+        raise RegistryUnauthorized(f"{endpoint}: the token service at {realm} returned no token")
+    return f"Bearer {token}"
+
+
+def _registry_error(endpoint: Endpoint, repo: str, path: str, response: httpx.Response) -> RegistryError:
+    body = b""
+    if response.request.method != "HEAD":
+        for chunk in raw_chunks(response):
+            body += chunk
+            if len(body) > _MAX_ERROR_BODY:
+                break
+    code = ""
+    try:
+        errors = json.loads(body[:_MAX_ERROR_BODY]).get("errors") or []
+        code = str(errors[0].get("code", "")) if errors else ""
+    except (ValueError, AttributeError, IndexError):
+        pass
+    where = f"{endpoint}/{repo}/{path}"
+    detail = f"HTTP {response.status_code}" + (f" {code}" if code else "")
+    if response.status_code == 404 or code in ("MANIFEST_UNKNOWN", "NAME_UNKNOWN", "BLOB_UNKNOWN"):
+        return ManifestNotFound(f"{where}: not found ({detail})")
+    if response.status_code in (401, 403):
+        return RegistryUnauthorized(
+            f"{where}: access denied ({detail})", hint="check docker_config credentials"
+        )
+    return RegistryError(f"{where}: {detail}")
+
+
+@contextmanager
+def _as_registry_errors(where: str, attempts: int) -> Iterator[None]:
+    """Transient failures that outlived the retries become one RegistryError naming the place."""
+    try:
+        yield
+    except _TransientStatus as exc:
+        raise RegistryError(f"{where}: {exc} (after {attempts} attempts)") from exc
+    except httpx.TimeoutException as exc:
+        raise RegistryError(f"{where}: timed out (after {attempts} attempts)") from exc
+    except httpx.TransportError as exc:
+        raise RegistryError(f"{where}: {type(exc).__name__}: {exc} (after {attempts} attempts)") from exc
+
+
+def _next_link(header: str | None, repo: str) -> str | None:
+    """The path of the next referrers page from a ``Link: <...>; rel="next"`` header (same repo only)."""
+    if not header:
+        return None
+    match = re.search(r'<([^>]+)>\s*;\s*rel="?next"?', header)
+    if match is None:
+        return None
+    target = urlsplit(match.group(1))
+    prefix = f"/v2/{repo}/"
+    if target.netloc or not target.path.startswith(prefix):
+        return None
+    return target.path[len(prefix) :] + (f"?{target.query}" if target.query else "")
+
+
+def _retry_after(value: str | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None
+
+
+def _content_range_start(value: str) -> int | None:
+    match = re.fullmatch(r"bytes (\d+)-\d+/(?:\d+|\*)", value.strip())
+    return int(match.group(1)) if match else None

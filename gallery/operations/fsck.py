@@ -1,0 +1,372 @@
+"""``gallery fsck`` and ``gallery cache prune``: what is on disk against what was recorded (edge module).
+
+Checks, each a :class:`Finding`:
+
+- every installed backend against the ``files`` of its metadata.json (missing, modified — type,
+  mode, size, sha256 or link target — and unexpected files);
+- directories under ``backends_path`` without metadata, damaged metadata, metadata naming another
+  backend, meta-backends whose concrete backend is gone;
+- leftovers of interrupted commands (journal, staging, trash) whose lock is free, kept generations
+  of backends that are no longer installed;
+- cache blobs whose content no longer hashes to their name; blobs nothing references (installed
+  backends and kept generations), which ``cache prune`` removes.
+
+Damage (``damage=True``) makes ``fsck`` exit 3; what ``--repair`` fixed is marked ``repaired``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal
+
+import filelock
+
+from gallery.config.models import Config
+from gallery.errors import GalleryError
+from gallery.filelocks import LockBusy, backend_lock
+from gallery.files import remove_tree
+from gallery.names import is_valid_name
+from gallery.place.metadata import METADATA_FILE, BackendMetadata, read_metadata
+from gallery.place.swap import StateDir, pending_names
+from gallery.results import BatchResult
+
+__all__ = ["Finding", "FsckReport", "PruneResult", "mark_repaired", "prune_cache", "referenced_blobs", "scan"]
+
+Kind = Literal[
+    "missing",
+    "modified",
+    "unexpected",
+    "unchecked",
+    "no-metadata",
+    "bad-metadata",
+    "dangling-meta-backend",
+    "leftover",
+    "orphaned-generations",
+    "bad-blob",
+    "unreferenced-blob",
+]
+_CHUNK = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Finding:
+    kind: Kind
+    subject: str  # a backend name, a path under backends_path, or a blob digest
+    detail: str
+    damage: bool
+    repaired: str | None = None  # what --repair did about it
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": self.kind, "subject": self.subject, "detail": self.detail, "damage": self.damage,
+                "repaired": self.repaired}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class FsckReport:
+    findings: tuple[Finding, ...]
+    backends_checked: int
+    blobs_checked: int
+
+    @property
+    def exit_code(self) -> int:
+        return 3 if any(f.damage and f.repaired is None for f in self.findings) else 0
+
+    def damaged_backends(self) -> list[str]:
+        kinds = ("missing", "modified", "unexpected")
+        return sorted({f.subject for f in self.findings if f.kind in kinds and f.repaired is None})
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "findings": [f.to_json() for f in self.findings],
+            "backends_checked": self.backends_checked,
+            "blobs_checked": self.blobs_checked,
+            "exit_code": self.exit_code,
+        }
+
+
+@dataclass(frozen=True)
+class PruneResult:
+    removed: tuple[str, ...]
+    bytes_freed: int
+    kept: int
+    partials_removed: int = 0
+    bundles_removed: int = 0  # unpacked copies of bundle tars (install --from unpacks again)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "removed": list(self.removed),
+            "bytes_freed": self.bytes_freed,
+            "kept": self.kept,
+            "partials_removed": self.partials_removed,
+            "bundles_removed": self.bundles_removed,
+        }
+
+
+@dataclass
+class _Scan:
+    config: Config
+    repair: bool
+    findings: list[Finding] = field(default_factory=list)
+
+    def add(self, finding: Finding) -> None:
+        self.findings.append(finding)
+
+
+def scan(config: Config, *, repair: bool = False) -> FsckReport:
+    """Check everything; with ``repair``, remove orphans, evict bad blobs and dangling meta-backend
+    directories (backends with damaged files are re-fetched by the caller: see Installer.repair)."""
+    state = StateDir(config.backends_path)
+    run = _Scan(config, repair)
+    checked = 0
+    installed: list[BackendMetadata] = []
+    if config.backends_path.is_dir():
+        for child in sorted(config.backends_path.iterdir()):
+            if child.name.startswith("."):
+                continue
+            metadata = _backend_metadata(run, child)
+            if metadata is None:
+                continue
+            installed.append(metadata)
+            checked += 1
+            if metadata.meta_backend_for is not None:
+                _check_meta(run, child, metadata)
+            else:
+                _check_files(run, child, metadata)
+        _check_leftovers(run, state)
+    blobs = _check_cache(run, config, referenced_blobs(config))
+    return FsckReport(tuple(run.findings), checked, blobs)
+
+
+def mark_repaired(report: FsckReport, batch: BatchResult) -> FsckReport:
+    """Mark the file findings of backends that ``Installer.repair`` rebuilt."""
+    rebuilt = {r.name: r.digest for r in batch.results if r.error is None and r.name}
+    findings = tuple(
+        replace(f, repaired=f"re-fetched {rebuilt[f.subject]} and swapped it in")
+        if f.kind in ("missing", "modified", "unexpected") and f.subject in rebuilt
+        else f
+        for f in report.findings
+    )
+    return replace(report, findings=findings)
+
+
+def _backend_metadata(run: _Scan, child: Path) -> BackendMetadata | None:
+    name = child.name
+    if child.is_symlink() or not child.is_dir():
+        run.add(Finding("no-metadata", name, "not a backend directory (a file or a symlink)", damage=True))
+        return None
+    try:
+        metadata = read_metadata(child)
+    except GalleryError as exc:
+        run.add(Finding("bad-metadata", name, exc.message, damage=True))
+        return None
+    if metadata is None:
+        run.add(Finding("no-metadata", name, f"{child} has no metadata.json; reinstall it or move it away",
+                        damage=True))  # fmt: skip
+        return None
+    if metadata.name != name:
+        run.add(Finding("bad-metadata", name, f"metadata.json names {metadata.name!r}", damage=True))
+        return None
+    return metadata
+
+
+def _check_meta(run: _Scan, directory: Path, metadata: BackendMetadata) -> None:
+    concrete = run.config.backends_path / (metadata.meta_backend_for or "")
+    if (concrete / METADATA_FILE).is_file():
+        return
+    detail = f"meta-backend for {metadata.meta_backend_for}, which is not installed"
+    finding = Finding("dangling-meta-backend", metadata.name, detail, damage=True)
+    if run.repair:
+        remove_tree(directory)
+        finding = replace(
+            finding, repaired=f"removed {directory} (install {metadata.name} again to restore it)"
+        )
+    run.add(finding)
+
+
+def _check_files(run: _Scan, directory: Path, metadata: BackendMetadata) -> None:
+    name = metadata.name
+    if not metadata.files:
+        run.add(Finding("unchecked", name, "no file list recorded (installed by LocalAI); cannot check",
+                        damage=False))  # fmt: skip
+        return
+    recorded = {str(f["path"]): f for f in metadata.files}
+    for path, record in recorded.items():
+        problem = _compare(directory / path, record)
+        if problem is not None:
+            kind: Kind = "missing" if problem == "missing" else "modified"
+            run.add(Finding(kind, name, f"{path}: {problem}", damage=True))
+    for path in _walk(directory):
+        if path not in recorded and path != METADATA_FILE:
+            run.add(Finding("unexpected", name, f"{path}: not part of the installed image", damage=True))
+
+
+def _walk(root: Path) -> Iterator[str]:
+    for base, dirs, files in os.walk(root, followlinks=False):
+        for entry in (*dirs, *files):
+            yield str((Path(base) / entry).relative_to(root))
+
+
+def _compare(path: Path, record: dict[str, Any]) -> str | None:
+    """What differs between ``path`` and its record, or ``None``."""
+    try:
+        info = path.lstat()
+    except FileNotFoundError:
+        return "missing"
+    kind = record.get("type")
+    expected = {"file": stat.S_ISREG, "hardlink": stat.S_ISREG, "dir": stat.S_ISDIR, "symlink": stat.S_ISLNK}
+    check = expected.get(str(kind))
+    if check is None or not check(info.st_mode):
+        return f"is no longer a {kind}"
+    if kind == "symlink":
+        return None if str(path.readlink()) == record.get("target") else "link target changed"
+    mode = record.get("mode")
+    if isinstance(mode, str) and stat.S_IMODE(info.st_mode) != int(mode, 8):
+        return f"mode {stat.S_IMODE(info.st_mode):04o}, recorded {mode}"
+    if kind in ("file", "hardlink"):
+        if info.st_size != record.get("size"):
+            return f"size {info.st_size}, recorded {record.get('size')}"
+        if _sha256(path) != record.get("sha256"):
+            return "content changed (sha256 differs)"
+    return None
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _check_leftovers(run: _Scan, state: StateDir) -> None:
+    """Leftovers whose backend lock is free (a busy lock is a command still running, not damage)."""
+    for name in pending_names(state.backends):
+        try:
+            with backend_lock(state.root, name, timeout=0):
+                paths = [state.journal(name)] if state.journal(name).exists() else []
+                paths += state.leftovers(name)
+                for path in paths:
+                    finding = Finding("leftover", name, f"{path} left by an interrupted command", damage=True)
+                    if run.repair and path.parent != state.journals:
+                        remove_tree(path)
+                        finding = replace(finding, repaired=f"removed {path}")
+                    run.add(finding)
+        except LockBusy:
+            continue
+    generations = state.root / "generations"
+    if generations.is_dir():
+        for directory in sorted(generations.iterdir()):
+            if (state.backends / directory.name).is_dir():
+                continue
+            detail = f"{directory}: kept versions of a backend that is not installed"
+            finding = Finding("orphaned-generations", directory.name, detail, damage=True)
+            if run.repair:
+                remove_tree(directory)
+                finding = replace(finding, repaired=f"removed {directory}")
+            run.add(finding)
+
+
+def referenced_blobs(config: Config) -> set[str]:
+    """Layer digests of installed backends and of their kept generations."""
+    state = StateDir(config.backends_path)
+    directories: list[Path] = []
+    if config.backends_path.is_dir():
+        for child in config.backends_path.iterdir():
+            if not child.name.startswith(".") and child.is_dir() and not child.is_symlink():
+                directories.append(child)
+                if is_valid_name(child.name):
+                    directories += state.kept(child.name)
+    referenced: set[str] = set()
+    for directory in directories:
+        try:
+            metadata = read_metadata(directory)
+        except GalleryError:
+            continue
+        if metadata is not None:
+            referenced |= {layer.digest for layer in metadata.layers}
+            if metadata.digest and not metadata.layers:
+                referenced.add(metadata.digest)
+    return referenced
+
+
+def _cached_blobs(config: Config) -> Iterator[Path]:
+    root = config.cache_path / "blobs" / "sha256"
+    if root.is_dir():
+        yield from sorted(p for p in root.iterdir() if not p.name.startswith("."))
+
+
+def _check_cache(run: _Scan, config: Config, referenced: set[str]) -> int:
+    count = 0
+    for path in _cached_blobs(config):
+        count += 1
+        digest = f"sha256:{path.name}"
+        actual = _sha256(path) if path.is_file() and not path.is_symlink() else None
+        if actual != path.name:
+            finding = Finding("bad-blob", digest, "cached content does not hash to its name", damage=True)
+            if run.repair:
+                path.unlink()
+                finding = replace(finding, repaired="evicted (fetched again when needed)")
+            run.add(finding)
+        elif digest not in referenced:
+            size = path.stat().st_size
+            run.add(Finding("unreferenced-blob", digest, f"{size} bytes; 'gallery cache prune' removes it",
+                            damage=False))  # fmt: skip
+    return count
+
+
+def prune_cache(config: Config, *, keep: Iterable[str] = ()) -> PruneResult:
+    """Remove cached blobs nothing references, and partial downloads no process is writing.
+
+    ``keep``: more digests to keep (the layers of lock files a fleet will preload).
+
+    A blob being fetched right now is not in ``blobs/`` yet (it is a partial under its own lock),
+    so pruning never races an install's download; a blob another command is about to extract is
+    re-fetched by it if pruned (it is verified by digest either way).
+    """
+    referenced = referenced_blobs(config) | set(keep)
+    removed: list[str] = []
+    freed = 0
+    kept = 0
+    for path in _cached_blobs(config):
+        digest = f"sha256:{path.name}"
+        if digest in referenced:
+            kept += 1
+            continue
+        freed += path.lstat().st_size
+        path.unlink()
+        removed.append(digest)
+    partials = 0
+    partial_dir = config.cache_path / "partial"
+    if partial_dir.is_dir():
+        (config.cache_path / "locks").mkdir(exist_ok=True)
+        for partial in partial_dir.iterdir():
+            # A tarball of unknown sha256 is written without a lock: leave recent ones alone.
+            if partial.name.startswith("anon-") and time.time() - partial.lstat().st_mtime < 86400:
+                continue
+            lock = filelock.FileLock(config.cache_path / "locks" / f"{partial.name}.lock", timeout=0)
+            try:
+                with lock:
+                    freed += partial.lstat().st_size
+                    partial.unlink()
+                    partials += 1
+            except (filelock.Timeout, OSError):
+                continue
+    bundles = 0
+    unpacked = config.cache_path / "bundles"
+    if unpacked.is_dir():
+        for directory in unpacked.iterdir():
+            # An install --from may be reading a recent one right now; an hour old is done with.
+            if time.time() - directory.lstat().st_mtime < 3600:
+                continue
+            freed += sum(
+                p.lstat().st_size for p in directory.rglob("*") if p.is_file() and not p.is_symlink()
+            )
+            remove_tree(directory)
+            bundles += 1
+    return PruneResult(tuple(removed), freed, kept, partials, bundles)

@@ -1,0 +1,230 @@
+"""The installer: every operation on backends, over one ``Session`` (see ``gallery.operations``).
+
+    resolve -> plan what each candidate must prove (gallery.trust; refusal before any write)
+    -> backend lock (recover an interrupted operation first) -> for each candidate and registry
+    endpoint: the trust gate pins and proves -> fetch by digest, extract into staging, run.sh,
+    metadata.json -> journaled swap into place
+
+Replacing a different installed version is ``upgrade``'s job (it keeps the old version as a
+generation for ``rollback``), so ``install`` refuses it and says so. Upgrade, preload, lock,
+export, repair and ``install --from`` run the very same candidate loop and gate; only their
+``Mode`` differs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import httpx
+
+from gallery.catalog.capability import CapabilityDetector
+from gallery.catalog.galleries import Catalog
+from gallery.catalog.resolve import Resolution, resolve_backend
+from gallery.config.models import Config
+from gallery.errors import OperationalError
+from gallery.oci.registry import RegistryClient
+from gallery.operations.bundles import export_bundle, install_from_bundle
+from gallery.operations.gate import Unchanged
+from gallery.operations.lockfile import LockEntry
+from gallery.operations.locking import lock_entry, locked_resolution, locked_unverified
+from gallery.operations.maintenance import repair, rollback, uninstall
+from gallery.operations.modes import DRY_RUN, INSTALL, LOCK, PRELOAD, UPGRADE
+from gallery.operations.runner import Runner, timed
+from gallery.operations.session import Session
+from gallery.place.fsops import FsOps
+from gallery.place.metadata import BackendMetadata
+from gallery.place.swap import RecoveryReport, Step, recover_pending
+from gallery.prepare.blobcache import BlobCache
+from gallery.progress import NoProgress, ProgressReporter
+from gallery.results import BatchResult, InstallResult, UpdateCheck
+from gallery.verify.evidence import Verifier
+
+__all__ = ["BatchResult", "InstallResult", "Installer", "NoProgress", "ProgressReporter", "UpdateCheck"]
+
+
+class Installer:
+    """Owns one run's session: catalog, registry client, blob cache, verifier, backend store."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        client: httpx.Client,
+        verifier: Verifier,
+        detector: CapabilityDetector,
+        progress: ProgressReporter | None = None,
+        registry: RegistryClient | None = None,
+        catalog: Catalog | None = None,
+        fs: FsOps | None = None,
+        step: Step | None = None,
+    ) -> None:
+        """``fs`` and ``step`` are test seams: the filesystem operations of the swap (fault
+        injection, order of operations) and a hook called at every step of it (crash tests)."""
+        self.session = Session(config, client=client, verifier=verifier, detector=detector, progress=progress,
+                               registry=registry, catalog=catalog, fs=fs, step=step)  # fmt: skip
+        self._runner = Runner(self.session)
+
+    @property
+    def config(self) -> Config:
+        return self.session.config
+
+    @property
+    def cache(self) -> BlobCache:
+        return self.session.cache
+
+    @property
+    def verifier(self) -> Verifier:
+        return self.session.verifier
+
+    @property
+    def registry(self) -> RegistryClient:
+        return self.session.registry
+
+    @property
+    def catalog(self) -> Catalog:
+        return self.session.catalog
+
+    @property
+    def capability_preferences(self) -> tuple[str, ...]:
+        """Capability keys for meta-backends, best first (configured, or detected once)."""
+        return self.session.selector.preferences
+
+    # -- install, upgrade, preload ------------------------------------------------------------
+
+    def install(self, names: Sequence[str], *, fail_fast: bool = False) -> BatchResult:
+        """Install each name; go on past failures unless ``fail_fast``."""
+        return _batch(names, self.install_one, fail_fast=fail_fast)
+
+    def install_one(self, requested: str) -> InstallResult:
+        return timed(requested, lambda: self._runner.place(self._resolve(requested), INSTALL))
+
+    def upgrade(
+        self,
+        names: Sequence[str],
+        *,
+        all_installed: bool = False,
+        dry_run: bool = False,
+        fail_fast: bool = False,
+        allow_downgrade: bool = False,
+    ) -> BatchResult:
+        """Upgrade each installed backend (``all_installed``: every one; meta-backends through
+        their concrete backend) to what its gallery offers now; ``dry_run`` pins and verifies only.
+        A build signed before the installed one is refused unless ``allow_downgrade``."""
+        if all_installed:
+            names = [m.name for m in self.installed() if m.meta_backend_for is None]
+        return _batch(
+            names,
+            lambda name: self.upgrade_one(name, dry_run=dry_run, allow_downgrade=allow_downgrade),
+            fail_fast=fail_fast,
+        )
+
+    def upgrade_one(
+        self, name: str, *, dry_run: bool = False, allow_downgrade: bool = False
+    ) -> InstallResult:
+        def action() -> InstallResult:
+            installed = self.session.store.concrete(name)
+            mode = DRY_RUN if dry_run else UPGRADE
+            requested = self._qualified(installed)
+            return self._runner.place(self._resolve(requested), mode, allow_downgrade=allow_downgrade)
+
+        return timed(name, action)
+
+    def preload_one(self, requested: str) -> InstallResult:
+        """Install or upgrade ``requested`` to what its gallery offers now (a worker converging)."""
+        return timed(requested, lambda: self._runner.place(self._resolve(requested), PRELOAD))
+
+    def preload_locked(self, locked: LockEntry) -> InstallResult:
+        """Install exactly the locked digest (every candidate bound to it), verified again under
+        the current policy of its gallery; already installed: one local check, no network."""
+
+        def action() -> InstallResult:
+            resolution = locked_resolution(locked, self.config)
+            return self._runner.place(resolution, PRELOAD, locked=locked, wanted=locked.resolved_digest,
+                                      unverified_pin=locked_unverified(locked))  # fmt: skip
+
+        return timed(locked.name, action)
+
+    # -- fleet and bundles --------------------------------------------------------------------
+
+    def lock_one(self, requested: str) -> LockEntry:
+        """Resolve, pin and verify ``requested`` (for this installer's platform and capability) and
+        describe it as a lock entry; writes nothing.
+
+        Raises:
+            GalleryError: as install would fail.
+        """
+        outcome = self._runner.run(self._resolve(requested), LOCK, lock_entry)
+        if isinstance(outcome, Unchanged):  # LOCK never stops at "unchanged" (modes.LOCK)
+            raise OperationalError(f"{requested}: nothing was pinned to lock")
+        return outcome
+
+    def export(self, names: Sequence[str], output: Path) -> BatchResult:
+        """Pin and verify each name as install would, and write a bundle of them to ``output``
+        (a directory, or a tar when it ends in ``.tar``) only if every one could be exported."""
+        return export_bundle(self._runner, self._resolve, names, output)
+
+    def install_from(self, bundle: Path, names: Sequence[str], *, fail_fast: bool = False) -> BatchResult:
+        """Install from an exported bundle, offline, under this machine's policies (each entry
+        names its gallery; the config must have it)."""
+        return install_from_bundle(self._runner, bundle, names, fail_fast=fail_fast)
+
+    # -- maintenance --------------------------------------------------------------------------
+
+    def repair(self, names: Sequence[str]) -> BatchResult:
+        """Rebuild damaged backends from their *recorded* digest (verified under the current
+        policy, as an install would); the damaged tree goes to the trash, not to a generation."""
+        return _batch(names, self.repair_one, fail_fast=False)
+
+    def repair_one(self, name: str) -> InstallResult:
+        return timed(name, lambda: repair(self._runner, name, self._resolve))
+
+    def rollback(self, name: str) -> InstallResult:
+        """Put back the newest kept generation of ``name`` (the current version is discarded)."""
+        return timed(name, lambda: rollback(self.session, name))
+
+    def uninstall(self, names: Sequence[str], *, fail_fast: bool = False) -> BatchResult:
+        return _batch(names, self.uninstall_one, fail_fast=fail_fast)
+
+    def uninstall_one(self, name: str) -> InstallResult:
+        return timed(name, lambda: uninstall(self.session, name))
+
+    def recover(self) -> RecoveryReport:
+        """Finish or undo operations interrupted by a crash (backends whose lock is free)."""
+        config = self.config
+        return recover_pending(config.backends_path, keep_generations=config.keep_generations,
+                               fs=self.session.swapper.fs)  # fmt: skip
+
+    def installed(self) -> list[BackendMetadata]:
+        """Every backend under ``backends_path`` with readable metadata (LocalAI's included)."""
+        return self.session.store.installed()
+
+    def check_updates(self, backends: Sequence[BackendMetadata]) -> dict[str, UpdateCheck]:
+        """For each installed backend (not meta-backends, not LocalAI's own): is a newer signed
+        build on offer? Pins and verifies like ``upgrade --dry-run``; fetches and changes nothing."""
+        return {
+            backend.name: UpdateCheck.from_result(self.upgrade_one(backend.name, dry_run=True))
+            for backend in backends
+            if backend.meta_backend_for is None and not backend.written_by_localai
+        }
+
+    # -- helpers ------------------------------------------------------------------------------
+
+    def _resolve(self, requested: str) -> Resolution:
+        return resolve_backend(self.catalog, requested, capabilities=self.session.selector)
+
+    def _qualified(self, installed: BackendMetadata) -> str:
+        """``GALLERY@NAME`` when the backend's gallery is still configured, so a name another
+        gallery shadows upgrades from where it came from."""
+        gallery = installed.gallery
+        return f"{gallery}@{installed.name}" if gallery and self.config.gallery(gallery) else installed.name
+
+
+def _batch(names: Sequence[str], action: Callable[[str], InstallResult], *, fail_fast: bool) -> BatchResult:
+    results: list[InstallResult] = []
+    for name in names:
+        result = action(name)
+        results.append(result)
+        if fail_fast and result.error is not None:
+            break
+    return BatchResult(tuple(results))

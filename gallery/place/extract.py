@@ -1,0 +1,413 @@
+"""Safe extraction of tar layers into a staging directory (edge module).
+
+Layers are applied in order to one private staging directory. Nothing is ever written or deleted
+outside it:
+
+- member paths are normalised; absolute paths, ``..`` components and NUL bytes fail the layer;
+- every parent directory is checked: one this extraction created is known from its own records
+  (staging is private to the process, every entry is recorded when made and forgotten when
+  removed), any other is walked with ``lstat``; a symlink anywhere in the parent chain fails the
+  layer (no write, hardlink or whiteout *through* a symlink), and nothing is ever followed;
+- files are created with ``O_CREAT|O_EXCL|O_NOFOLLOW`` after removing whatever was at the path;
+- hardlinks may only point at regular files already extracted inside the tree;
+- device nodes and FIFOs fail the layer; setuid, setgid and sticky bits are stripped;
+- limits on total bytes, file count and path length stop a decompression bomb early, and pax or
+  GNU long-name headers larger than 1 MiB are refused before ``tarfile`` buffers them.
+
+Symlinks themselves are data: real backends carry absolute and outward links (a venv's
+``bin/python -> /usr/bin/python3``), so they are created as they are and never followed. With
+``refuse_escaping_symlinks`` they are refused instead.
+
+OCI whiteouts are applied explicitly: ``.wh.<name>`` deletes ``<name>`` from lower layers and
+``.wh..wh..opq`` empties its directory of everything lower layers put there. Python's ``tarfile``
+extraction filters are not used (3.11.7 has known bypasses): these checks are the defence.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import posixpath
+import shutil
+import stat
+import tarfile
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any, Literal
+
+from gallery.errors import OperationalError, UnsafeArchiveError
+from gallery.prepare.compression import DECOMPRESSION_ERRORS
+
+__all__ = ["ExtractLimits", "FileRecord", "TreeBuilder"]
+
+_MAX_EXTENDED_HEADER = 1024 * 1024
+_MAX_COMPONENT = 255
+_COPY_CHUNK = 1024 * 1024
+_OPAQUE = ".wh..wh..opq"
+_WHITEOUT_PREFIX = ".wh."
+# What a corrupt or truncated layer raises while it is read: an integrity refusal, not a disk error.
+_NOT_A_TAR_STREAM: tuple[type[Exception], ...] = (
+    tarfile.TarError,
+    EOFError,
+    zlib.error,
+    gzip.BadGzipFile,
+    *DECOMPRESSION_ERRORS,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ExtractLimits:
+    max_bytes: int
+    max_files: int
+    max_path_length: int
+    refuse_escaping_symlinks: bool = False
+
+
+FileType = Literal["file", "dir", "symlink", "hardlink"]
+
+
+@dataclass(frozen=True, slots=True)
+class FileRecord:
+    """One installed path, as recorded in metadata.json ``files``."""
+
+    path: str
+    type: FileType
+    mode: int
+    size: int = 0
+    sha256: str | None = None
+    target: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"path": self.path, "type": self.type, "mode": f"{self.mode:04o}"}
+        if self.type in ("file", "hardlink"):
+            data["size"] = self.size
+            data["sha256"] = self.sha256
+        if self.target is not None:
+            data["target"] = self.target
+        return data
+
+
+class _BoundedTarInfo(tarfile.TarInfo):
+    """Refuses oversized extended headers, which tarfile would otherwise read whole into memory."""
+
+    def _proc_member(self, tarfile_: tarfile.TarFile) -> tarfile.TarInfo:
+        extended = (tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK, tarfile.XHDTYPE, tarfile.XGLTYPE,
+                    tarfile.SOLARIS_XHDTYPE)  # fmt: skip
+        if self.type in extended and self.size > _MAX_EXTENDED_HEADER:
+            raise tarfile.HeaderError(f"extended header of {self.size} bytes (limit {_MAX_EXTENDED_HEADER})")
+        return super()._proc_member(tarfile_)  # type: ignore[misc,no-any-return]
+
+
+class TreeBuilder:
+    """Applies tar layers, in order, to one staging directory that only this object writes to."""
+
+    def __init__(self, root: Path, limits: ExtractLimits) -> None:
+        if not stat.S_ISDIR(os.lstat(root).st_mode):
+            raise ValueError(f"staging root {root} is not a directory")
+        self.root = root
+        self.limits = limits
+        self.files = 0
+        self.bytes = 0
+        self._records: dict[str, FileRecord] = {}
+        self._dir_times: dict[str, tuple[int, int]] = {}
+
+    # -- public -----------------------------------------------------------------------------
+
+    def apply_layer(self, stream: IO[bytes], *, layer: str) -> None:
+        """Extract one uncompressed tar stream on top of what earlier layers produced.
+
+        Raises:
+            UnsafeArchiveError: a member breaks a rule, a limit is exceeded, or the stream is not a
+                valid tar archive; the message names the layer and the member.
+        """
+        this_layer: set[str] = set()
+        try:
+            with tarfile.open(fileobj=stream, mode="r|", tarinfo=_BoundedTarInfo) as archive:
+                for member in archive:
+                    self._apply_member(archive, member, layer, this_layer)
+                    # tarfile keeps every TarInfo it has read (for random access we never use):
+                    # 40 MB on a 41,000-file layer. Our own records are what we keep.
+                    archive.members.clear()  # type: ignore[attr-defined]
+        except UnsafeArchiveError:
+            raise
+        except _NOT_A_TAR_STREAM as exc:
+            raise UnsafeArchiveError(f"layer {layer}: not a valid tar stream: {exc}") from exc
+        except OSError as exc:
+            raise OperationalError(
+                f"layer {layer}: cannot write into {self.root}: {exc.strerror or exc}",
+                hint="check free space and permissions of backends_path",
+            ) from exc
+
+    def finish(self) -> tuple[FileRecord, ...]:
+        """Apply directory modes and times (deepest first) and return the records, sorted."""
+        for rel in sorted(self._dir_times, key=lambda p: p.count("/"), reverse=True):
+            record = self._records.get(rel)
+            path = self.root / rel
+            if record is None or not stat.S_ISDIR(os.lstat(path).st_mode):
+                continue
+            os.utime(path, ns=self._dir_times[rel], follow_symlinks=False)
+            # fchmod on an O_NOFOLLOW descriptor: never through a symlink, and portable (Linux
+            # has no lchmod, so chmod(follow_symlinks=False) is not available everywhere).
+            fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+            try:
+                os.fchmod(fd, record.mode)
+            finally:
+                os.close(fd)
+        return tuple(self._records[key] for key in sorted(self._records))
+
+    # -- members ----------------------------------------------------------------------------
+
+    def _apply_member(
+        self, archive: tarfile.TarFile, member: tarfile.TarInfo, layer: str, this_layer: set[str]
+    ) -> None:
+        rel = self._normalise(member.name, layer)
+        self.files += 1
+        if self.files > self.limits.max_files:
+            raise self._refuse(
+                layer, member.name, f"more than limits.max_files ({self.limits.max_files}) entries"
+            )
+        if rel == "":
+            if member.isdir():
+                return
+            raise self._refuse(layer, member.name, "the archive root must be a directory")
+        parent, name = posixpath.split(rel)
+        if name.startswith(_WHITEOUT_PREFIX):
+            self._whiteout(parent, name, layer, member.name, this_layer)
+            return
+        self._ensure_parents(parent, layer, member.name, this_layer)
+        this_layer.add(rel)
+        if member.isdir():
+            self._make_dir(rel, member)
+        elif member.issparse():
+            # tarfile would expand the map into a dense file; no image builder writes sparse
+            # members, so one here is refused rather than given a code path of its own.
+            raise self._refuse(layer, member.name, "sparse files are not supported")
+        elif member.isreg():
+            self._write_file(archive, member, rel, layer)
+        elif member.issym():
+            self._make_symlink(member, rel, layer)
+        elif member.islnk():
+            self._make_hardlink(member, rel, layer)
+        else:
+            kind = {
+                tarfile.CHRTYPE: "character device",
+                tarfile.BLKTYPE: "block device",
+                tarfile.FIFOTYPE: "FIFO",
+            }
+            raise self._refuse(layer, member.name, f"{kind.get(member.type, 'special file')} is not allowed")
+
+    def _make_dir(self, rel: str, member: tarfile.TarInfo) -> None:
+        path = self.root / rel
+        existing = _lstat(path)
+        if existing is not None and not stat.S_ISDIR(existing.st_mode):
+            self._remove(rel)
+            existing = None
+        if existing is None:
+            os.mkdir(path, 0o700)
+        self._records[rel] = FileRecord(rel, "dir", _safe_mode(member.mode))
+        self._dir_times[rel] = (int(member.mtime) * 10**9, int(member.mtime) * 10**9)
+
+    def _write_file(self, archive: tarfile.TarFile, member: tarfile.TarInfo, rel: str, layer: str) -> None:
+        if self.bytes + member.size > self.limits.max_bytes:
+            raise self._refuse(
+                layer,
+                member.name,
+                f"extracted size would exceed limits.max_extract_bytes ({self.limits.max_bytes})",
+            )
+        self._clear(rel)
+        source = archive.extractfile(member)
+        if source is None:
+            raise self._refuse(layer, member.name, "file data is missing")
+        digest = hashlib.sha256()
+        written = 0
+        fd = os.open(
+            self.root / rel, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600
+        )
+        try:
+            while chunk := source.read(_COPY_CHUNK):
+                written += len(chunk)
+                digest.update(chunk)
+                _write_all(fd, chunk)
+            if written != member.size:
+                raise self._refuse(layer, member.name, f"truncated: {written} of {member.size} bytes")
+            os.fchmod(fd, _safe_mode(member.mode))
+            os.utime(fd, ns=(int(member.mtime) * 10**9, int(member.mtime) * 10**9))
+        finally:
+            os.close(fd)
+        self.bytes += written
+        self._records[rel] = FileRecord(rel, "file", _safe_mode(member.mode), written, digest.hexdigest())
+
+    def _make_symlink(self, member: tarfile.TarInfo, rel: str, layer: str) -> None:
+        target = member.linkname
+        if not target or "\x00" in target or not _is_utf8(target):
+            raise self._refuse(layer, member.name, "symlink target is empty, has a NUL byte or is not UTF-8")
+        if len(target) > self.limits.max_path_length:
+            raise self._refuse(
+                layer, member.name, f"symlink target longer than {self.limits.max_path_length}"
+            )
+        if self.limits.refuse_escaping_symlinks:
+            resolved = posixpath.normpath(posixpath.join(posixpath.dirname(rel), target))
+            if target.startswith("/") or resolved == ".." or resolved.startswith("../"):
+                raise self._refuse(
+                    layer, member.name, f"symlink to {target!r} leaves the backend (refuse_escaping_symlinks)"
+                )
+        self._clear(rel)
+        os.symlink(target, self.root / rel)
+        self._records[rel] = FileRecord(rel, "symlink", 0o777, target=target)
+
+    def _make_hardlink(self, member: tarfile.TarInfo, rel: str, layer: str) -> None:
+        target_rel = self._normalise(member.linkname, layer)
+        record = self._records.get(target_rel)
+        if (
+            target_rel == rel
+            or record is None
+            or record.type not in ("file", "hardlink")
+            or not self._real_parents(posixpath.dirname(target_rel))
+            or not _is_regular(self.root / target_rel)
+        ):
+            raise self._refuse(
+                layer,
+                member.name,
+                f"hardlink to {member.linkname!r}, which is not a regular file in this backend",
+            )
+        self._clear(rel)
+        os.link(self.root / target_rel, self.root / rel, follow_symlinks=False)
+        self._records[rel] = FileRecord(
+            rel, "hardlink", record.mode, record.size, record.sha256, target=target_rel
+        )
+
+    def _whiteout(self, parent: str, name: str, layer: str, member_name: str, this_layer: set[str]) -> None:
+        if parent and not self._real_parents(parent, layer=layer, member=member_name):
+            return  # the directory does not exist: nothing to hide
+        if name == _OPAQUE:
+            directory = self.root / parent if parent else self.root
+            if _lstat(directory) is None:
+                return
+            for child in os.listdir(directory):
+                child_rel = posixpath.join(parent, child) if parent else child
+                if child_rel not in this_layer:
+                    self._remove(child_rel)
+            return
+        victim = name[len(_WHITEOUT_PREFIX) :]
+        if victim in ("", ".", "..") or victim.startswith(_WHITEOUT_PREFIX):
+            raise self._refuse(layer, member_name, "malformed whiteout")
+        victim_rel = posixpath.join(parent, victim) if parent else victim
+        if _lstat(self.root / victim_rel) is not None:
+            self._remove(victim_rel)
+
+    # -- paths ------------------------------------------------------------------------------
+
+    def _normalise(self, name: str, layer: str) -> str:
+        if "\x00" in name:
+            raise self._refuse(layer, name, "NUL byte in path")
+        if not _is_utf8(name):  # tarfile keeps undecodable bytes as surrogates (found by fuzzing)
+            raise self._refuse(layer, name, "path is not valid UTF-8")
+        if name.startswith("/"):
+            raise self._refuse(layer, name, "absolute path")
+        parts = [part for part in name.split("/") if part not in ("", ".")]
+        if ".." in parts:
+            raise self._refuse(layer, name, "'..' in path")
+        rel = "/".join(parts)
+        if len(rel) > self.limits.max_path_length:
+            raise self._refuse(
+                layer, name[:200], f"path longer than limits.max_path_length ({self.limits.max_path_length})"
+            )
+        if any(len(p.encode()) > _MAX_COMPONENT for p in parts):
+            raise self._refuse(layer, name[:200], f"a path component longer than {_MAX_COMPONENT} bytes")
+        return rel
+
+    def _ensure_parents(self, parent: str, layer: str, member: str, this_layer: set[str]) -> None:
+        """Create missing parents as real directories; refuse any parent that is not one.
+
+        A parent recorded as a directory is one: staging is private to this process, every entry
+        in it is recorded when created and forgotten when removed, so the record is the disk
+        (it saves an lstat per path component per member, most of an extraction's syscalls)."""
+        current = ""
+        for part in parent.split("/") if parent else ():
+            current = posixpath.join(current, part) if current else part
+            this_layer.add(current)
+            known = self._records.get(current)
+            if known is not None and known.type == "dir":
+                continue
+            info = _lstat(self.root / current)
+            if info is None:
+                os.mkdir(self.root / current, 0o700)
+                self._records.setdefault(current, FileRecord(current, "dir", 0o755))
+                self._dir_times.setdefault(current, (0, 0))
+            elif stat.S_ISLNK(info.st_mode):
+                raise self._refuse(layer, member, f"would write through the symlink {current!r}")
+            elif not stat.S_ISDIR(info.st_mode):
+                raise self._refuse(layer, member, f"parent {current!r} is not a directory")
+
+    def _real_parents(self, parent: str, *, layer: str | None = None, member: str | None = None) -> bool:
+        """Whether every component of ``parent`` exists as a real directory (never following links).
+
+        With ``layer`` given, a symlink in the chain is refused instead of answered ``False``.
+        """
+        current = self.root
+        for part in parent.split("/") if parent else ():
+            current = current / part
+            info = _lstat(current)
+            if info is None:
+                return False
+            if stat.S_ISLNK(info.st_mode) and layer is not None:
+                raise self._refuse(layer, member or parent, f"whiteout through the symlink {part!r}")
+            if not stat.S_ISDIR(info.st_mode):
+                return False
+        return True
+
+    def _clear(self, rel: str) -> None:
+        """Remove whatever is at ``rel``; nothing unrecorded is there (see ``_ensure_parents``),
+        and the ``O_EXCL`` create that follows would refuse it anyway."""
+        if rel in self._records and _lstat(self.root / rel) is not None:
+            self._remove(rel)
+
+    def _remove(self, rel: str) -> None:
+        """Delete ``rel`` (a directory recursively) without following any link, and forget it."""
+        path = self.root / rel
+        info = os.lstat(path)
+        if stat.S_ISDIR(info.st_mode):
+            os.chmod(path, 0o700)
+            shutil.rmtree(path)  # does not follow symlinks inside (fd-based on Linux)
+        else:
+            os.unlink(path)
+        prefix = rel + "/"
+        for key in [k for k in self._records if k == rel or k.startswith(prefix)]:
+            del self._records[key]
+            self._dir_times.pop(key, None)
+
+    def _refuse(self, layer: str, member: str, reason: str) -> UnsafeArchiveError:
+        return UnsafeArchiveError(f"layer {layer}: member {member!r}: {reason}")
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _lstat(path: Path) -> os.stat_result | None:
+    try:
+        return os.lstat(path)
+    except FileNotFoundError:
+        return None
+
+
+def _is_regular(path: Path) -> bool:
+    info = _lstat(path)
+    return info is not None and stat.S_ISREG(info.st_mode)
+
+
+def _safe_mode(mode: int) -> int:
+    return mode & 0o777
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]

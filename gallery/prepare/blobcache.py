@@ -1,0 +1,210 @@
+"""Content-addressed blob cache: ``cache_path/blobs/sha256/<hex>``, verified blobs only (edge module).
+
+A blob is streamed into ``cache_path/partial/<hex>`` while being hashed (bookkeeping lives beside
+``blobs/``, never in it, so a failed fetch leaves ``blobs/`` exactly as it was); only when its size and digest
+match is it fsync'd and renamed into ``blobs/sha256/<hex>``. A partial file survives a dropped
+connection so the next attempt can resume with ``Range`` (its bytes are re-hashed first, so a
+resumed blob is checked as a whole). Failures are never cached: a blob that does not match is
+deleted. Reading a cached blob re-hashes it as it goes (``HashingReader``); a bad one is evicted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO
+
+import filelock
+
+from gallery.digests import is_digest
+from gallery.errors import DigestMismatch, OperationalError
+from gallery.files import fsync_directory
+
+__all__ = ["BlobCache", "BlobWriter", "HashingReader"]
+
+_CHUNK = 1024 * 1024
+
+
+def _hex(digest: str) -> str:
+    if not is_digest(digest):
+        raise DigestMismatch(f"{digest!r} is not a sha256 digest; refusing to use it as a cache path")
+    return digest.removeprefix("sha256:")
+
+
+class HashingReader:
+    """A read-only stream that hashes and counts everything read through it."""
+
+    def __init__(self, raw: IO[bytes]) -> None:
+        self._raw = raw
+        self._hash = hashlib.sha256()
+        self.count = 0
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._raw.read(size)
+        self._hash.update(data)
+        self.count += len(data)
+        return data
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def readable(self) -> bool:
+        return True
+
+    def drain(self) -> None:
+        """Read to the end (tar streams may stop before trailing padding)."""
+        while self.read(_CHUNK):
+            pass
+
+    @property
+    def digest(self) -> str:
+        return "sha256:" + self._hash.hexdigest()
+
+
+class BlobWriter:
+    """Receives a blob's bytes (possibly resuming a partial file); ``commit`` checks and publishes."""
+
+    def __init__(self, cache: BlobCache, digest: str | None, size: int | None) -> None:
+        """``digest``/``size`` ``None``: not known in advance (a tarball without sha256); such a
+        download is ``seal``ed outside ``blobs/``, never committed into it."""
+        self._cache = cache
+        self.digest = digest
+        self.size = size
+        self._partial = (
+            cache.partial_path(digest) if digest else cache.state / "partial" / f"anon-{secrets.token_hex(8)}"
+        )
+        self._hash = hashlib.sha256()
+        self.offset = 0
+        fd = os.open(self._partial, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+        self._file = os.fdopen(fd, "r+b")
+        # Resume: re-hash what an earlier attempt wrote; a partial longer than the blob is garbage.
+        while chunk := self._file.read(_CHUNK):
+            self._hash.update(chunk)
+            self.offset += len(chunk)
+        if digest is None or (size is not None and self.offset > size):
+            self.restart()
+
+    def restart(self) -> None:
+        """Drop what was written (the server ignored Range, or the partial is bad)."""
+        self._file.seek(0)
+        self._file.truncate()
+        self._hash = hashlib.sha256()
+        self.offset = 0
+
+    def write(self, chunk: bytes) -> None:
+        if self.size is not None and self.offset + len(chunk) > self.size:
+            raise DigestMismatch(
+                f"blob {self.digest}: more than the {self.size} bytes its descriptor declares; discarded"
+            )
+        self._file.write(chunk)
+        self._hash.update(chunk)
+        self.offset += len(chunk)
+
+    def commit(self) -> Path:
+        """Check size and digest, fsync, rename into place.
+
+        Raises:
+            DigestMismatch: the bytes are not the blob that was asked for (the partial is deleted).
+        """
+        if self.digest is None:  # only bytes checked against a digest known in advance are cached
+            raise DigestMismatch("a blob of no expected digest cannot be committed to the cache")
+        self._check()
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._file.close()
+        final = self._cache.path(self.digest)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        self._partial.replace(final)
+        fsync_directory(final.parent)
+        return final
+
+    def seal(self) -> Path:
+        """Finish a scratch download (no expected digest): it stays outside ``blobs/``, named by
+        the digest of what was received (``self.digest``); the caller deletes it after use."""
+        self._check()
+        self._file.flush()
+        self._file.close()
+        return self._partial
+
+    def _check(self) -> None:
+        actual = "sha256:" + self._hash.hexdigest()
+        if (self.size is not None and self.offset != self.size) or (
+            self.digest is not None and actual != self.digest
+        ):
+            self.discard()
+            raise DigestMismatch(
+                f"blob {self.digest}: received {self.offset} bytes hashing to {actual}, "
+                f"expected {self.size} bytes; nothing was cached"
+            )
+        self.digest = actual
+
+    def close(self) -> None:
+        """Keep the partial file for a later resume."""
+        if not self._file.closed:
+            self._file.close()
+
+    def discard(self) -> None:
+        self.close()
+        with contextlib.suppress(FileNotFoundError):
+            self._partial.unlink()
+
+
+class BlobCache:
+    def __init__(self, root: Path, *, lock_timeout: float = 600.0) -> None:
+        """``root`` is ``cache_path/blobs``; partial downloads and locks go to its parent.
+        ``lock_timeout``: how long to wait for another process fetching the same blob."""
+        self.root = root
+        self.state = root.parent
+        self._lock_timeout = lock_timeout
+
+    def path(self, digest: str) -> Path:
+        return self.root / "sha256" / _hex(digest)
+
+    def partial_path(self, digest: str) -> Path:
+        return self.state / "partial" / _hex(digest)
+
+    def has(self, digest: str) -> bool:
+        return self.path(digest).is_file()
+
+    def writer(self, digest: str | None, size: int | None) -> BlobWriter:
+        (self.state / "partial").mkdir(parents=True, exist_ok=True)
+        return BlobWriter(self, digest, size)
+
+    def scratch(self) -> BlobWriter:
+        """A download of no expected digest (an unverified tarball): ``seal`` leaves it outside
+        ``blobs/``, which holds only bytes checked against a digest known in advance."""
+        return self.writer(None, None)
+
+    @contextlib.contextmanager
+    def locked(self, digest: str) -> Iterator[None]:
+        """Hold the blob's lock while fetching it: processes sharing the cache download it once
+        and never write into the same partial file."""
+        timeout = self._lock_timeout
+        locks = self.state / "locks"
+        locks.mkdir(parents=True, exist_ok=True)
+        lock = filelock.FileLock(locks / f"{_hex(digest)}.lock", timeout=timeout)
+        try:
+            with lock:
+                yield
+        except filelock.Timeout as exc:
+            raise OperationalError(
+                f"blob {digest}: another process has been fetching it for {timeout:.0f}s",
+                hint="wait for it to finish, or stop it",
+            ) from exc
+
+    @contextlib.contextmanager
+    def reading(self, digest: str, *, path: Path | None = None) -> Iterator[HashingReader]:
+        """Open a cached blob (or the scratch file ``path`` holding it); the caller checks
+        ``reader.digest`` after draining it."""
+        with (path or self.path(digest)).open("rb") as handle:
+            yield HashingReader(handle)
+
+    def evict(self, digest: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self.path(digest).unlink()

@@ -1,0 +1,192 @@
+"""Tarball backends (``http(s)://`` and ``file://``), fetched into the blob cache by sha256 (edge module).
+
+The expected sha256 comes from the entry's ``sha256`` or the URI's ``#sha256=`` fragment. The bytes
+are hashed while they are written; a mismatch is an integrity failure and nothing is cached. A
+tarball then installs exactly like a one-layer image whose digest is its sha256 (compression is
+recognised from its first bytes), so the same extraction rules apply.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+import httpx
+
+from gallery.catalog.sources import TarballSource
+from gallery.errors import DigestMismatch, SourceUnavailable
+from gallery.net.client import raw_chunks
+from gallery.oci.models import EMPTY_CONFIG, Descriptor, ImageManifest
+from gallery.prepare.blobcache import BlobCache, BlobWriter
+from gallery.prepare.compression import sniff_compression
+from gallery.prepare.pin import PinnedImage
+
+__all__ = ["TarballTooLarge", "TarballUnavailable", "pin_tarball", "read_signature", "stream_url"]
+
+_CHUNK = 1024 * 1024
+_LAYER_TYPES = {
+    "gzip": "application/vnd.oci.image.layer.v1.tar+gzip",
+    "zstd": "application/vnd.oci.image.layer.v1.tar+zstd",
+    "none": "application/vnd.oci.image.layer.v1.tar",
+}
+
+
+class TarballUnavailable(SourceUnavailable):
+    pass
+
+
+class TarballTooLarge(TarballUnavailable):
+    """More bytes than the cap allows: not worth keeping for a resume."""
+
+
+@dataclass(frozen=True, slots=True)
+class _TarballBlobs:
+    source: TarballSource
+    client: httpx.Client
+    max_bytes: int
+
+    def fetch_blob(
+        self, descriptor: Descriptor, writer: BlobWriter, *, on_bytes: Callable[[int], None] | None = None
+    ) -> None:
+        writer.restart()
+        _stream_into(self.source, writer, self.client, self.max_bytes, on_bytes)
+        writer.commit()
+
+
+def pin_tarball(
+    source: TarballSource,
+    *,
+    expected_sha256: str | None,
+    cache: BlobCache,
+    client: httpx.Client,
+    max_bytes: int,
+    platform: str,
+    on_bytes: Callable[[int], None] | None = None,
+) -> PinnedImage:
+    """Fetch (or find in the cache) the tarball and describe it as a one-layer image.
+
+    With ``expected_sha256`` the bytes are checked and committed to the blob cache; without, they
+    are only downloaded to a scratch file outside ``blobs/`` (``PinnedImage.local_blobs``; the
+    caller deletes it), since nothing unverified is ever cached.
+
+    Raises:
+        TarballUnavailable: it cannot be fetched.
+        DigestMismatch: its sha256 is not the expected one (nothing is cached).
+    """
+    expected = f"sha256:{expected_sha256}" if expected_sha256 else None
+    local: dict[str, Path] = {}
+    if expected is not None and cache.has(expected):
+        digest, path = expected, cache.path(expected)
+    else:
+        writer = cache.writer(expected, None) if expected is not None else cache.scratch()
+        try:
+            _stream_into(source, writer, client, max_bytes, on_bytes)
+            path = writer.commit() if expected is not None else writer.seal()
+        except DigestMismatch as exc:
+            raise DigestMismatch(
+                f"tarball {source.url}: its sha256 is not the expected {expected_sha256}; "
+                "nothing was installed"
+            ) from exc
+        except TarballTooLarge:
+            writer.discard()  # it will not fit next time either: nothing is kept
+            raise
+        except BaseException:
+            if expected is None:
+                writer.discard()  # a scratch download is never resumed
+            raise
+        finally:
+            writer.close()
+        if writer.digest is None:
+            raise DigestMismatch(f"tarball {source.url}: no digest was computed")
+        digest = writer.digest
+        if expected is None:
+            local[digest] = path
+    with path.open("rb") as handle:
+        compression = sniff_compression(handle.read(4))
+    layer = Descriptor.model_validate(
+        {"mediaType": _LAYER_TYPES[compression], "digest": digest, "size": path.stat().st_size}
+    )
+    manifest = ImageManifest.model_validate({"schemaVersion": 2, "config": EMPTY_CONFIG, "layers": [layer]})
+    return PinnedImage(
+        str(source),
+        digest,
+        digest,
+        manifest,
+        platform,
+        _TarballBlobs(source, client, max_bytes),
+        local_blobs=local,
+    )
+
+
+def _stream_into(
+    source: TarballSource,
+    writer: BlobWriter,
+    client: httpx.Client,
+    max_bytes: int,
+    on_bytes: Callable[[int], None] | None,
+) -> None:
+    def take(chunk: bytes) -> None:
+        writer.write(chunk)
+        if on_bytes is not None:
+            on_bytes(len(chunk))
+
+    stream_url(
+        source.url,
+        client=client,
+        max_bytes=max_bytes,
+        sink=take,
+        what="tarball",
+        limit="limits.max_extract_bytes",
+    )
+
+
+def read_signature(url: str, *, client: httpx.Client, max_bytes: int) -> bytes:
+    """A tarball's signature bundle (the entry's ``signature``), read with a size cap.
+
+    Raises:
+        TarballUnavailable: it cannot be read or is larger than ``max_bytes``.
+    """
+    chunks: list[bytes] = []
+    stream_url(
+        url,
+        client=client,
+        max_bytes=max_bytes,
+        sink=chunks.append,
+        what="signature",
+        limit="limits.max_bundle_bytes",
+    )
+    return b"".join(chunks)
+
+
+def stream_url(
+    url: str, *, client: httpx.Client, max_bytes: int, sink: Callable[[bytes], None], what: str, limit: str
+) -> None:
+    """Stream a ``file://`` or ``http(s)://`` URL into ``sink``, refusing more than ``max_bytes``."""
+    received = 0
+
+    def take(chunk: bytes) -> None:
+        nonlocal received
+        received += len(chunk)
+        if received > max_bytes:
+            raise TarballTooLarge(f"{what} {url} is larger than {limit} ({max_bytes})")
+        sink(chunk)
+
+    parts = urlsplit(url)
+    try:
+        if parts.scheme.lower() == "file":
+            with Path(unquote(parts.path)).open("rb") as handle:
+                while chunk := handle.read(_CHUNK):
+                    take(chunk)
+            return
+        # These URLs carry no credentials, so following redirects (CDNs) leaks nothing.
+        with client.stream("GET", url, follow_redirects=True) as response:
+            if response.status_code != 200:
+                raise TarballUnavailable(f"{what} {url}: HTTP {response.status_code}")
+            for chunk in raw_chunks(response):
+                take(chunk)
+    except OSError as exc:
+        raise TarballUnavailable(f"{what} {url}: {exc.strerror or exc}") from exc
+    except httpx.HTTPError as exc:
+        raise TarballUnavailable(f"{what} {url}: {type(exc).__name__}: {exc}") from exc

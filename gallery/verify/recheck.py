@@ -1,0 +1,90 @@
+"""``gallery verify``: re-check installed backends against the *current* policy, offline.
+
+The bundle that verified a backend at install time is stored in its metadata.json, so this needs
+no network: it is verified again against today's policy and trusted root (for example after
+``not_before`` was moved forward to revoke a compromised signing window). A backend fails when its
+gallery now has a policy it does not satisfy, or when it was installed unverified although the
+gallery has a policy; in strict mode an unverified backend of a gallery without a policy fails too.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+
+from gallery.config.models import Config
+from gallery.errors import BackendNotFound, GalleryError, IntegrityError, SignatureError
+from gallery.place.metadata import BackendMetadata
+from gallery.results import BatchResult, InstallResult
+from gallery.verify.evidence import Evidence
+from gallery.verify.signatures import TrustRoots, verify_blob_bundle, verify_image_bundle
+
+__all__ = ["recheck_metadata", "verify_installed"]
+
+
+def verify_installed(
+    config: Config, installed: Sequence[BackendMetadata], names: Sequence[str], *, roots: TrustRoots
+) -> BatchResult:
+    """Re-verify ``names`` (all installed backends when empty); one result per backend."""
+    by_name = {m.name: m for m in installed if m.meta_backend_for is None}
+    results = []
+    for name in names or sorted(by_name):
+        metadata = by_name.get(name)
+        if metadata is None:
+            error: GalleryError = BackendNotFound(f"no installed backend named {name!r}")
+            results.append(InstallResult(name, "failed", error=error))
+            continue
+        try:
+            evidence = recheck_metadata(config, metadata, roots)
+        except GalleryError as exc:
+            results.append(InstallResult(name, "failed", name=name, digest=metadata.digest, error=exc))
+            continue
+        signer = f"{evidence.identity} (issuer {evidence.issuer})" if evidence.verified else None
+        warnings = () if evidence.verified else (evidence.reason or "not verified",)
+        results.append(
+            InstallResult(name, "verified" if evidence.verified else "unchanged", name, metadata.digest,
+                          metadata.candidate, evidence.verified, warnings=warnings, signer=signer)
+        )  # fmt: skip
+    return BatchResult(tuple(results))
+
+
+def recheck_metadata(config: Config, metadata: BackendMetadata, roots: TrustRoots) -> Evidence:
+    """The recorded evidence, verified again against the current policy and root (offline).
+
+    Raises:
+        IntegrityError, SignatureError: the backend no longer satisfies its gallery's policy.
+    """
+    gallery = config.gallery(metadata.gallery) if metadata.gallery else None
+    policy = gallery.verification if gallery is not None else None
+    recorded = metadata.verification
+    if policy is None:
+        if config.require_integrity:
+            raise IntegrityError(
+                f"{metadata.name}: its gallery ({metadata.gallery or 'unknown'}) has no verification policy "
+                "(strict mode)"
+            )
+        return Evidence.unverified(f"gallery {metadata.gallery or 'unknown'!r} has no verification policy")
+    if recorded is None or not recorded.verified or recorded.bundle is None or not metadata.digest:
+        raise SignatureError(
+            f"{metadata.name} ({metadata.digest}) was installed without a verified signature, "
+            f"and gallery {metadata.gallery!r} now requires one",
+            hint=f"reinstall it: gallery uninstall {metadata.name} && gallery install {metadata.name}",
+        )
+    if gallery is None:  # unreachable: a policy came from it
+        raise IntegrityError(f"{metadata.name}: its gallery {metadata.gallery!r} is not configured")
+    root = roots.get(gallery.trusted_root or config.trusted_root)
+    data = json.dumps(recorded.bundle).encode()
+    try:
+        if "messageSignature" in recorded.bundle:
+            return verify_blob_bundle(
+                data, sha256_hex=metadata.digest.removeprefix("sha256:"), policy=policy, root=root
+            )
+        return verify_image_bundle(
+            data, digest=metadata.digest, policy=policy, root=root, covers=lambda _d: False
+        )
+    except SignatureError as exc:
+        raise SignatureError(
+            f"{metadata.name} ({metadata.digest}) no longer satisfies gallery {metadata.gallery!r}: "
+            f"{exc.message}",
+            hint="reinstall a version signed within the policy, or review the policy change",
+        ) from exc
