@@ -105,6 +105,8 @@ def test_an_installed_tarball_at_the_same_sha256_is_not_downloaded_again(tmp_pat
         installer = Installer(load_config(tmp_path / "gallery.yaml"), client=httpx.Client(trust_env=False),
                               verifier=SigstoreVerifier(), detector=lambda: HostFacts("linux", "amd64"))  # fmt: skip
         assert installer.install_one("x").status == "installed"
+        for blob in (tmp_path / "c" / "blobs" / "sha256").iterdir():  # not even the cache is needed
+            blob.unlink()
         asked = len(server.requests)
         assert installer.upgrade_one("x").status == "unchanged"
         assert len(server.requests) == asked  # decided from the index's sha256 alone
@@ -144,3 +146,20 @@ def test_a_signed_tarball_is_repaired_from_the_cache_under_the_policy(tmp_path: 
     assert (tmp_path / "b" / "x" / "lib.so").read_bytes() == b"x" * 64
     evidence = read_metadata(tmp_path / "b" / "x").verification  # type: ignore[union-attr]
     assert evidence is not None and evidence.verified
+
+
+def test_a_verified_value_cannot_be_changed(gate: TrustGate, tmp_path: Path) -> None:
+    import hashlib
+
+    from gallery.prepare.pin import PinnedImage  # noqa: F401  (the type of what is checked below)
+
+    tarball = tmp_path / "x.tar"
+    from .tarbuild import file, tar_bytes
+
+    tarball.write_bytes(tar_bytes([file("run.sh", b"#!/bin/sh\n", mode=0o755)]))
+    sha = hashlib.sha256(tarball.read_bytes()).hexdigest()
+    plan = plan_candidate(Candidate("uri", parse_backend_uri(f"file://{tarball}")), EntryPins(sha), CONTEXT)
+    (attempt,) = gate.attempts(plan, job(plan))
+    verified = attempt.run(attempt)
+    with pytest.raises(AttributeError, match="cannot be changed"):
+        verified.evidence = None  # type: ignore[misc,assignment,union-attr]

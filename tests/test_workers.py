@@ -45,7 +45,7 @@ def own_layer(number: int) -> bytes:
             [
                 file(f"lib/b{number}.so", random.Random(number).randbytes(400_000)),
                 file("VERSION", str(number).encode()),
-            ]  # fmt: skip
+            ]
         )
     )
 
