@@ -11,13 +11,21 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from gallery.operations.checksum import ChecksumReport
-from gallery.operations.fsck import FsckReport, PruneResult
-from gallery.operations.lint import LintReport
-from gallery.operations.queries import DoctorReport, ListResult, Notice, ShowResult, installed_summary
-from gallery.place.metadata import BackendMetadata
-from gallery.place.swap import RecoveryReport
-from gallery.results import BatchResult, UpdateCheck
+from gallery import (
+    BackendMetadata,
+    BatchResult,
+    ChecksumReport,
+    DoctorReport,
+    FsckReport,
+    LintReport,
+    ListResult,
+    Notice,
+    PruneResult,
+    RecoveryReport,
+    ShowResult,
+    UpdateCheck,
+    installed_summary,
+)
 
 __all__ = ["Output", "clean"]
 

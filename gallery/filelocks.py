@@ -1,4 +1,6 @@
-"""Per-backend and recovery locks under ``backends_path/.gallery/locks/`` (filelock; edge module).
+"""Process locks on files (filelock), with a timeout and a message naming the lock (edge module):
+per backend and for recovery under ``backends_path/.gallery/locks/``, per blob being fetched
+under ``cache_path/locks/``.
 
 One lock per backend serialises install, upgrade, rollback, uninstall and repair of that backend
 across processes; a second process waits up to ``timeouts.lock`` seconds and then fails with exit 1
@@ -16,7 +18,7 @@ import filelock
 
 from gallery.errors import OperationalError
 
-__all__ = ["LockBusy", "backend_lock", "lock_path", "recovery_lock"]
+__all__ = ["LockBusy", "backend_lock", "held", "lock_path", "recovery_lock"]
 
 _RECOVERY = ".recovery"
 
@@ -38,19 +40,25 @@ def backend_lock(state_dir: Path, name: str, *, timeout: float) -> Iterator[None
         OperationalError: the lock file cannot be created (read-only backends directory).
     """
     path = lock_path(state_dir, name)
-    with _held(path, timeout, f"another gallery process is changing {name}"):
+    with held(path, timeout, f"another gallery process is changing {name}"):
         yield
 
 
 @contextlib.contextmanager
 def recovery_lock(state_dir: Path, *, timeout: float) -> Iterator[None]:
     """The short global lock under which pending operations are recovered (one recoverer at a time)."""
-    with _held(lock_path(state_dir, _RECOVERY), timeout, "another gallery process is recovering"):
+    with held(lock_path(state_dir, _RECOVERY), timeout, "another gallery process is recovering"):
         yield
 
 
 @contextlib.contextmanager
-def _held(path: Path, timeout: float, busy: str) -> Iterator[None]:
+def held(path: Path, timeout: float, busy: str) -> Iterator[None]:
+    """Hold the lock file ``path``, waiting up to ``timeout`` seconds (0: try once).
+
+    Raises:
+        LockBusy: another process holds it (``busy`` says what it is doing).
+        OperationalError: the lock file cannot be created.
+    """
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

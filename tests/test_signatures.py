@@ -335,20 +335,19 @@ def test_signed_tarball_is_verified_under_the_gallery_policy(signed: Signed) -> 
 
 def test_verify_rechecks_installed_backends_against_the_current_policy(signed: Signed) -> None:
     from gallery.verify.recheck import verify_installed
-    from gallery.verify.signatures import TrustRoots
 
     digest = signed.push("v1")
     signed.sign(digest, when=dt.datetime(2026, 6, 1, tzinfo=dt.UTC))
     signed.entries = [{"name": "b", "uri": signed.ref("v1")}]
     assert signed.install(EXACT).verified
     installed = [m for m in [read_metadata(signed.tmp / "backends" / "b")] if m is not None]
-    ok = verify_installed(signed.config(EXACT), installed, [], roots=TrustRoots())
+    ok = verify_installed(signed.config(EXACT), installed, [], verifier=SigstoreVerifier())
     assert ok.exit_code == 0 and ok.results[0].status == "verified"
     revoked = verify_installed(signed.config({**EXACT, "not_before": "2026-07-01T00:00:00Z"}), installed, ["b"],
-                               roots=TrustRoots())  # fmt: skip
+                               verifier=SigstoreVerifier())  # fmt: skip
     assert revoked.exit_code == 3 and "before not_before" in revoked.results[0].error.message  # type: ignore[union-attr]
     other_signer = verify_installed(
-        signed.config({**EXACT, "identity": "ci@example.org"}), installed, [], roots=TrustRoots()
+        signed.config({**EXACT, "identity": "ci@example.org"}), installed, [], verifier=SigstoreVerifier()
     )
     assert other_signer.exit_code == 3
-    assert verify_installed(signed.config(EXACT), installed, ["missing"], roots=TrustRoots()).exit_code == 2
+    assert verify_installed(signed.config(EXACT), installed, ["missing"], verifier=SigstoreVerifier()).exit_code == 2

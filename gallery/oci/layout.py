@@ -11,14 +11,13 @@ trusted than a mirror.
 
 from __future__ import annotations
 
-import hashlib
 import tarfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
 
-from gallery.digests import is_digest
+from gallery.digests import is_digest, sha256_digest
 from gallery.errors import DigestMismatch, SourceUnavailable
 from gallery.files import read_at_most
 from gallery.oci.models import Descriptor, ImageIndex, ImageManifest, parse_document
@@ -109,7 +108,7 @@ class OciLayout:
                 data = read_at_most(handle, max_bytes)
         except OSError as exc:
             raise LayoutError(f"{self}: cannot read blob {descriptor.digest}: {exc.strerror or exc}") from exc
-        actual = "sha256:" + hashlib.sha256(data).hexdigest()
+        actual = sha256_digest(data)
         if actual != descriptor.digest:
             raise DigestMismatch(f"{self}: blob {descriptor.digest} hashes to {actual}")
         return data
@@ -120,7 +119,7 @@ class OciLayout:
     def get_document_bytes(self, digest: str) -> bytes:
         """The exact bytes of a manifest or index, capped and checked against ``digest``."""
         data = self._read_capped(self._blob_path(digest))
-        actual = "sha256:" + hashlib.sha256(data).hexdigest()
+        actual = sha256_digest(data)
         if actual != digest:
             raise DigestMismatch(f"{self}: blob {digest} hashes to {actual}")
         return data

@@ -17,7 +17,6 @@ What it does, and why it is ours rather than oras-py (see docs/design.md):
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 import re
 from collections.abc import Callable, Iterator
@@ -30,6 +29,7 @@ import httpx
 import tenacity
 
 from gallery.config.models import Config
+from gallery.digests import sha256_digest
 from gallery.errors import DigestMismatch, OperationalError, SourceUnavailable
 from gallery.net.client import raw_chunks
 from gallery.oci.models import (
@@ -206,7 +206,7 @@ class RegistryClient:
         if header and re.fullmatch(r"sha256:[0-9a-f]{64}", header):
             return str(header)
         data, digest_header = self._read_manifest(endpoint, repo, ref.tag)
-        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        digest = sha256_digest(data)
         if digest_header and digest_header != digest:
             raise DigestMismatch(
                 f"{endpoint}/{repo}:{ref.tag}: manifest bytes hash to {digest}, "
@@ -231,7 +231,7 @@ class RegistryClient:
         """
         repo = endpoint.repository(ref)
         data, _ = self._read_manifest(endpoint, repo, digest)
-        actual = "sha256:" + hashlib.sha256(data).hexdigest()
+        actual = sha256_digest(data)
         if actual != digest:
             raise DigestMismatch(f"{endpoint}/{repo}@{digest}: the manifest served hashes to {actual}")
         return data
@@ -309,7 +309,7 @@ class RegistryClient:
                 f"{endpoint}/{repo}@{descriptor.digest}: {descriptor.size} bytes is over the limit"
             )
         data, _ = self._read_document(endpoint, repo, f"blobs/{descriptor.digest}", limit=max_bytes)
-        actual = "sha256:" + hashlib.sha256(data).hexdigest()
+        actual = sha256_digest(data)
         if actual != descriptor.digest:
             raise DigestMismatch(f"{endpoint}/{repo}@{descriptor.digest}: the blob served hashes to {actual}")
         return data

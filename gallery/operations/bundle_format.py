@@ -31,6 +31,7 @@ from gallery.catalog.index import IndexEntry, parse_index
 from gallery.catalog.resolve import Resolution
 from gallery.catalog.sources import OciLayoutSource
 from gallery.config.safe_yaml import YamlLimits
+from gallery.digests import sha256_file
 from gallery.errors import ConfigError, IndexFormatError, OperationalError, TrustRefusal
 from gallery.files import read_at_most, remove_tree
 from gallery.oci.models import OCI_INDEX, OCI_MANIFEST, ImageIndex, parse_document
@@ -147,11 +148,7 @@ def open_bundle(path: Path, *, work: Path, limits: ExtractLimits) -> Path:
     if path.is_dir():
         root = path
     elif path.is_file():
-        digest = hashlib.sha256()
-        with path.open("rb") as handle:
-            while chunk := handle.read(_CHUNK):
-                digest.update(chunk)
-        root = work / digest.hexdigest()
+        root = work / sha256_file(path)
         if not root.is_dir():
             work.mkdir(parents=True, exist_ok=True)
             staging = work / f".tmp-{secrets.token_hex(6)}"

@@ -69,7 +69,7 @@ def checksum_index(
     *,
     config: Config,
     client: httpx.Client,
-    registry: RegistryClient,
+    registry: RegistryClient | None = None,
     write: bool = False,
     pin: bool = False,
 ) -> ChecksumReport:
@@ -78,6 +78,7 @@ def checksum_index(
     Raises:
         IndexFormatError: the index is unusable. OperationalError: it cannot be read or written.
     """
+    registry = registry or RegistryClient.from_config(config, client)
     max_bytes = config.limits.max_index_bytes
     try:
         with path.open("rb") as handle:

@@ -20,7 +20,7 @@ from gallery.errors import BackendNotFound, GalleryError, UsageError
 from gallery.operations.installer import BatchResult, Installer, InstallResult
 from gallery.operations.lockfile import LockEntry, LockFile
 
-__all__ = ["LockOutcome", "lock_backends", "preload", "select_locked"]
+__all__ = ["LockOutcome", "lock_backends", "lock_fleet", "preload", "select_locked"]
 
 InstallerFactory = Callable[[Config], Installer]
 
@@ -64,6 +64,25 @@ def lock_backends(
                                   entry.verification.verified)
                 )  # fmt: skip
     return LockOutcome(LockFile(backends=tuple(entries.values())).sorted(), BatchResult(tuple(results)))
+
+
+def lock_fleet(
+    installer: Installer,
+    names: Sequence[str],
+    *,
+    platforms: Sequence[str] = (),
+    capabilities: Sequence[str] = (),
+) -> LockOutcome:
+    """``lock_backends`` for every platform and capability, each variant sharing ``installer``'s
+    HTTP client, registry client, verifier and loaded galleries (the indexes are read once)."""
+    session = installer.session
+
+    def variant(config: Config) -> Installer:
+        return Installer(config, client=session.client, verifier=session.verifier, detector=session.detector,
+                         registry=session.registry, catalog=session.catalog)  # fmt: skip
+
+    return lock_backends(session.config, names, make_installer=variant, platforms=platforms,
+                         capabilities=capabilities)  # fmt: skip
 
 
 def select_locked(

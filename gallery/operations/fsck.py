@@ -16,27 +16,37 @@ Damage (``damage=True``) makes ``fsck`` exit 3; what ``--repair`` fixed is marke
 
 from __future__ import annotations
 
-import hashlib
 import os
 import stat
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
-import filelock
-
 from gallery.config.models import Config
+from gallery.digests import sha256_file
 from gallery.errors import GalleryError
 from gallery.filelocks import LockBusy, backend_lock
 from gallery.files import remove_tree
-from gallery.names import is_valid_name
+from gallery.operations.lockfile import read_lock
+from gallery.operations.store import BackendStore
 from gallery.place.metadata import METADATA_FILE, BackendMetadata, read_metadata
 from gallery.place.swap import StateDir, pending_names
+from gallery.prepare.blobcache import BlobCache
 from gallery.results import BatchResult
 
-__all__ = ["Finding", "FsckReport", "PruneResult", "mark_repaired", "prune_cache", "referenced_blobs", "scan"]
+__all__ = [
+    "Finding",
+    "FsckOutcome",
+    "FsckReport",
+    "PruneResult",
+    "check_and_repair",
+    "mark_repaired",
+    "prune_cache",
+    "referenced_blobs",
+    "scan",
+]
 
 Kind = Literal[
     "missing",
@@ -121,14 +131,12 @@ class _Scan:
 def scan(config: Config, *, repair: bool = False) -> FsckReport:
     """Check everything; with ``repair``, remove orphans, evict bad blobs and dangling meta-backend
     directories (backends with damaged files are re-fetched by the caller: see Installer.repair)."""
-    state = StateDir(config.backends_path)
+    store = BackendStore(config.backends_path)
     run = _Scan(config, repair)
     checked = 0
     installed: list[BackendMetadata] = []
     if config.backends_path.is_dir():
-        for child in sorted(config.backends_path.iterdir()):
-            if child.name.startswith("."):
-                continue
+        for child in store.directories():
             metadata = _backend_metadata(run, child)
             if metadata is None:
                 continue
@@ -138,9 +146,30 @@ def scan(config: Config, *, repair: bool = False) -> FsckReport:
                 _check_meta(run, child, metadata)
             else:
                 _check_files(run, child, metadata)
-        _check_leftovers(run, state)
-    blobs = _check_cache(run, config, referenced_blobs(config))
+        _check_leftovers(run, store.state)
+    blobs = _check_cache(run, _cache(config), store.referenced_blobs())
     return FsckReport(tuple(run.findings), checked, blobs)
+
+
+@dataclass(frozen=True)
+class FsckOutcome:
+    report: FsckReport
+    repaired: BatchResult | None  # the backends rebuilt by --repair
+
+    @property
+    def exit_code(self) -> int:
+        return max(self.report.exit_code, self.repaired.exit_code if self.repaired else 0)
+
+
+def check_and_repair(config: Config, repair: Callable[[Sequence[str]], BatchResult] | None) -> FsckOutcome:
+    """``scan``; with ``repair`` (the installer's), fix what can be fixed in place and rebuild the
+    backends whose files are damaged from their recorded digest."""
+    report = scan(config, repair=repair is not None)
+    damaged = report.damaged_backends()
+    if repair is None or not damaged:
+        return FsckOutcome(report, None)
+    repaired = repair(damaged)
+    return FsckOutcome(mark_repaired(report, repaired), repaired)
 
 
 def mark_repaired(report: FsckReport, batch: BatchResult) -> FsckReport:
@@ -231,17 +260,9 @@ def _compare(path: Path, record: dict[str, Any]) -> str | None:
     if kind in ("file", "hardlink"):
         if info.st_size != record.get("size"):
             return f"size {info.st_size}, recorded {record.get('size')}"
-        if _sha256(path) != record.get("sha256"):
+        if sha256_file(path) != record.get("sha256"):
             return "content changed (sha256 differs)"
     return None
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _check_leftovers(run: _Scan, state: StateDir) -> None:
@@ -274,89 +295,55 @@ def _check_leftovers(run: _Scan, state: StateDir) -> None:
 
 def referenced_blobs(config: Config) -> set[str]:
     """Layer digests of installed backends and of their kept generations."""
-    state = StateDir(config.backends_path)
-    directories: list[Path] = []
-    if config.backends_path.is_dir():
-        for child in config.backends_path.iterdir():
-            if not child.name.startswith(".") and child.is_dir() and not child.is_symlink():
-                directories.append(child)
-                if is_valid_name(child.name):
-                    directories += state.kept(child.name)
-    referenced: set[str] = set()
-    for directory in directories:
-        try:
-            metadata = read_metadata(directory)
-        except GalleryError:
-            continue
-        if metadata is not None:
-            referenced |= {layer.digest for layer in metadata.layers}
-            if metadata.digest and not metadata.layers:
-                referenced.add(metadata.digest)
-    return referenced
+    return BackendStore(config.backends_path).referenced_blobs()
 
 
-def _cached_blobs(config: Config) -> Iterator[Path]:
-    root = config.cache_path / "blobs" / "sha256"
-    if root.is_dir():
-        yield from sorted(p for p in root.iterdir() if not p.name.startswith("."))
+def _cache(config: Config) -> BlobCache:
+    return BlobCache(config.cache_path / "blobs", lock_timeout=config.timeouts.lock)
 
 
-def _check_cache(run: _Scan, config: Config, referenced: set[str]) -> int:
-    count = 0
-    for path in _cached_blobs(config):
-        count += 1
-        digest = f"sha256:{path.name}"
-        actual = _sha256(path) if path.is_file() and not path.is_symlink() else None
-        if actual != path.name:
+def _check_cache(run: _Scan, cache: BlobCache, referenced: set[str]) -> int:
+    digests = cache.digests()
+    for digest in digests:
+        if not cache.intact(digest):
             finding = Finding("bad-blob", digest, "cached content does not hash to its name", damage=True)
             if run.repair:
-                path.unlink()
+                cache.evict(digest)
                 finding = replace(finding, repaired="evicted (fetched again when needed)")
             run.add(finding)
         elif digest not in referenced:
-            size = path.stat().st_size
+            size = cache.size(digest)
             run.add(Finding("unreferenced-blob", digest, f"{size} bytes; 'gallery cache prune' removes it",
                             damage=False))  # fmt: skip
-    return count
+    return len(digests)
 
 
-def prune_cache(config: Config, *, keep: Iterable[str] = ()) -> PruneResult:
+def prune_cache(config: Config, *, keep: Iterable[str] = (), lock_files: Iterable[Path] = ()) -> PruneResult:
     """Remove cached blobs nothing references, and partial downloads no process is writing.
 
-    ``keep``: more digests to keep (the layers of lock files a fleet will preload).
+    ``keep``: more digests to keep; ``lock_files``: keep the layers they pin (what a fleet will
+    preload). Raises ConfigError for an unreadable lock file.
 
     A blob being fetched right now is not in ``blobs/`` yet (it is a partial under its own lock),
     so pruning never races an install's download; a blob another command is about to extract is
     re-fetched by it if pruned (it is verified by digest either way).
     """
     referenced = referenced_blobs(config) | set(keep)
+    for lock_file in lock_files:
+        referenced |= read_lock(lock_file).blob_digests()
+    cache = _cache(config)
     removed: list[str] = []
     freed = 0
     kept = 0
-    for path in _cached_blobs(config):
-        digest = f"sha256:{path.name}"
+    for digest in cache.digests():
         if digest in referenced:
             kept += 1
             continue
-        freed += path.lstat().st_size
-        path.unlink()
+        freed += cache.size(digest)
+        cache.evict(digest)
         removed.append(digest)
-    partials = 0
-    partial_dir = config.cache_path / "partial"
-    if partial_dir.is_dir():
-        (config.cache_path / "locks").mkdir(exist_ok=True)
-        for partial in partial_dir.iterdir():
-            # A tarball of unknown sha256 is written without a lock: leave recent ones alone.
-            if partial.name.startswith("anon-") and time.time() - partial.lstat().st_mtime < 86400:
-                continue
-            lock = filelock.FileLock(config.cache_path / "locks" / f"{partial.name}.lock", timeout=0)
-            try:
-                with lock:
-                    freed += partial.lstat().st_size
-                    partial.unlink()
-                    partials += 1
-            except (filelock.Timeout, OSError):
-                continue
+    partials, partial_bytes = cache.prune_partials()
+    freed += partial_bytes
     bundles = 0
     unpacked = config.cache_path / "bundles"
     if unpacked.is_dir():

@@ -25,6 +25,7 @@ from gallery.config.models import Config
 from gallery.errors import OperationalError
 from gallery.oci.registry import RegistryClient
 from gallery.operations.bundles import export_bundle, install_from_bundle
+from gallery.operations.fsck import FsckOutcome, check_and_repair
 from gallery.operations.gate import Unchanged
 from gallery.operations.lockfile import LockEntry
 from gallery.operations.locking import lock_entry, locked_resolution, locked_unverified
@@ -39,6 +40,7 @@ from gallery.prepare.blobcache import BlobCache
 from gallery.progress import NoProgress, ProgressReporter
 from gallery.results import BatchResult, InstallResult, UpdateCheck
 from gallery.verify.evidence import Verifier
+from gallery.verify.recheck import verify_installed
 
 __all__ = ["BatchResult", "InstallResult", "Installer", "NoProgress", "ProgressReporter", "UpdateCheck"]
 
@@ -194,6 +196,16 @@ class Installer:
         config = self.config
         return recover_pending(config.backends_path, keep_generations=config.keep_generations,
                                fs=self.session.swapper.fs)  # fmt: skip
+
+    def verify(self, names: Sequence[str] = ()) -> BatchResult:
+        """Re-check installed backends (all when ``names`` is empty) offline, against the current
+        policy and trusted root, from the bundle each one's metadata recorded."""
+        return verify_installed(self.config, self.installed(), names, verifier=self.verifier)
+
+    def fsck(self, *, repair: bool = False) -> FsckOutcome:
+        """Check installed backends, leftovers and the blob cache; with ``repair``, fix what can be
+        fixed and rebuild damaged backends from their recorded digest."""
+        return check_and_repair(self.config, self.repair if repair else None)
 
     def installed(self) -> list[BackendMetadata]:
         """Every backend under ``backends_path`` with readable metadata (LocalAI's included)."""

@@ -20,17 +20,20 @@ from __future__ import annotations
 import hashlib
 from collections import Counter
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 from gallery.catalog.index import IndexEntry, parse_index
 from gallery.catalog.sources import TarballSource
+from gallery.config.models import Limits
 from gallery.config.safe_yaml import YamlLimits
-from gallery.errors import GalleryError, SignatureError
+from gallery.errors import GalleryError, SignatureError, UsageError
+from gallery.files import read_at_most
 from gallery.verify.evidence import Verifier
 from gallery.verify.policy import VerificationPolicy
 from gallery.verify.signatures import signed_sha256
 
-__all__ = ["LintFinding", "LintReport", "lint_index", "lint_signature"]
+__all__ = ["LintFinding", "LintReport", "describe_refusal", "lint_files", "lint_index", "lint_signature"]
 
 Level = Literal["error", "warning"]
 
@@ -49,10 +52,14 @@ class LintFinding:
 class LintReport:
     entries: int
     findings: tuple[LintFinding, ...]
+    signature_refused: bool = False  # the index's signature does not hold: exit 3
 
     @property
     def exit_code(self) -> int:
-        """2 (index-format error) when anything would be skipped or refused; warnings pass."""
+        """3 for a signature that does not hold; 2 (index-format error) when anything would be
+        skipped or refused; warnings pass."""
+        if self.signature_refused:
+            return 3
         return 2 if any(f.level == "error" for f in self.findings) else 0
 
     def to_json(self) -> dict[str, Any]:
@@ -158,6 +165,43 @@ def lint_signature(
     except SignatureError as exc:
         return [LintFinding("error", None, f"signature: {exc.message}")]
     return []
+
+
+def lint_files(
+    index: Path,
+    signature: Path | None = None,
+    *,
+    policy: VerificationPolicy | None,
+    trusted_root: str,
+    verifier: Verifier,
+    limits: Limits | None = None,
+) -> LintReport:
+    """``lint_index`` of the file ``index`` (and ``lint_signature`` of its bundle), read with the
+    default caps; a document refused as a whole is a report with one error.
+
+    Raises:
+        UsageError: a file cannot be read.
+    """
+    limits = limits or Limits()
+    data = _read(index, limits.max_index_bytes)
+    try:
+        report = lint_index(data, max_bytes=limits.max_index_bytes)
+    except GalleryError as exc:
+        return describe_refusal(exc)
+    if signature is None:
+        return report
+    found = lint_signature(data, _read(signature, limits.max_bundle_bytes), policy=policy,
+                           trusted_root=trusted_root, verifier=verifier)  # fmt: skip
+    refused = any(f.level == "error" for f in found)
+    return LintReport(report.entries, report.findings + tuple(found), signature_refused=refused)
+
+
+def _read(path: Path, limit: int) -> bytes:
+    try:
+        with path.open("rb") as handle:
+            return read_at_most(handle, limit)
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc.strerror or exc}") from exc
 
 
 def describe_refusal(exc: GalleryError) -> LintReport:

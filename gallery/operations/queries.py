@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -23,6 +23,7 @@ from gallery.catalog.index import IndexEntry
 from gallery.catalog.resolve import CapabilitySelector, resolve_backend
 from gallery.catalog.sources import OciSource
 from gallery.config.models import Config, GalleryConfig
+from gallery.operations.installer import Installer
 from gallery.place.metadata import BackendMetadata
 from gallery.place.swap import pending_names
 from gallery.results import UpdateCheck
@@ -443,3 +444,17 @@ def _check_directory(name: str, path: Path) -> Check:
     if parent is not None and os.access(parent, os.W_OK | os.X_OK):
         return Check(name, "ok", f"{path} (will be created)")
     return Check(name, "error", f"{path} does not exist and cannot be created", 1)
+
+
+def describe_backend(installer: Installer, name: str) -> ShowResult:
+    """``show_backend`` over the installer's galleries (read once), with the installed state:
+    its signer and whether a newer signed build is on offer (pinned and verified like
+    ``upgrade --dry-run``)."""
+    session = installer.session
+    result = show_backend(session.config, name, client=session.client, detector=session.detector,
+                          catalog=installer.catalog)  # fmt: skip
+    installed = session.store.get(result.entry.name)
+    if installed is None:
+        return result
+    update = installer.check_updates([installed]).get(installed.name)
+    return replace(result, installed=installed, update=update)

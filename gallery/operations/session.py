@@ -41,6 +41,7 @@ class Session:
         self.config = config
         self.client = client
         self.verifier = verifier
+        self.detector = detector
         self.selector = CapabilitySelector(config.capability, detector)
         self.progress: ProgressReporter = progress or NoProgress()
         self.registry = registry or RegistryClient.from_config(config, client)

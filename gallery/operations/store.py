@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from gallery.catalog.index import IndexEntry
-from gallery.errors import BackendNotFound, OperationalError
+from gallery.errors import BackendNotFound, GalleryError, OperationalError
 from gallery.files import fsync_directory
 from gallery.names import is_valid_name
 from gallery.place.metadata import METADATA_FORMAT_VERSION, BackendMetadata, read_metadata, write_metadata
@@ -22,18 +22,44 @@ class BackendStore:
         self.root = root
         self.state = StateDir(root)
 
-    def installed(self) -> list[BackendMetadata]:
-        """Every backend under ``backends_path`` with readable metadata (LocalAI's included)."""
+    def directories(self) -> list[Path]:
+        """Everything under ``backends_path`` but our own bookkeeping (dot entries), sorted:
+        backends, and whatever else someone put there (fsck reports it)."""
         if not self.root.is_dir():
             return []
+        return [child for child in sorted(self.root.iterdir()) if not child.name.startswith(".")]
+
+    def installed(self) -> list[BackendMetadata]:
+        """Every backend under ``backends_path`` with readable metadata (LocalAI's included)."""
         found = []
-        for child in sorted(self.root.iterdir()):
-            if child.name.startswith(".") or not child.is_dir() or child.is_symlink():
+        for child in self.directories():
+            if not child.is_dir() or child.is_symlink():
                 continue
             metadata = read_metadata(child)
             if metadata is not None:
                 found.append(metadata)
         return found
+
+    def referenced_blobs(self) -> set[str]:
+        """Layer digests of installed backends and of their kept generations (what the blob
+        cache must keep); unreadable metadata references nothing."""
+        directories: list[Path] = []
+        for child in self.directories():
+            if child.is_dir() and not child.is_symlink():
+                directories.append(child)
+                if is_valid_name(child.name):
+                    directories += self.state.kept(child.name)
+        referenced: set[str] = set()
+        for directory in directories:
+            try:
+                metadata = read_metadata(directory)
+            except GalleryError:
+                continue
+            if metadata is not None:
+                referenced |= {layer.digest for layer in metadata.layers}
+                if metadata.digest and not metadata.layers:
+                    referenced.add(metadata.digest)
+        return referenced
 
     def get(self, name: str) -> BackendMetadata | None:
         """The metadata of the backend installed as ``name`` (``None``: not installed)."""

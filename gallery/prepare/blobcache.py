@@ -14,14 +14,14 @@ import contextlib
 import hashlib
 import os
 import secrets
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
-import filelock
-
 from gallery.digests import is_digest
-from gallery.errors import DigestMismatch, OperationalError
+from gallery.errors import DigestMismatch
+from gallery.filelocks import LockBusy, held
 from gallery.files import fsync_directory
 
 __all__ = ["BlobCache", "BlobWriter", "HashingReader"]
@@ -182,21 +182,57 @@ class BlobCache:
         return self.writer(None, None)
 
     @contextlib.contextmanager
-    def locked(self, digest: str) -> Iterator[None]:
-        """Hold the blob's lock while fetching it: processes sharing the cache download it once
-        and never write into the same partial file."""
-        timeout = self._lock_timeout
-        locks = self.state / "locks"
-        locks.mkdir(parents=True, exist_ok=True)
-        lock = filelock.FileLock(locks / f"{_hex(digest)}.lock", timeout=timeout)
-        try:
-            with lock:
-                yield
-        except filelock.Timeout as exc:
-            raise OperationalError(
-                f"blob {digest}: another process has been fetching it for {timeout:.0f}s",
-                hint="wait for it to finish, or stop it",
-            ) from exc
+    def locked(self, digest: str, *, timeout: float | None = None) -> Iterator[None]:
+        """Hold the blob's lock while fetching it (or, ``timeout`` 0, removing its partial):
+        processes sharing the cache download it once and never write into the same partial file.
+
+        Raises: LockBusy."""
+        wait = self._lock_timeout if timeout is None else timeout
+        with held(
+            self.state / "locks" / f"{_hex(digest)}.lock", wait, f"another process is fetching blob {digest}"
+        ):
+            yield
+
+    def digests(self) -> list[str]:
+        """Every cached blob's digest (by its file name), sorted."""
+        root = self.root / "sha256"
+        names = sorted(p.name for p in root.iterdir() if not p.name.startswith(".")) if root.is_dir() else []
+        return [f"sha256:{name}" for name in names if is_digest(f"sha256:{name}")]
+
+    def intact(self, digest: str) -> bool:
+        """The cached file is a regular file whose content hashes to ``digest``."""
+        path = self.path(digest)
+        if not path.is_file() or path.is_symlink():
+            return False
+        with self.reading(digest) as reader:
+            reader.drain()
+        return reader.digest == digest
+
+    def size(self, digest: str) -> int:
+        return self.path(digest).lstat().st_size
+
+    def prune_partials(self, *, scratch_age: float = 86400.0) -> tuple[int, int]:
+        """Remove partial downloads no process is writing (a blob's partial under its free lock; a
+        scratch download once ``scratch_age`` seconds old); returns (count, bytes)."""
+        directory = self.state / "partial"
+        removed = freed = 0
+        for partial in sorted(directory.iterdir()) if directory.is_dir() else []:
+            try:
+                if partial.name.startswith("anon-"):  # written without a lock: leave recent ones
+                    if time.time() - partial.lstat().st_mtime < scratch_age:
+                        continue
+                    size = partial.lstat().st_size
+                    partial.unlink()
+                elif is_digest(f"sha256:{partial.name}"):
+                    with self.locked(f"sha256:{partial.name}", timeout=0):
+                        size = partial.lstat().st_size
+                        partial.unlink()
+                else:
+                    continue
+            except (LockBusy, OSError):
+                continue
+            removed, freed = removed + 1, freed + size
+        return removed, freed
 
     @contextlib.contextmanager
     def reading(self, digest: str, *, path: Path | None = None) -> Iterator[HashingReader]:

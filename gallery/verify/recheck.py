@@ -16,14 +16,13 @@ from gallery.config.models import Config
 from gallery.errors import BackendNotFound, GalleryError, IntegrityError, SignatureError
 from gallery.place.metadata import BackendMetadata
 from gallery.results import BatchResult, InstallResult
-from gallery.verify.evidence import Evidence
-from gallery.verify.signatures import TrustRoots, verify_blob_bundle, verify_image_bundle
+from gallery.verify.evidence import Evidence, RecordedSignature, Verifier
 
 __all__ = ["recheck_metadata", "verify_installed"]
 
 
 def verify_installed(
-    config: Config, installed: Sequence[BackendMetadata], names: Sequence[str], *, roots: TrustRoots
+    config: Config, installed: Sequence[BackendMetadata], names: Sequence[str], *, verifier: Verifier
 ) -> BatchResult:
     """Re-verify ``names`` (all installed backends when empty); one result per backend."""
     by_name = {m.name: m for m in installed if m.meta_backend_for is None}
@@ -35,7 +34,7 @@ def verify_installed(
             results.append(InstallResult(name, "failed", error=error))
             continue
         try:
-            evidence = recheck_metadata(config, metadata, roots)
+            evidence = recheck_metadata(config, metadata, verifier)
         except GalleryError as exc:
             results.append(InstallResult(name, "failed", name=name, digest=metadata.digest, error=exc))
             continue
@@ -48,8 +47,9 @@ def verify_installed(
     return BatchResult(tuple(results))
 
 
-def recheck_metadata(config: Config, metadata: BackendMetadata, roots: TrustRoots) -> Evidence:
-    """The recorded evidence, verified again against the current policy and root (offline).
+def recheck_metadata(config: Config, metadata: BackendMetadata, verifier: Verifier) -> Evidence:
+    """The recorded evidence, verified again against the current policy and root (offline: the
+    bundle recorded in metadata.json is the only signature source).
 
     Raises:
         IntegrityError, SignatureError: the backend no longer satisfies its gallery's policy.
@@ -57,7 +57,7 @@ def recheck_metadata(config: Config, metadata: BackendMetadata, roots: TrustRoot
     gallery = config.gallery(metadata.gallery) if metadata.gallery else None
     policy = gallery.verification if gallery is not None else None
     recorded = metadata.verification
-    if policy is None:
+    if gallery is None or policy is None:
         if config.require_integrity:
             raise IntegrityError(
                 f"{metadata.name}: its gallery ({metadata.gallery or 'unknown'}) has no verification policy "
@@ -70,18 +70,16 @@ def recheck_metadata(config: Config, metadata: BackendMetadata, roots: TrustRoot
             f"and gallery {metadata.gallery!r} now requires one",
             hint=f"reinstall it: gallery uninstall {metadata.name} && gallery install {metadata.name}",
         )
-    if gallery is None:  # unreachable: a policy came from it
-        raise IntegrityError(f"{metadata.name}: its gallery {metadata.gallery!r} is not configured")
-    root = roots.get(gallery.trusted_root or config.trusted_root)
-    data = json.dumps(recorded.bundle).encode()
+    bundle = json.dumps(recorded.bundle).encode()
+    trusted_root = gallery.trusted_root or config.trusted_root
     try:
         if "messageSignature" in recorded.bundle:
-            return verify_blob_bundle(
-                data, sha256_hex=metadata.digest.removeprefix("sha256:"), policy=policy, root=root
-            )
-        return verify_image_bundle(
-            data, digest=metadata.digest, policy=policy, root=root, covers=lambda _d: False
-        )
+            sha256_hex = metadata.digest.removeprefix("sha256:")
+            return verifier.verify_blob(sha256_hex=sha256_hex, bundle=bundle, policy=policy,
+                                        trusted_root=trusted_root, gallery=gallery.name)  # fmt: skip
+        source = RecordedSignature(bundle, where=f"{metadata.name}'s metadata")
+        return verifier.verify_image(digest=metadata.digest, sources=[source], policy=policy,
+                                     trusted_root=trusted_root, gallery=gallery.name)  # fmt: skip
     except SignatureError as exc:
         raise SignatureError(
             f"{metadata.name} ({metadata.digest}) no longer satisfies gallery {metadata.gallery!r}: "

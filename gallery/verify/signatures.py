@@ -15,7 +15,6 @@ Failures are collected per bundle and reported together; nothing here is cached 
 from __future__ import annotations
 
 import base64
-import hashlib
 import importlib.resources
 import json
 import threading
@@ -37,6 +36,7 @@ from sigstore.verify import Verifier as SigstoreLibraryVerifier
 from sigstore_models.common.v1 import HashAlgorithm
 from sigstore_models.trustroot import v1 as trustroot_v1
 
+from gallery.digests import sha256_digest
 from gallery.errors import OperationalError, SignatureError
 from gallery.files import read_at_most
 from gallery.oci.references import ReferenceParseError, parse_reference
@@ -106,7 +106,7 @@ class TrustRoots:
                 raise TrustRootError(
                     f"trusted root {spec!r} is not a usable Sigstore trusted_root.json: {exc}"
                 ) from exc
-            loaded = LoadedRoot(spec, "sha256:" + hashlib.sha256(data).hexdigest(), verifier)
+            loaded = LoadedRoot(spec, sha256_digest(data), verifier)
             self._loaded[spec] = loaded
             return loaded
 
@@ -134,7 +134,7 @@ class TrustRoots:
 def policy_fingerprint(policy: VerificationPolicy, root_digest: str) -> str:
     """sha256 of the RFC 8785 JSON of the policy plus the trusted root's digest (the contract)."""
     document: dict[str, Any] = {"policy": policy.describe(), "trusted_root": root_digest}
-    return "sha256:" + hashlib.sha256(rfc8785.dumps(document)).hexdigest()
+    return sha256_digest(rfc8785.dumps(document))
 
 
 # -- the certificate policy -------------------------------------------------------------------
@@ -329,7 +329,7 @@ def _evidence(
         log_index=int(entry.log_index),
         policy_fingerprint=policy_fingerprint(policy, root.digest),
         bundle=json.loads(data),
-        bundle_digest="sha256:" + hashlib.sha256(data).hexdigest(),
+        bundle_digest=sha256_digest(data),
     )
 
 

@@ -25,18 +25,18 @@ REPO = Path(__file__).resolve().parents[2]
 
 # module -> functions whose conditions make up the gate ("*": every function of the module)
 TARGETS: dict[str, tuple[str, ...]] = {
-    "gallery/trust.py": ("*",),
+    "gallery/verify/plan.py": ("*",),
     "gallery/operations/gate.py": ("*",),
     "gallery/operations/candidate_loop.py": ("run_candidates",),
     "gallery/operations/runner.py": ("refuse_if_nothing_admitted", "Runner.run", "installed_unverified"),
     "gallery/operations/deploy.py": ("Deployer.deploy",),
     "gallery/operations/locking.py": ("locked_unverified", "locked_resolution"),
     "gallery/operations/bundles.py": ("install_from_bundle", "bundle_resolution"),
-    "gallery/index.py": ("_agreeing", "parse_index", "IndexEntry.names_local_paths"),
-    "gallery/resolve.py": ("_refuse_skipped",),
-    "gallery/signatures.py": ("_check_repository", "verify_image_bundle"),
-    "gallery/tarball.py": ("pin_tarball",),
-    "gallery/blobcache.py": ("BlobWriter.commit", "BlobWriter._check"),
+    "gallery/catalog/index.py": ("_agreeing", "parse_index", "IndexEntry.names_local_paths"),
+    "gallery/catalog/resolve.py": ("_refuse_skipped",),
+    "gallery/verify/signatures.py": ("_check_repository", "verify_image_bundle"),
+    "gallery/prepare/tarball.py": ("pin_tarball",),
+    "gallery/prepare/blobcache.py": ("BlobWriter.commit", "BlobWriter._check"),
 }
 TESTS = [
     "tests/test_trust_plan.py",

@@ -1,0 +1,125 @@
+"""install, upgrade, rollback, uninstall, export, verify: changing and checking installed backends."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from gallery import BatchResult, Config, Installer, make_http_client
+
+from ..app import FailFast, JsonFlag, app, execute, installer, run_batch
+from ..render import Output
+
+
+@app.command("install")
+def install_command(
+    ctx: typer.Context,
+    names: Annotated[list[str], typer.Argument(help="Backend names, aliases or GALLERY@NAME.")],
+    from_: Annotated[
+        Path | None,
+        typer.Option("--from", help="Install from a bundle written by 'gallery export' (offline)."),
+    ] = None,
+    fail_fast: FailFast = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Install backends: pinned by digest, verified under the gallery's policy, extracted safely."""
+    out = Output(as_json=as_json)
+
+    def run(installer: Installer) -> BatchResult:
+        if from_ is not None:
+            return installer.install_from(from_, names, fail_fast=fail_fast)
+        return installer.install(names, fail_fast=fail_fast)
+
+    execute(ctx, out, lambda config: run_batch(config, out, run, progress=True))
+
+
+@app.command("upgrade")
+def upgrade_command(
+    ctx: typer.Context,
+    names: Annotated[list[str] | None, typer.Argument(help="Installed backends.")] = None,
+    all_: Annotated[bool, typer.Option("--all", help="Every installed backend.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Pin and verify; change nothing.")] = False,
+    allow_downgrade: Annotated[
+        bool,
+        typer.Option(
+            "--allow-downgrade", help="Accept a build signed before the installed one (refused otherwise)."
+        ),
+    ] = False,
+    fail_fast: FailFast = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Upgrade installed backends to what their gallery offers now (by digest, verified, swapped
+    atomically; the previous version is kept for 'gallery rollback'). A build signed before the
+    installed one is refused (exit 3) unless --allow-downgrade."""
+    out = Output(as_json=as_json)
+    if bool(names) == all_:
+        out.error("give backend names or --all", "gallery upgrade NAME... | gallery upgrade --all")
+        raise typer.Exit(2)
+
+    def run(installer: Installer) -> BatchResult:
+        return installer.upgrade(names or [], all_installed=all_, dry_run=dry_run, fail_fast=fail_fast,
+                                 allow_downgrade=allow_downgrade)  # fmt: skip
+
+    execute(ctx, out, lambda config: run_batch(config, out, run, progress=True))
+
+
+@app.command("rollback")
+def rollback_command(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Installed backend.")],
+    as_json: JsonFlag = False,
+) -> None:
+    """Put back the previous version of NAME (the newest kept generation), atomically."""
+    out = Output(as_json=as_json)
+    execute(ctx, out, lambda config: run_batch(config, out, lambda i: BatchResult((i.rollback(name),))))
+
+
+@app.command("uninstall")
+def uninstall_command(
+    ctx: typer.Context,
+    names: Annotated[list[str], typer.Argument(help="Installed backend names.")],
+    fail_fast: FailFast = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Remove installed backends (a meta-backend takes its concrete backend with it)."""
+    out = Output(as_json=as_json)
+    execute(
+        ctx, out, lambda config: run_batch(config, out, lambda i: i.uninstall(names, fail_fast=fail_fast))
+    )
+
+
+@app.command("export")
+def export_command(
+    ctx: typer.Context,
+    names: Annotated[list[str], typer.Argument(help="Backend names, aliases or GALLERY@NAME.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Bundle directory, or FILE.tar.")],
+    as_json: JsonFlag = False,
+) -> None:
+    """Write pinned, verified backends with their signatures into a bundle for air-gapped
+    'gallery install --from' (written only when every backend could be exported)."""
+    out = Output(as_json=as_json)
+    execute(ctx, out, lambda config: run_batch(config, out, lambda i: i.export(names, output)))
+
+
+@app.command("verify")
+def verify_command(
+    ctx: typer.Context,
+    names: Annotated[list[str] | None, typer.Argument(help="Installed backends (default: all).")] = None,
+    all_: Annotated[bool, typer.Option("--all", help="Every installed backend.")] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Re-check installed backends against the current policy, offline (exit 3 if any fails)."""
+    out = Output(as_json=as_json)
+    if names and all_:
+        out.error("give backend names or --all, not both", None)
+        raise typer.Exit(2)
+
+    def action(config: Config) -> int:
+        with make_http_client(config) as client:
+            batch = installer(config, client).verify(names or [])
+        out.batch_result(batch)
+        return batch.exit_code
+
+    execute(ctx, out, action)

@@ -1,0 +1,105 @@
+"""list, show, doctor, schema: reading the galleries and the machine, changing nothing."""
+
+from __future__ import annotations
+
+import json
+import sys
+from enum import StrEnum
+from typing import Annotated
+
+import typer
+
+from gallery import (
+    Config,
+    config_reference,
+    describe_backend,
+    detect_host_facts,
+    json_schema,
+    list_entries,
+    make_http_client,
+    run_doctor,
+)
+
+from ..app import JsonFlag, app, execute, installer
+from ..render import Output
+
+
+@app.command("list")
+def list_command(
+    ctx: typer.Context,
+    installed: Annotated[bool, typer.Option("--installed", help="Installed backends instead.")] = False,
+    offline: Annotated[
+        bool, typer.Option("--offline", help="With --installed: do not ask the galleries for newer builds.")
+    ] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """List the entries of every configured gallery (or, with --installed, what is installed: who
+    signed it, when, and whether a newer signed build is on offer)."""
+    out = Output(as_json=as_json)
+
+    def action(config: Config) -> int:
+        with make_http_client(config) as client:
+            if installed:
+                backends_installer = installer(config, client)
+                backends = backends_installer.installed()
+                out.installed(backends, None if offline else backends_installer.check_updates(backends))
+                return 0
+            result = list_entries(config, client=client)
+        out.list_result(result)
+        return result.exit_code
+
+    execute(ctx, out, action)
+
+
+@app.command("show")
+def show_command(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Backend name, alias, or GALLERY@NAME.")],
+    as_json: JsonFlag = False,
+) -> None:
+    """Show how NAME resolves: meta-backend choice, candidates in order, the policy that applies;
+    when installed, who signed it, when, and whether a newer signed build is on offer."""
+    out = Output(as_json=as_json)
+
+    def action(config: Config) -> int:
+        with make_http_client(config) as client:
+            out.show_result(describe_backend(installer(config, client), name))
+        return 0
+
+    execute(ctx, out, action)
+
+
+@app.command("doctor")
+def doctor_command(ctx: typer.Context, as_json: JsonFlag = False) -> None:
+    """Check the config, trust roots, directories, capability detection and every gallery."""
+    out = Output(as_json=as_json)
+
+    def action(config: Config) -> int:
+        with make_http_client(config) as client:
+            report = run_doctor(config, client=client, detector=detect_host_facts)
+        out.doctor_report(report)
+        return report.exit_code
+
+    execute(ctx, out, action)
+
+
+class SchemaName(StrEnum):
+    CONFIG = "config"
+    INDEX = "index"
+    LOCK = "lock"
+    METADATA = "metadata"
+
+
+@app.command("schema")
+def schema_command(
+    which: Annotated[SchemaName, typer.Argument(help="Which format.")] = SchemaName.CONFIG,
+    markdown: Annotated[
+        bool, typer.Option("--markdown", help="The config reference as a Markdown table instead.")
+    ] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Print the JSON Schema of a file format (always JSON), or with --markdown the config reference."""
+    if markdown:
+        sys.stdout.write(config_reference())
+        return
+    sys.stdout.write(json.dumps(json_schema(which.value), indent=2, sort_keys=True) + "\n")
