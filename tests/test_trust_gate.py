@@ -73,14 +73,6 @@ def test_a_relative_layout_is_found_next_to_a_local_index(gate: TrustGate, tmp_p
         attempt.run(attempt)  # it looks where the index is (and finds no layout there)
 
 
-def test_a_repair_from_the_cache_needs_a_recorded_install(gate: TrustGate) -> None:
-    plan = plan_candidate(Candidate("recorded", OciLayoutSource("/cache")), EntryPins(digest="sha256:" + "c" * 64),
-                          CONTEXT)  # fmt: skip
-    (attempt,) = gate.attempts(plan, job(plan))
-    with pytest.raises(SourceUnavailable, match="no layers are recorded"):
-        attempt.run(attempt)
-
-
 def test_an_installed_tarball_at_the_same_sha256_is_not_downloaded_again(tmp_path: Path) -> None:
     import hashlib
 
@@ -112,40 +104,126 @@ def test_an_installed_tarball_at_the_same_sha256_is_not_downloaded_again(tmp_pat
         assert len(server.requests) == asked  # decided from the index's sha256 alone
 
 
-def test_a_signed_tarball_is_repaired_from_the_cache_under_the_policy(tmp_path: Path) -> None:
-    """Offline: the recorded sign-blob bundle is verified again, the cached bytes hashed again."""
-    import hashlib
+class TarballSite:
+    """A tarball entry served over HTTP, with a sign-blob bundle, and a config that can be
+    rewritten (policy on or off) between commands."""
 
-    import yaml
-    from typer.testing import CliRunner
+    def __init__(self, tmp_path: Path, server: Any) -> None:
+        import hashlib
 
-    from cli.main import app
-    from gallery.place.metadata import read_metadata
+        import yaml
 
-    from .file_server import serving
-    from .sigstore_instance import DEFAULT_IDENTITY, GITHUB_ISSUER, SigstoreInstance
-    from .tarbuild import file, gz, tar_bytes
+        from .sigstore_instance import SigstoreInstance
+        from .tarbuild import file, gz, tar_bytes
 
-    instance = SigstoreInstance()
-    root = instance.write_trusted_root(tmp_path / "trusted_root.json")
-    tarball = gz(tar_bytes([file("run.sh", b"#!/bin/sh\n", mode=0o755), file("lib.so", b"x" * 64)]))
-    config = tmp_path / "gallery.yaml"
-    with serving() as server:
+        self.tmp = tmp_path
+        instance = SigstoreInstance()
+        self.root = instance.write_trusted_root(tmp_path / "trusted_root.json")
+        tarball = gz(tar_bytes([file("run.sh", b"#!/bin/sh\n", mode=0o755), file("lib.so", b"x" * 64)]))
         entry = {"name": "x", "uri": server.publish("/x.tar.gz", tarball), "sha256": hashlib.sha256(tarball).hexdigest(),
                  "signature": server.publish("/x.sig", instance.sign_blob(tarball))}  # fmt: skip
         (tmp_path / "index.yaml").write_text(yaml.safe_dump([entry]))
-        config.write_text(yaml.safe_dump({
+        self.config = tmp_path / "gallery.yaml"
+
+    def configure(self, *, policy: bool, strict: bool = False) -> None:
+        import yaml
+
+        from .sigstore_instance import DEFAULT_IDENTITY, GITHUB_ISSUER
+
+        gallery: dict[str, Any] = {"name": "g", "url": str(self.tmp / "index.yaml")}
+        if policy:
+            gallery["verification"] = {"issuer": GITHUB_ISSUER, "identity": DEFAULT_IDENTITY}
+        self.config.write_text(yaml.safe_dump({
             "format_version": 1, "backends_path": "./b", "cache_path": "./c", "capability": "default",
-            "require_integrity": True, "trusted_root": str(root),
-            "galleries": [{"name": "g", "url": str(tmp_path / "index.yaml"),
-                           "verification": {"issuer": GITHUB_ISSUER, "identity": DEFAULT_IDENTITY}}]}))  # fmt: skip
-        assert CliRunner().invoke(app, ["--config", str(config), "install", "x"]).exit_code == 0
-    (tmp_path / "b" / "x" / "lib.so").write_bytes(b"damaged")
-    repaired = CliRunner().invoke(app, ["--config", str(config), "fsck", "--repair"])  # the server is gone
-    assert repaired.exit_code == 0, repaired.output
-    assert (tmp_path / "b" / "x" / "lib.so").read_bytes() == b"x" * 64
-    evidence = read_metadata(tmp_path / "b" / "x").verification  # type: ignore[union-attr]
-    assert evidence is not None and evidence.verified
+            "require_integrity": strict, "trusted_root": str(self.root), "galleries": [gallery]}))  # fmt: skip
+
+    def gallery(self, *args: str) -> Any:
+        from typer.testing import CliRunner
+
+        from cli.main import app
+
+        result = CliRunner().invoke(app, ["--config", str(self.config), *args])
+        if result.exception is not None and not isinstance(result.exception, SystemExit):
+            raise result.exception
+        return result
+
+    def damage(self) -> None:
+        (self.tmp / "b" / "x" / "lib.so").write_bytes(b"damaged")
+
+    def evidence(self) -> Any:
+        from gallery.place.metadata import read_metadata
+
+        return read_metadata(self.tmp / "b" / "x").verification  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    ("installed_with", "repaired_with", "exit_code", "verified"),
+    [(True, True, 0, True), (True, False, 0, True), (False, True, 3, False)],
+    ids=["policy, then policy", "policy, then none", "none, then policy"],
+)
+def test_a_tarball_is_repaired_from_the_cache_under_todays_policy(
+    tmp_path: Path, installed_with: bool, repaired_with: bool, exit_code: int, verified: bool
+) -> None:
+    """Offline (the server is gone): the recorded sign-blob bundle is verified again when the
+    gallery has a policy, the cached bytes are hashed again; a backend installed without a
+    signature is refused once its gallery has a policy."""
+    from .file_server import serving
+
+    with serving() as server:
+        site = TarballSite(tmp_path, server)
+        site.configure(policy=installed_with, strict=installed_with)
+        assert site.gallery("install", "x").exit_code == 0
+    site.damage()
+    site.configure(policy=repaired_with)
+    repaired = site.gallery("fsck", "--repair")
+    assert repaired.exit_code == exit_code, repaired.output
+    assert ((tmp_path / "b" / "x" / "lib.so").read_bytes() == b"x" * 64) == (exit_code == 0)
+    assert site.evidence().verified == verified
+
+
+@pytest.mark.parametrize("recorded", ["nothing", "no layers"])
+def test_a_repair_from_the_cache_needs_recorded_layers(gate: TrustGate, recorded: str) -> None:
+    from gallery.place.metadata import BackendMetadata
+
+    plan = plan_candidate(Candidate("recorded", OciLayoutSource("/cache")), EntryPins(digest="sha256:" + "c" * 64),
+                          CONTEXT)  # fmt: skip
+    layerless = BackendMetadata(name="x", digest="sha256:" + "c" * 64, format_version=1)
+    made = job(plan)
+    with_record = Job(made.resolution, made.mode, made.plan, layerless if recorded == "no layers" else None)
+    (attempt,) = gate.attempts(plan, with_record)
+    with pytest.raises(SourceUnavailable, match="no layers are recorded"):
+        attempt.run(attempt)
+
+
+def test_an_installed_layout_is_unchanged_on_upgrade(tmp_path: Path) -> None:
+    """A layout is pinned by reading it: the installed digest is found after pinning, not by a HEAD."""
+    import sys
+
+    import yaml
+
+    from gallery.config.models import load_config
+    from gallery.operations.installer import Installer
+
+    from .conftest import REPO
+    from .registry_server import LAYER_GZIP
+    from .tarbuild import file, gz, tar_bytes
+
+    sys.path.insert(0, str(REPO / "galleries" / "demo"))
+    from make_layouts import write_layout
+
+    write_layout(
+        tmp_path / "layout", [(gz(tar_bytes([file("run.sh", b"#!/bin/sh\n", mode=0o755)])), LAYER_GZIP)]
+    )
+    (tmp_path / "index.yaml").write_text(yaml.safe_dump([{"name": "x", "uri": "ocifile://layout"}]))
+    (tmp_path / "gallery.yaml").write_text(yaml.safe_dump({
+        "format_version": 1, "backends_path": "./b", "cache_path": "./c", "capability": "default",
+        "galleries": [{"name": "g", "url": str(tmp_path / "index.yaml")}]}))  # fmt: skip
+    installer = Installer(load_config(tmp_path / "gallery.yaml"), client=httpx.Client(trust_env=False),
+                          verifier=SigstoreVerifier(), detector=lambda: HostFacts("linux", "amd64"))  # fmt: skip
+    assert installer.install_one("x").status == "installed"
+    before = (tmp_path / "b" / "x" / "metadata.json").read_bytes()
+    assert installer.upgrade_one("x").status == "unchanged"
+    assert (tmp_path / "b" / "x" / "metadata.json").read_bytes() == before
 
 
 def test_a_verified_value_cannot_be_changed(gate: TrustGate, tmp_path: Path) -> None:

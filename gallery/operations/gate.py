@@ -206,7 +206,8 @@ class TrustGate:
                                  max_bytes=session.config.limits.max_extract_bytes,
                                  platform=session.config.platform)  # fmt: skip
             opened.scratch += pinned.local_blobs.values()
-            return self._admit(plan, job, pinned, attempt, opened, evidence, checked_sha256=expected)
+            checked = f"sha256:{expected}" if expected is not None else None
+            return self._admit(plan, job, pinned, attempt, opened, evidence, checked=checked)
         except BaseException:
             opened.release()
             raise
@@ -227,14 +228,14 @@ class TrustGate:
         evidence, checked = None, None
         if plan.tarball:
             # The bytes are the cached blob of the recorded sha256, hashed again as they are extracted.
-            checked = digest.removeprefix("sha256:")
+            checked = digest
             if plan.signature is not None and bundle is not None:
-                evidence = self._verify_blob(job, checked, bundle)
+                evidence = self._verify_blob(job, digest.removeprefix("sha256:"), bundle)
         signatures = RecordedSignature(bundle, where=f"{job.name}'s metadata") if bundle is not None else None
         platform = installed.platform or self._session.config.platform
         pinned = PinnedImage(str(plan.candidate), digest, installed.manifest_digest or digest, manifest,
                              platform, _NoBlobs(), signatures)  # fmt: skip
-        return self._admit(plan, job, pinned, attempt, _Opened(), evidence, checked_sha256=checked)
+        return self._admit(plan, job, pinned, attempt, _Opened(), evidence, checked=checked)
 
     # -- the checks ---------------------------------------------------------------------------
 
@@ -247,7 +248,7 @@ class TrustGate:
         opened: _Opened,
         evidence: Evidence | None = None,
         *,
-        checked_sha256: str | None = None,
+        checked: str | None = None,
     ) -> Verified | Unchanged:
         digest = pinned.resolved_digest
         attempt.digest = digest
@@ -256,7 +257,7 @@ class TrustGate:
             opened.release()
             return unchanged
         proven: list[Proof] = []
-        if checked_sha256 is not None and digest == f"sha256:{checked_sha256}":
+        if digest == checked:
             proven.append("sha256")  # pin_tarball hashed the bytes against it
         if job.locked is not None:
             _check_matches_lock(pinned, job.locked)
