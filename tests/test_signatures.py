@@ -350,4 +350,7 @@ def test_verify_rechecks_installed_backends_against_the_current_policy(signed: S
         signed.config({**EXACT, "identity": "ci@example.org"}), installed, [], verifier=SigstoreVerifier()
     )
     assert other_signer.exit_code == 3
-    assert verify_installed(signed.config(EXACT), installed, ["missing"], verifier=SigstoreVerifier()).exit_code == 2
+    assert (
+        verify_installed(signed.config(EXACT), installed, ["missing"], verifier=SigstoreVerifier()).exit_code
+        == 2
+    )

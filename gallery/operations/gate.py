@@ -18,7 +18,13 @@ from pathlib import Path
 from typing import Any
 
 from gallery.catalog.sources import OciLayoutSource, OciSource, TarballSource, parse_index_location
-from gallery.errors import DigestMismatch, DowngradeRefused, OperationalError, SourceUnavailable, TrustRefusal
+from gallery.errors import (
+    DigestMismatch,
+    DowngradeRefused,
+    OperationalError,
+    SourceUnavailable,
+    TrustRefusal,
+)
 from gallery.oci.layout import LayoutError, OciLayout
 from gallery.oci.models import EMPTY_CONFIG, Descriptor, ImageManifest
 from gallery.oci.references import OciReference
@@ -229,8 +235,8 @@ class TrustGate:
         if plan.tarball:
             # The bytes are the cached blob of the recorded sha256, hashed again as they are extracted.
             checked = digest
-            if plan.signature is not None and bundle is not None:
-                evidence = self._verify_blob(job, digest.removeprefix("sha256:"), bundle)
+            if plan.signature is not None:  # named only when a bundle was recorded (repair)
+                evidence = self._verify_blob(job, digest.removeprefix("sha256:"), bundle or b"")
         signatures = RecordedSignature(bundle, where=f"{job.name}'s metadata") if bundle is not None else None
         platform = installed.platform or self._session.config.platform
         pinned = PinnedImage(str(plan.candidate), digest, installed.manifest_digest or digest, manifest,
