@@ -34,9 +34,11 @@ from sigstore_instance import DEFAULT_IDENTITY, GITHUB_ISSUER, SigstoreInstance 
 
 from gallery.oci.references import parse_reference  # noqa: E402
 from gallery.oci.registry import RegistryClient  # noqa: E402
+from gallery.verify.bundles import _CertificatePolicy  # noqa: E402
 from gallery.verify.discovery import RegistrySignatures  # noqa: E402
 from gallery.verify.policy import VerificationPolicy  # noqa: E402
-from gallery.verify.signatures import SigstoreVerifier, TrustRoots, _CertificatePolicy  # noqa: E402
+from gallery.verify.roots import TrustRoots  # noqa: E402
+from gallery.verify.signatures import SigstoreVerifier  # noqa: E402
 
 
 def tiny_layer() -> bytes:

@@ -8,8 +8,9 @@ import json
 import pytest
 
 from gallery.errors import SignatureError
+from gallery.verify.bundles import verify_blob_bundle
 from gallery.verify.policy import VerificationPolicy
-from gallery.verify.signatures import TrustRoots, verify_blob_bundle
+from gallery.verify.roots import TrustRoots
 
 from .conftest import REPO
 

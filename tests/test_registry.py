@@ -14,11 +14,18 @@ import pytest
 from gallery.errors import DigestMismatch
 from gallery.oci.models import Descriptor, ImageIndex, ImageManifest
 from gallery.oci.references import parse_reference
-from gallery.oci.registry import Endpoint, ManifestNotFound, RegistryClient, RegistryError, RetryPolicy
+from gallery.oci.registry import (
+    Endpoint,
+    ManifestNotFound,
+    RegistryClient,
+    RegistryError,
+    RegistryUnauthorized,
+    RetryPolicy,
+)
 from gallery.prepare.blobcache import BlobCache
 
 from .faulty_proxy import Faults, faulty_proxy
-from .registry_server import LAYER_GZIP, LAYER_ZSTD, Registry, digest_of
+from .registry_server import LAYER_GZIP, LAYER_ZSTD, OCI_MANIFEST, Registry, digest_of
 from .tarbuild import file, gz, tar_bytes, zst
 
 FAST = RetryPolicy(attempts=3, initial_wait=0)
@@ -285,3 +292,48 @@ def test_a_host_that_never_answers_is_skipped_for_the_rest_of_the_run() -> None:
     with pytest.raises(RegistryError, match="did not respond earlier in this run"):
         client.get_manifest(endpoint, reference, "sha256:" + "a" * 64)
     assert len(calls) == 3, "no new attempt against a dead mirror"
+
+
+def test_a_refused_bearer_token_is_fetched_again_once() -> None:
+    """Tokens expire: the registry refusing the cached one gets one fresh token request, not a
+    failure; a registry that refuses the fresh one too is an authorization error."""
+    issued: list[str] = []
+    valid: set[str] = set()
+    manifest = json.dumps({"schemaVersion": 2, "mediaType": OCI_MANIFEST,
+                           "config": {"mediaType": "x", "digest": "sha256:" + "a" * 64, "size": 2},
+                           "layers": []}).encode()  # fmt: skip
+    digest = digest_of(manifest)
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.host == "auth.example":
+            token = f"T{len(issued)}"
+            issued.append(token)
+            valid.add(token)
+            return httpx.Response(200, json={"token": token})
+        if request.headers.get("Authorization", "").removeprefix("Bearer ") not in valid:
+            challenge = 'Bearer realm="https://auth.example/token",service="reg"'
+            return httpx.Response(401, headers={"WWW-Authenticate": challenge}, content=b"x" * 100)
+        return httpx.Response(200, content=manifest, headers={"Content-Type": OCI_MANIFEST})
+
+    client = RegistryClient(httpx.Client(transport=httpx.MockTransport(handler), trust_env=False), retry=FAST)
+    ref = parse_reference("reg.example/org/app:1")
+    endpoint = Endpoint("reg.example")
+    client.get_manifest_bytes(endpoint, ref, digest)
+    assert issued == ["T0"]
+    client.get_manifest_bytes(endpoint, ref, digest)  # the cached token still works: no new one
+    assert issued == ["T0"]
+    valid.clear()  # it expired
+    client.get_manifest_bytes(endpoint, ref, digest)
+    assert issued == ["T0", "T1"]
+    valid.clear()
+
+    def refuse_all(request: httpx.Request) -> httpx.Response:
+        if request.url.host == "auth.example":
+            return httpx.Response(200, json={"token": "useless"})
+        return httpx.Response(401, headers={"WWW-Authenticate": 'Bearer realm="https://auth.example/t"'})
+
+    stubborn = RegistryClient(
+        httpx.Client(transport=httpx.MockTransport(refuse_all), trust_env=False), retry=FAST
+    )
+    with pytest.raises(RegistryUnauthorized):
+        stubborn.get_manifest_bytes(endpoint, ref, digest)

@@ -22,7 +22,8 @@ from gallery.operations.installer import Installer
 from gallery.place.metadata import read_metadata
 from gallery.verify.evidence import Evidence
 from gallery.verify.policy import VerificationPolicy
-from gallery.verify.signatures import SigstoreVerifier, TrustRootError, TrustRoots, VerificationCache
+from gallery.verify.roots import TrustRootError, TrustRoots
+from gallery.verify.signatures import SigstoreVerifier, VerificationCache
 
 from .registry_server import LAYER_GZIP, OCI_INDEX, Registry, push_signature
 from .sigstore_instance import DEFAULT_IDENTITY, GITHUB_ISSUER, SigstoreInstance

@@ -11,10 +11,18 @@ from gallery.digests import Digest
 from gallery.errors import IntegrityError
 
 __all__ = [
+    "BUNDLE_MEDIA_TYPE",
+    "BUNDLE_MEDIA_TYPES",
+    "COSIGN_PREDICATE",
+    "DOCKER_LIST",
+    "DOCKER_MANIFEST",
     "EMPTY_CONFIG",
     "INDEX_MEDIA_TYPES",
     "MANIFEST_ACCEPT",
     "MANIFEST_MEDIA_TYPES",
+    "OCI_EMPTY",
+    "OCI_INDEX",
+    "OCI_MANIFEST",
     "Descriptor",
     "ImageIndex",
     "ImageManifest",
@@ -25,12 +33,16 @@ __all__ = [
 
 # The OCI empty descriptor: the config of images we describe ourselves (tarballs, cache rebuilds).
 EMPTY_CONFIG = {
-    "mediaType": "application/vnd.oci.empty.v1+json",
+    "mediaType": "application/vnd.oci.empty.v1+json",  # OCI_EMPTY
     "digest": "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a",
     "size": 2,
 }
 
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+OCI_EMPTY = "application/vnd.oci.empty.v1+json"
+BUNDLE_MEDIA_TYPE = "application/vnd.dev.sigstore.bundle.v0.3+json"  # a Sigstore bundle, as a referrer
+BUNDLE_MEDIA_TYPES = frozenset({BUNDLE_MEDIA_TYPE, "application/vnd.dev.sigstore.bundle+json;version=0.3"})
+COSIGN_PREDICATE = "https://sigstore.dev/cosign/sign/v1"  # what a cosign image signature states
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
 DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"

@@ -34,7 +34,14 @@ from gallery.config.safe_yaml import YamlLimits
 from gallery.digests import sha256_file
 from gallery.errors import ConfigError, IndexFormatError, OperationalError, TrustRefusal
 from gallery.files import read_at_most, remove_tree
-from gallery.oci.models import OCI_INDEX, OCI_MANIFEST, ImageIndex, parse_document
+from gallery.oci.models import (
+    BUNDLE_MEDIA_TYPE,
+    OCI_EMPTY,
+    OCI_INDEX,
+    OCI_MANIFEST,
+    ImageIndex,
+    parse_document,
+)
 from gallery.place.extract import ExtractLimits, TreeBuilder
 from gallery.prepare.blobcache import BlobCache
 from gallery.prepare.compression import decompressing, sniff_compression
@@ -44,8 +51,6 @@ from gallery.verify.evidence import Evidence
 __all__ = ["BUNDLE_INDEX", "ExportItem", "bundle_entries", "open_bundle", "read_bundle_index", "write_bundle"]
 
 BUNDLE_INDEX = "index.yaml"
-_BUNDLE_TYPE = "application/vnd.dev.sigstore.bundle.v0.3+json"
-_EMPTY_TYPE = "application/vnd.oci.empty.v1+json"
 _CHUNK = 1024 * 1024
 
 
@@ -126,12 +131,12 @@ def _write_layout(root: Path, item: ExportItem, cache: BlobCache) -> None:
         referrer = {
             "schemaVersion": 2,
             "mediaType": OCI_MANIFEST,
-            "artifactType": _BUNDLE_TYPE,
-            "config": {"mediaType": _EMPTY_TYPE, **put(b"{}")},
-            "layers": [{"mediaType": _BUNDLE_TYPE, **put(json.dumps(item.evidence.bundle).encode())}],
+            "artifactType": BUNDLE_MEDIA_TYPE,
+            "config": {"mediaType": OCI_EMPTY, **put(b"{}")},
+            "layers": [{"mediaType": BUNDLE_MEDIA_TYPE, **put(json.dumps(item.evidence.bundle).encode())}],
             "subject": top,
         }
-        manifests.append({"mediaType": OCI_MANIFEST, "artifactType": _BUNDLE_TYPE,
+        manifests.append({"mediaType": OCI_MANIFEST, "artifactType": BUNDLE_MEDIA_TYPE,
                           **put(json.dumps(referrer, sort_keys=True).encode())})  # fmt: skip
     index = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": manifests}
     (root / "oci-layout").write_text('{"imageLayoutVersion": "1.0.0"}')

@@ -33,10 +33,10 @@ from gallery.operations.lockfile import LockEntry
 from gallery.operations.session import Session
 from gallery.prepare.pin import PinnedImage, pin_image, pin_layout
 from gallery.prepare.tarball import pin_tarball, read_signature
+from gallery.verify.bundles import signed_sha256
 from gallery.verify.discovery import FirstReachable, RegistrySignatures
 from gallery.verify.evidence import Evidence, RecordedSignature, SignatureSource
 from gallery.verify.plan import CandidatePlan, Proof
-from gallery.verify.signatures import signed_sha256
 
 __all__ = ["Attempt", "TrustGate", "Unchanged", "Verified"]
 

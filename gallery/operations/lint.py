@@ -29,9 +29,9 @@ from gallery.config.models import Limits
 from gallery.config.safe_yaml import YamlLimits
 from gallery.errors import GalleryError, SignatureError, UsageError
 from gallery.files import read_at_most
+from gallery.verify.bundles import signed_sha256
 from gallery.verify.evidence import Verifier
 from gallery.verify.policy import VerificationPolicy
-from gallery.verify.signatures import signed_sha256
 
 __all__ = ["LintFinding", "LintReport", "describe_refusal", "lint_files", "lint_index", "lint_signature"]
 

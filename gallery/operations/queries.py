@@ -28,7 +28,7 @@ from gallery.place.metadata import BackendMetadata
 from gallery.place.swap import pending_names
 from gallery.results import UpdateCheck
 from gallery.verify.plan import plan_resolution
-from gallery.verify.signatures import TrustRootError, TrustRoots
+from gallery.verify.roots import TrustRootError, TrustRoots
 
 __all__ = [
     "Check",

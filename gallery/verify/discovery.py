@@ -14,11 +14,10 @@ from dataclasses import dataclass
 
 from gallery.errors import IntegrityError, SourceUnavailable
 from gallery.oci.layout import OciLayout
-from gallery.oci.models import Descriptor, ImageManifest
+from gallery.oci.models import BUNDLE_MEDIA_TYPES, Descriptor, ImageManifest
 from gallery.oci.references import OciReference
 from gallery.oci.registry import Endpoint, RegistryClient
 from gallery.verify.evidence import SignatureSource
-from gallery.verify.signatures import BUNDLE_MEDIA_TYPES
 
 __all__ = ["FirstReachable", "LayoutSignatures", "RegistrySignatures"]
 

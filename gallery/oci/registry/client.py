@@ -16,21 +16,17 @@ What it does, and why it is ours rather than oras-py (see docs/design.md):
 
 from __future__ import annotations
 
-import base64
-import json
 import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
-from urllib.parse import urlencode, urljoin, urlsplit
+from urllib.parse import urljoin, urlsplit
 
 import httpx
-import tenacity
 
 from gallery.config.models import Config
 from gallery.digests import sha256_digest
-from gallery.errors import DigestMismatch, OperationalError, SourceUnavailable
+from gallery.errors import DigestMismatch
 from gallery.net.client import raw_chunks
 from gallery.oci.models import (
     MANIFEST_ACCEPT,
@@ -42,119 +38,22 @@ from gallery.oci.models import (
     parse_document,
 )
 from gallery.oci.references import DOCKER_HUB, OciReference
+from gallery.oci.registry.auth import RegistryAuth
+from gallery.oci.registry.capped import capped_body
+from gallery.oci.registry.endpoint import Endpoint, load_docker_credentials
+from gallery.oci.registry.errors import ManifestNotFound, RegistryError, RegistryUnauthorized, registry_error
+from gallery.oci.registry.retry import (
+    TRANSIENT_STATUS,
+    RetryPolicy,
+    TransientStatus,
+    as_registry_errors,
+    retry_after,
+)
 from gallery.prepare.blobcache import BlobWriter
 
-__all__ = [
-    "Endpoint",
-    "ManifestNotFound",
-    "RegistryClient",
-    "RegistryError",
-    "RegistryUnauthorized",
-    "RetryPolicy",
-    "load_docker_credentials",
-]
+__all__ = ["RegistryClient"]
 
 _MAX_REDIRECTS = 5
-_MAX_TOKEN_BYTES = 64 * 1024
-_MAX_ERROR_BODY = 4096
-_TRANSIENT_STATUS = frozenset({429, 500, 502, 503, 504})
-
-
-class RegistryError(SourceUnavailable):
-    """A registry could not give us what we asked for."""
-
-    def __init__(self, message: str, *, hint: str | None = None, status: int | None = None) -> None:
-        super().__init__(message, hint=hint)
-        self.status = status
-
-
-class ManifestNotFound(RegistryError):
-    """MANIFEST_UNKNOWN / NAME_UNKNOWN / 404: the next candidate may have it."""
-
-
-class RegistryUnauthorized(RegistryError):
-    """401/403 after authenticating."""
-
-
-class _TransientStatus(Exception):
-    def __init__(self, status: int, retry_after: float | None) -> None:
-        super().__init__(f"HTTP {status}")
-        self.status = status
-        self.retry_after = retry_after
-
-
-@dataclass(frozen=True, slots=True)
-class RetryPolicy:
-    attempts: int = 4
-    initial_wait: float = 0.5
-    max_wait: float = 20.0
-
-    def retrying(self) -> tenacity.Retrying:
-        def wait(state: tenacity.RetryCallState) -> float:
-            outcome = state.outcome
-            error = outcome.exception() if outcome is not None else None
-            if isinstance(error, _TransientStatus) and error.retry_after is not None:
-                return min(error.retry_after, self.max_wait)
-            backoff = tenacity.wait_exponential_jitter(multiplier=self.initial_wait, max=self.max_wait)
-            return float(backoff(state)) if self.initial_wait > 0 else 0.0
-
-        return tenacity.Retrying(
-            stop=tenacity.stop_after_attempt(self.attempts),
-            wait=wait,
-            retry=tenacity.retry_if_exception_type((httpx.TransportError, _TransientStatus)),
-            reraise=True,
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class Endpoint:
-    """Where a repository is fetched from: the registry itself or one of its mirrors."""
-
-    host: str  # API host[:port]
-    prefix: str = ""  # path prefix in front of the repository (mirrors such as host/dockerhub)
-    insecure: bool = False
-
-    @property
-    def scheme(self) -> str:
-        return "http" if self.insecure else "https"
-
-    def repository(self, ref: OciReference) -> str:
-        return f"{self.prefix}/{ref.repository}" if self.prefix else ref.repository
-
-    def __str__(self) -> str:
-        return f"{self.host}/{self.prefix}" if self.prefix else self.host
-
-
-def load_docker_credentials(path: Path) -> dict[str, tuple[str, str]]:
-    """Registry host -> (username, password) from a Docker ``config.json`` (``auths`` only).
-
-    Raises:
-        OperationalError: the file cannot be read or is not a Docker config.
-    """
-    try:
-        with path.open("rb") as handle:
-            raw = json.loads(handle.read(1024 * 1024))
-    except (OSError, ValueError) as exc:
-        raise OperationalError(f"cannot read docker_config {path}: {exc}") from exc
-    result: dict[str, tuple[str, str]] = {}
-    auths = raw.get("auths", {}) if isinstance(raw, dict) else {}
-    for key, value in auths.items() if isinstance(auths, dict) else ():
-        if not isinstance(value, dict):
-            continue
-        host = urlsplit(key).netloc if "://" in key else key.split("/", 1)[0]
-        if value.get("auth"):
-            user, _, password = base64.b64decode(value["auth"]).decode("utf-8", "replace").partition(":")
-        else:
-            user, password = str(value.get("username", "")), str(value.get("password", ""))
-        if user:
-            result[DOCKER_HUB if host in ("index.docker.io", "registry-1.docker.io") else host] = (
-                user,
-                password,
-            )
-    return result
-
-
-_CHALLENGE_RE = re.compile(r'(\w+)="([^"]*)"')
 
 
 @dataclass
@@ -166,9 +65,11 @@ class RegistryClient:
     credentials: dict[str, tuple[str, str]] = field(default_factory=dict)
     max_manifest_bytes: int = 4 * 1024 * 1024
     retry: RetryPolicy = field(default_factory=RetryPolicy)
-    _authorizations: dict[tuple[str, str], str] = field(default_factory=dict)
     # Hosts that gave no response (after retries): skipped from then on (one round per run).
     _unreachable: set[str] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        self._auth = RegistryAuth(self.client, self.credentials)
 
     @classmethod
     def from_config(
@@ -326,11 +227,11 @@ class RegistryClient:
         reference = path.rsplit("/", 1)[-1]
         # A connection dropped while the body is read is retried like one dropped before it, and
         # what outlives the retries is a RegistryError (the next endpoint or candidate is tried).
-        with _as_registry_errors(f"{endpoint}/{repo}:{reference}", self.retry.attempts):
+        with as_registry_errors(f"{endpoint}/{repo}:{reference}", self.retry.attempts):
             for attempt in self.retry.retrying():
                 with attempt, self._open(endpoint, repo, "GET", path, accept=accept) as response:
                     where = f"{endpoint}/{repo}:{reference}"
-                    return _capped_body(response, cap, where=where, setting=setting), response.headers
+                    return capped_body(response, cap, where=where, setting=setting), response.headers
         raise AssertionError("unreachable: the retry loop returns or raises")
 
     # -- blobs ------------------------------------------------------------------------------
@@ -351,7 +252,7 @@ class RegistryClient:
         """
         repo = endpoint.repository(ref)
         url = f"{endpoint}/{repo}@{descriptor.digest}"
-        with _as_registry_errors(url, self.retry.attempts):
+        with as_registry_errors(url, self.retry.attempts):
             self._stream_blob(endpoint, repo, descriptor, writer, on_bytes)
         writer.commit()
 
@@ -404,14 +305,14 @@ class RegistryClient:
             raise RegistryError(f"{url}: {endpoint.host} did not respond earlier in this run; skipped")
         response: httpx.Response | None = None
         try:
-            with _as_registry_errors(url, self.retry.attempts):
+            with as_registry_errors(url, self.retry.attempts):
                 for attempt in self.retry.retrying():
                     with attempt:
                         response = self._send(endpoint, url, method, request_headers, scope)
-                        if response.status_code in _TRANSIENT_STATUS:
-                            retry_after = _retry_after(response.headers.get("Retry-After"))
+                        if response.status_code in TRANSIENT_STATUS:
+                            wait = retry_after(response.headers.get("Retry-After"))
                             response.close()
-                            raise _TransientStatus(response.status_code, retry_after)
+                            raise TransientStatus(response.status_code, wait)
         except RegistryError as exc:
             if isinstance(exc.__cause__, httpx.TransportError):  # no response at all, every attempt
                 self._unreachable.add(endpoint.host)
@@ -420,7 +321,7 @@ class RegistryClient:
             raise RegistryError(f"{url}: no response")
         try:
             if response.status_code >= 400:
-                raise _registry_error(endpoint, repo, path, response)
+                raise registry_error(endpoint, repo, path, response)
             yield response
         finally:
             response.close()
@@ -429,16 +330,17 @@ class RegistryClient:
         self, endpoint: Endpoint, url: str, method: str, headers: dict[str, str], scope: str
     ) -> httpx.Response:
         origin = urlsplit(url).netloc
-        authorization = self._authorizations.get((endpoint.host, scope))
+        authorization = self._auth.cached(endpoint.host, scope)
+        answered = False  # a challenge is answered once per request: a fresh token, or give up
         for _ in range(_MAX_REDIRECTS + 1):
             sent = dict(headers)
             if authorization and urlsplit(url).netloc == origin:
                 sent["Authorization"] = authorization
             response = self.client.send(self.client.build_request(method, url, headers=sent), stream=True)
-            if response.status_code == 401 and urlsplit(url).netloc == origin and authorization is None:
+            if response.status_code == 401 and urlsplit(url).netloc == origin and not answered:
                 challenge = response.headers.get("WWW-Authenticate", "")
-                response.close()
-                authorization = self._authenticate(endpoint, challenge, scope)
+                response.close()  # unread: a hostile 401 body is never read
+                authorization, answered = self._auth.answer(endpoint, challenge, scope), True
                 if authorization is None:
                     raise RegistryUnauthorized(f"{url}: the registry requires credentials we do not have")
                 continue
@@ -450,29 +352,6 @@ class RegistryClient:
             return response
         raise RegistryError(f"{url}: more than {_MAX_REDIRECTS} redirects")
 
-    def _authenticate(self, endpoint: Endpoint, challenge: str, scope: str) -> str | None:
-        registry = DOCKER_HUB if endpoint.host == "registry-1.docker.io" else endpoint.host
-        authorization = _answer_challenge(
-            self.client, endpoint, challenge, scope, self.credentials.get(registry)
-        )
-        if authorization is not None:
-            self._authorizations[(endpoint.host, scope)] = authorization
-        return authorization
-
-
-def _capped_body(response: httpx.Response, cap: int, *, where: str, setting: str) -> bytes:
-    """The body as it arrives, refused once it passes ``cap`` (the declared length first)."""
-    declared = response.headers.get("Content-Length")
-    if declared and declared.isdigit() and int(declared) > cap:
-        raise RegistryError(f"{where}: {declared} bytes is over {setting} ({cap})")
-    chunks, total = [], 0
-    for chunk in raw_chunks(response):
-        total += len(chunk)
-        if total > cap:
-            raise RegistryError(f"{where}: more than {setting} ({cap})")
-        chunks.append(chunk)
-    return b"".join(chunks)
-
 
 def _redirect_target(url: str, response: httpx.Response, endpoint: Endpoint) -> str:
     """Where a redirect leads, if we may follow it (never from HTTPS down to plain HTTP)."""
@@ -482,98 +361,6 @@ def _redirect_target(url: str, response: httpx.Response, endpoint: Endpoint) -> 
     if urlsplit(target).scheme == "http" and not endpoint.insecure:
         raise RegistryError(f"{url}: refusing a redirect from HTTPS to plain HTTP ({target})")
     return target
-
-
-def _answer_challenge(
-    client: httpx.Client, endpoint: Endpoint, challenge: str, scope: str, credentials: tuple[str, str] | None
-) -> str | None:
-    """The ``Authorization`` value a ``WWW-Authenticate`` challenge asks for (``None``: we have
-    no credentials it accepts). Bearer tokens come only from the realm the registry named, over
-    HTTPS unless the registry is insecure and serves them itself; the token body is capped."""
-    scheme, _, params_text = challenge.partition(" ")
-    if scheme.lower() == "basic":
-        if credentials is None:
-            return None
-        encoded = base64.b64encode(f"{credentials[0]}:{credentials[1]}".encode()).decode()
-        return f"Basic {encoded}"
-    if scheme.lower() != "bearer":
-        return None
-    params = dict(_CHALLENGE_RE.findall(params_text))
-    realm = params.get("realm")
-    if not realm or urlsplit(realm).scheme not in ("https", "http"):
-        raise RegistryError(f"{endpoint}: unusable auth challenge {challenge!r}")
-    if urlsplit(realm).scheme == "http" and not endpoint.insecure:
-        raise RegistryError(f"{endpoint}: refusing to fetch a token over plain HTTP from {realm}")
-    if urlsplit(realm).scheme == "http" and urlsplit(realm).netloc != endpoint.host:
-        # An insecure registry may serve its own tokens over plain HTTP; sending credentials
-        # in clear text to whichever other host its challenge names is another matter.
-        raise RegistryError(
-            f"{endpoint}: refusing to fetch a token over plain HTTP from another host ({realm})",
-            hint="serve the token service over HTTPS, or on the registry's own host",
-        )
-    query = {"scope": params.get("scope", scope)}
-    if "service" in params:
-        query["service"] = params["service"]
-    auth = httpx.BasicAuth(*credentials) if credentials else None
-    # Credentials go only to the realm the registry named, never through redirects.
-    # Read as sent (identity asked for): a capped read of bytes that arrive, not of a decoded body.
-    headers = {"Accept-Encoding": "identity"}
-    with client.stream(
-        "GET", f"{realm}?{urlencode(query)}", auth=auth, headers=headers, follow_redirects=False
-    ) as response:
-        body = b""
-        if response.status_code == 200:
-            body = _capped_body(response, _MAX_TOKEN_BYTES, where=f"{endpoint}: token from {realm}",
-                                setting="the token size limit")  # fmt: skip
-    if response.status_code != 200:
-        raise RegistryUnauthorized(
-            f"{endpoint}: token request to {realm} failed with HTTP {response.status_code}"
-        )
-    try:
-        document = json.loads(body)
-        token = document.get("token") or document.get("access_token")
-    except (ValueError, AttributeError):
-        token = None
-    if not isinstance(token, str) or not token:
-        raise RegistryUnauthorized(f"{endpoint}: the token service at {realm} returned no token")
-    return f"Bearer {token}"
-
-
-def _registry_error(endpoint: Endpoint, repo: str, path: str, response: httpx.Response) -> RegistryError:
-    body = b""
-    if response.request.method != "HEAD":
-        for chunk in raw_chunks(response):
-            body += chunk
-            if len(body) > _MAX_ERROR_BODY:
-                break
-    code = ""
-    try:
-        errors = json.loads(body[:_MAX_ERROR_BODY]).get("errors") or []
-        code = str(errors[0].get("code", "")) if errors else ""
-    except (ValueError, AttributeError, IndexError):
-        pass
-    where = f"{endpoint}/{repo}/{path}"
-    detail = f"HTTP {response.status_code}" + (f" {code}" if code else "")
-    if response.status_code == 404 or code in ("MANIFEST_UNKNOWN", "NAME_UNKNOWN", "BLOB_UNKNOWN"):
-        return ManifestNotFound(f"{where}: not found ({detail})")
-    if response.status_code in (401, 403):
-        return RegistryUnauthorized(
-            f"{where}: access denied ({detail})", hint="check docker_config credentials"
-        )
-    return RegistryError(f"{where}: {detail}")
-
-
-@contextmanager
-def _as_registry_errors(where: str, attempts: int) -> Iterator[None]:
-    """Transient failures that outlived the retries become one RegistryError naming the place."""
-    try:
-        yield
-    except _TransientStatus as exc:
-        raise RegistryError(f"{where}: {exc} (after {attempts} attempts)") from exc
-    except httpx.TimeoutException as exc:
-        raise RegistryError(f"{where}: timed out (after {attempts} attempts)") from exc
-    except httpx.TransportError as exc:
-        raise RegistryError(f"{where}: {type(exc).__name__}: {exc} (after {attempts} attempts)") from exc
 
 
 def _next_link(header: str | None, repo: str) -> str | None:
@@ -588,15 +375,6 @@ def _next_link(header: str | None, repo: str) -> str | None:
     if target.netloc or not target.path.startswith(prefix):
         return None
     return target.path[len(prefix) :] + (f"?{target.query}" if target.query else "")
-
-
-def _retry_after(value: str | None) -> float | None:
-    if value is None:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        return None
 
 
 def _content_range_start(value: str) -> int | None:
