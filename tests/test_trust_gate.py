@@ -243,3 +243,72 @@ def test_a_verified_value_cannot_be_changed(gate: TrustGate, tmp_path: Path) -> 
     verified = attempt.run(attempt)
     with pytest.raises(AttributeError, match="cannot be changed"):
         verified.evidence = None  # type: ignore[misc,assignment,union-attr]
+
+
+# -- the checks of _admit, one by one, on pinned images made here ---------------------------------
+
+
+def pinned_image(digest: str) -> Any:
+    from gallery.oci.models import EMPTY_CONFIG, ImageManifest
+    from gallery.prepare.pin import PinnedImage
+
+    manifest = ImageManifest.model_validate({"schemaVersion": 2, "config": EMPTY_CONFIG, "layers": []})
+    return PinnedImage("x", digest, digest, manifest, "linux/amd64", None)  # type: ignore[arg-type]
+
+
+def admit(gate: TrustGate, plan: CandidatePlan, made: Job, digest: str, **options: Any) -> Any:
+    from gallery.operations.gate import Attempt, _Opened
+
+    attempt = Attempt("x", lambda _a: None)  # type: ignore[arg-type,return-value]
+    return gate._admit(plan, made, pinned_image(digest), attempt, _Opened(), **options)
+
+
+D1, D2 = "sha256:" + "1" * 64, "sha256:" + "2" * 64
+
+
+def test_admit_refuses_an_image_that_is_not_the_pinned_digest(gate: TrustGate) -> None:
+    from gallery.errors import DigestMismatch
+
+    plan = plan_candidate(Candidate("uri", OciLayoutSource("/l")), EntryPins(digest=D1), CONTEXT)
+    assert "digest" in plan.proofs
+    with pytest.raises(DigestMismatch, match="not the pinned"):
+        admit(gate, plan, job(plan), D2)
+    assert admit(gate, plan, job(plan), D1).evidence.proven == ("digest",)
+
+
+def test_admit_never_claims_a_sha256_it_did_not_check(gate: TrustGate) -> None:
+    from gallery.errors import TrustRefusal
+
+    plan = plan_candidate(
+        Candidate("uri", parse_backend_uri("https://h/x.tar")), EntryPins("1" * 64), CONTEXT
+    )
+    with pytest.raises(TrustRefusal, match="demands a sha256 that was not proven"):
+        admit(gate, plan, job(plan), D1)  # bytes of this digest, but nobody compared them
+    assert admit(gate, plan, job(plan), D1, checked=D1).evidence.proven == ("sha256",)
+
+
+def test_admit_never_claims_a_signature_without_verified_evidence(gate: TrustGate) -> None:
+    from gallery.errors import TrustRefusal
+    from gallery.verify.policy import VerificationPolicy
+
+    context = TrustContext("g", VerificationPolicy(issuer="https://i", identity="https://id"), False, "local")
+    plan = plan_candidate(Candidate("uri", parse_backend_uri("https://h/x.tar")),
+                          EntryPins("1" * 64, signature="https://h/x.sig"), context)  # fmt: skip
+    made = Job(job(plan).resolution, INSTALL, EntryPlan(context, (plan,)), None)
+    with pytest.raises(TrustRefusal, match="demands a signature"):
+        admit(gate, plan, made, D1, checked=D1)  # a tarball's evidence comes from its bundle: none here
+
+
+def test_install_refuses_to_replace_another_installed_version(gate: TrustGate) -> None:
+    from gallery.errors import OperationalError
+    from gallery.place.metadata import BackendMetadata
+
+    plan = plan_candidate(Candidate("uri", OciLayoutSource("/l")), EntryPins(), CONTEXT)
+    installed = BackendMetadata(name="x", digest=D2, format_version=1)
+    made = Job(job(plan).resolution, INSTALL, job(plan).plan, installed)
+    with pytest.raises(OperationalError, match="already installed") as refused:
+        admit(gate, plan, made, D1)
+    assert refused.value.hint == "use 'gallery upgrade x'"
+    from gallery.operations.gate import Unchanged
+
+    assert isinstance(admit(gate, plan, made, D2), Unchanged)  # the same digest: nothing to do

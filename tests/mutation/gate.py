@@ -49,6 +49,10 @@ TESTS = [
     "tests/test_index.py",
     "tests/test_resolve.py",
     "tests/test_fsck.py",
+    "tests/test_install.py",
+    "tests/test_upgrade.py",
+    "tests/test_signed_index.py",
+    "tests/test_registry.py",
     "tests/test_no_bypass.py",
 ]
 
