@@ -34,7 +34,7 @@ TARGETS: dict[str, tuple[str, ...]] = {
     "gallery/operations/bundles.py": ("install_from_bundle", "bundle_resolution"),
     "gallery/catalog/index.py": ("_agreeing", "parse_index", "IndexEntry.names_local_paths"),
     "gallery/catalog/resolve.py": ("_refuse_skipped",),
-    "gallery/verify/signatures.py": ("_check_repository", "verify_image_bundle"),
+    "gallery/verify/bundles.py": ("_check_repository", "verify_image_bundle"),
     "gallery/prepare/tarball.py": ("pin_tarball",),
     "gallery/prepare/blobcache.py": ("BlobWriter.commit", "BlobWriter._check"),
 }
