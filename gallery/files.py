@@ -7,6 +7,7 @@ import os
 import secrets
 import shutil
 import stat
+import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import IO
@@ -91,7 +92,10 @@ def remove_tree(path: Path) -> None:
         os.unlink(path)
         return
     os.chmod(path, 0o700)
-    shutil.rmtree(path, onerror=make_writable_and_retry)
+    if sys.version_info >= (3, 12):  # onerror is deprecated there; onexc gets the exception itself
+        shutil.rmtree(path, onexc=make_writable_and_retry)
+    else:
+        shutil.rmtree(path, onerror=make_writable_and_retry)
 
 
 def read_at_most(handle: IO[bytes], limit: int) -> bytes:

@@ -112,3 +112,14 @@ def test_only_the_cli_imports_the_cli() -> None:
         )
     ]
     assert not offenders, offenders
+
+
+def test_every_module_says_its_job() -> None:
+    """Each module of the library and the CLI opens with a docstring whose first line says what it is."""
+    missing = [
+        name
+        for package in ("gallery", "cli")
+        for name, tree in _modules(package).items()
+        if not (ast.get_docstring(tree) or "").strip().splitlines()
+    ]
+    assert not missing, missing

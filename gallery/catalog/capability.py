@@ -14,6 +14,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from gallery.config.models import oci_architecture
+
 __all__ = [
     "CapabilityChoice",
     "CapabilityDetector",
@@ -58,8 +60,7 @@ CapabilityDetector = Callable[[], HostFacts]
 def detect_host_facts(root: Path = Path("/")) -> HostFacts:
     """Probe the host. Never raises: anything unreadable counts as absent."""
     system = _platform.system().lower()
-    machine = _platform.machine().lower()
-    arch = {"x86_64": "amd64", "aarch64": "arm64"}.get(machine, machine)
+    arch = oci_architecture(_platform.machine())
     vendors = set(_pci_display_vendors(root))
     driver = _nvidia_driver_major(root)
     if driver is not None:

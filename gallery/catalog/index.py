@@ -28,6 +28,7 @@ from gallery.config.safe_yaml import YamlLimits, YamlRefused, load_bounded_yaml
 from gallery.digests import is_sha256_hex
 from gallery.errors import IndexFormatError
 from gallery.names import validate_name
+from gallery.validation import describe_validation
 
 __all__ = ["LOCAL_PATHS_REFUSED", "IndexEntry", "IndexProblem", "ParsedIndex", "PinConflict", "parse_index"]
 
@@ -244,7 +245,9 @@ def parse_index(data: bytes, *, limits: YamlLimits, local: bool) -> ParsedIndex:
             entry = IndexEntry.model_validate(item)
         except ValidationError as exc:
             conflict = any(isinstance(e.get("ctx", {}).get("error"), PinConflict) for e in exc.errors())
-            problems.append(IndexProblem(position, display_name, _summarise(exc), untrusted=conflict))
+            problems.append(
+                IndexProblem(position, display_name, describe_validation(exc), untrusted=conflict)
+            )
             continue
         except (TypeError, ValueError) as exc:  # e.g. non-string keys in the mapping
             problems.append(IndexProblem(position, display_name, str(exc)))
@@ -264,14 +267,3 @@ def parse_index(data: bytes, *, limits: YamlLimits, local: bool) -> ParsedIndex:
         first_position[entry.name] = position
         entries.append(entry)
     return ParsedIndex(entries=tuple(entries), problems=tuple(problems))
-
-
-def _summarise(exc: ValidationError) -> str:
-    parts = []
-    for error in exc.errors():
-        location = ".".join(str(part) for part in error.get("loc", ()))
-        message = str(error.get("msg", "invalid"))
-        if message.startswith("Value error, "):
-            message = message[len("Value error, ") :]
-        parts.append(f"{location}: {message}" if location else message)
-    return "; ".join(parts)

@@ -12,9 +12,9 @@ Rules, in order:
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import cached_property
 from typing import Literal
 
 from gallery.catalog.capability import (
@@ -43,16 +43,22 @@ class CapabilitySelector:
     def __init__(self, configured: str, detector: CapabilityDetector) -> None:
         self._configured = configured
         self._detector = detector
+        self._preferences: tuple[str, ...] | None = None
+        self._lock = threading.Lock()
 
     @property
     def source(self) -> str:
         return "detected" if self._configured == "auto" else "config"
 
-    @cached_property
+    @property
     def preferences(self) -> tuple[str, ...]:
-        if self._configured != "auto":
-            return tuple(dict.fromkeys((self._configured, "default", "cpu")))
-        return tuple(preferred_capabilities(self._detector()))
+        with self._lock:  # one detection, also when preload's threads ask at once
+            if self._preferences is None:
+                if self._configured != "auto":
+                    self._preferences = tuple(dict.fromkeys((self._configured, "default", "cpu")))
+                else:
+                    self._preferences = tuple(preferred_capabilities(self._detector()))
+            return self._preferences
 
 
 @dataclass(frozen=True, slots=True)

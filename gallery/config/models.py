@@ -31,6 +31,7 @@ from gallery.errors import ConfigError
 from gallery.files import read_at_most
 from gallery.names import validate_name
 from gallery.oci.references import ReferenceParseError, validate_registry_host
+from gallery.validation import describe_validation
 from gallery.verify.policy import VerificationPolicy
 
 __all__ = [
@@ -61,11 +62,16 @@ _MACHINE_TO_OCI_ARCH = {
 }
 
 
+def oci_architecture(machine: str) -> str:
+    """What OCI calls a machine's architecture (``x86_64`` -> ``amd64``, ``armv7l`` -> ``arm/v7``)."""
+    machine = machine.lower()
+    return _MACHINE_TO_OCI_ARCH.get(machine, machine or "amd64")
+
+
 def host_platform() -> str:
     """The running host as an OCI platform string, e.g. ``linux/amd64``."""
     system = _platform.system().lower() or "linux"
-    machine = _platform.machine().lower()
-    return f"{system}/{_MACHINE_TO_OCI_ARCH.get(machine, machine or 'amd64')}"
+    return f"{system}/{oci_architecture(_platform.machine())}"
 
 
 def _base_dir(info: ValidationInfo) -> Path | None:
@@ -402,23 +408,7 @@ def _validate(raw: dict[str, Any], *, source: str, base_dir: Path | None) -> Con
     try:
         return Config.model_validate(raw, context={"base_dir": base_dir})
     except ValidationError as exc:
-        problems = [_format_problem(error) for error in exc.errors()]
         raise ConfigError(
-            f"{source}: invalid config: " + "; ".join(problems),
+            f"{source}: invalid config: " + describe_validation(exc),
             hint="see docs/config.md for every key",
         ) from exc
-
-
-def _format_problem(error: Any) -> str:
-    location = ""
-    for part in error.get("loc", ()):
-        if isinstance(part, int):
-            location += f"[{part}]"
-        else:
-            location += f".{part}" if location else str(part)
-    message = str(error.get("msg", "invalid"))
-    if error.get("type") == "extra_forbidden":
-        message = "unknown key (check the spelling; unknown keys are refused)"
-    elif message.startswith("Value error, "):
-        message = message[len("Value error, ") :]
-    return f"{location}: {message}" if location else message

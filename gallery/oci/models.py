@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from gallery.digests import Digest
 from gallery.errors import IntegrityError
+from gallery.validation import describe_validation
 
 __all__ = [
     "BUNDLE_MEDIA_TYPE",
@@ -124,6 +125,4 @@ def parse_document(data: bytes, *, where: str) -> ImageManifest | ImageIndex:
             return ImageIndex.model_validate(raw)
         return ImageManifest.model_validate(raw)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        location = ".".join(str(p) for p in first.get("loc", ()))
-        raise InvalidManifest(f"{where}: invalid manifest: {location}: {first.get('msg')}") from exc
+        raise InvalidManifest(f"{where}: invalid manifest: {describe_validation(exc, limit=1)}") from exc

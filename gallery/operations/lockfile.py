@@ -19,6 +19,7 @@ from gallery.errors import ConfigError
 from gallery.files import atomic_write_bytes, read_at_most
 from gallery.names import validate_name
 from gallery.place.metadata import LayerRecord
+from gallery.validation import describe_validation
 from gallery.verify.evidence import Evidence
 
 __all__ = ["LOCK_FORMAT_VERSION", "LockEntry", "LockFile", "read_lock", "write_lock"]
@@ -95,9 +96,7 @@ def read_lock(path: Path) -> LockFile:
     try:
         return LockFile.model_validate_json(data)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in error['loc'])}: {error['msg']}" for error in exc.errors()[:5]
-        )
+        problems = describe_validation(exc, limit=5)
         raise ConfigError(
             f"lock file {path} is not valid: {problems}", hint="write it again with 'gallery lock'"
         ) from exc

@@ -24,6 +24,7 @@ from gallery.operations.gate import Verified
 from gallery.operations.job import Job
 from gallery.operations.lockfile import LockEntry
 from gallery.place.metadata import LayerRecord
+from gallery.validation import describe_problem
 
 __all__ = ["lock_entry", "locked_resolution", "locked_unverified"]
 
@@ -76,7 +77,7 @@ def locked_resolution(locked: LockEntry, config: Config) -> Resolution:
             if locked.meta else None  # fmt: skip
     except (ValidationError, ValueError) as exc:
         errors = exc.errors(include_input=False) if isinstance(exc, ValidationError) else []
-        reason = errors[0]["msg"] if errors else str(exc)
+        reason = describe_problem(errors[0]) if errors else str(exc)
         # A lock entry naming different bytes in two places was tampered with, or written by a
         # version that let a mirror's fragment override the entry's sha256: either way refused.
         conflict = any(isinstance(e.get("ctx", {}).get("error"), PinConflict) for e in errors)

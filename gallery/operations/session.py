@@ -3,6 +3,8 @@ catalog, the capability choice, the backend store and the swapper."""
 
 from __future__ import annotations
 
+import threading
+
 import httpx
 
 from gallery.catalog.capability import CapabilityDetector
@@ -23,7 +25,11 @@ __all__ = ["Session"]
 
 class Session:
     """One run's shared parts. ``fs`` and ``step`` are test seams of the swap (fault injection,
-    crash points); ``registry`` and ``catalog`` may be given ready-made."""
+    crash points); ``registry`` and ``catalog`` may be given ready-made.
+
+    Safe to share between threads (``preload --jobs``): the catalog and the capability choice are
+    made once under a lock, the registry client's tokens and unreachable hosts are locked, the
+    verifier's cache is single-flight, and blobs and backends have their own file locks."""
 
     def __init__(
         self,
@@ -57,13 +63,15 @@ class Session:
             refuse_escaping_symlinks=config.refuse_escaping_symlinks,
         )
         self._catalog = catalog
+        self._lock = threading.Lock()
 
     @property
     def catalog(self) -> Catalog:
         """Every gallery's index, loaded (and verified) once, on first use."""
-        if self._catalog is None:
-            self._catalog = load_catalog(self.config, client=self.client, verifier=self.verifier)
-        return self._catalog
+        with self._lock:
+            if self._catalog is None:
+                self._catalog = load_catalog(self.config, client=self.client, verifier=self.verifier)
+            return self._catalog
 
     def trusted_root(self, gallery: GalleryConfig) -> str:
         return gallery.trusted_root or self.config.trusted_root

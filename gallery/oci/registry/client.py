@@ -17,6 +17,7 @@ What it does, and why it is ours rather than oras-py (see docs/design.md):
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -70,6 +71,7 @@ class RegistryClient:
 
     def __post_init__(self) -> None:
         self._auth = RegistryAuth(self.client, self.credentials)
+        self._lock = threading.Lock()  # guards _unreachable (threads of preload --jobs share one client)
 
     @classmethod
     def from_config(
@@ -301,7 +303,9 @@ class RegistryClient:
         if accept:
             request_headers["Accept"] = accept
         scope = f"repository:{repo}:pull"
-        if endpoint.host in self._unreachable:
+        with self._lock:
+            skipped = endpoint.host in self._unreachable
+        if skipped:
             raise RegistryError(f"{url}: {endpoint.host} did not respond earlier in this run; skipped")
         response: httpx.Response | None = None
         try:
@@ -315,7 +319,8 @@ class RegistryClient:
                             raise TransientStatus(response.status_code, wait)
         except RegistryError as exc:
             if isinstance(exc.__cause__, httpx.TransportError):  # no response at all, every attempt
-                self._unreachable.add(endpoint.host)
+                with self._lock:
+                    self._unreachable.add(endpoint.host)
             raise
         if response is None:  # the retry loop either sets it or raises
             raise RegistryError(f"{url}: no response")
