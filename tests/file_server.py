@@ -19,6 +19,7 @@ class FileServer:
     url: str
     files: dict[str, bytes] = field(default_factory=dict)
     redirects: dict[str, str] = field(default_factory=dict)  # path -> Location (302)
+    headers: dict[str, dict[str, str]] = field(default_factory=dict)  # path -> extra response headers
     requests: list[str] = field(default_factory=list)
 
     def publish(self, path: str, data: bytes) -> str:
@@ -46,6 +47,8 @@ def serving() -> Iterator[FileServer]:
                 self.end_headers()
                 return
             self.send_response(200)
+            for key, value in state.headers.get(self.path, {}).items():
+                self.send_header(key, value)
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
             self.wfile.write(data)

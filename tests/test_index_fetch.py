@@ -175,3 +175,32 @@ def test_real_http_server_with_redirect(tmp_path: Path, http_server: str) -> Non
         loaded = fetch_gallery_index(gallery, client=client, cache=cache(tmp_path), limits=LIMITS)
     assert loaded.source.endswith("/redirect") and [e.name for e in loaded.parsed.entries] == ["a"]
     assert loaded.failures[0].reason == "HTTP 404"
+
+
+def test_a_compressed_index_is_refused_not_decoded_behind_the_cap(tmp_path: Path) -> None:
+    """A small zstd frame of a gigabyte of zeros, sent as Content-Encoding by a real server: httpx
+    would decode a whole network read before any cap saw it. Identity is asked for; anything else
+    is refused, and memory stays flat."""
+    import resource
+
+    import zstandard
+
+    from gallery.config.models import Config
+    from gallery.net.client import make_http_client
+
+    from .file_server import serving
+
+    compressor = zstandard.ZstdCompressor(level=3).compressobj()
+    zeros = bytes(1 << 20)
+    bomb = b"".join(compressor.compress(zeros) for _ in range(1024)) + compressor.flush()
+    assert len(bomb) < 64 * 1024
+    config = Config(format_version=1, backends_path=tmp_path / "b", cache_path=tmp_path / "c")
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with serving() as server, make_http_client(config) as client:
+        url = server.publish("/index.yaml", bomb)
+        server.headers["/index.yaml"] = {"Content-Encoding": "zstd"}
+        with pytest.raises(IndexUnavailable, match="Content-Encoding 'zstd'"):
+            fetch_gallery_index(
+                GalleryConfig(name="g", url=url), client=client, cache=cache(tmp_path), limits=LIMITS
+            )
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 200 * 1024  # KiB: far from 1 GiB

@@ -37,6 +37,7 @@ from gallery.config.models import GalleryConfig, Limits
 from gallery.config.safe_yaml import YamlLimits
 from gallery.errors import IndexFormatError, IndexUnavailable, SignatureError
 from gallery.files import atomic_write_bytes, read_at_most
+from gallery.net.client import IDENTITY, read_capped
 from gallery.verify.evidence import Evidence
 
 __all__ = ["IndexCache", "IndexCheck", "LoadedIndex", "SourceFailure", "fetch_gallery_index"]
@@ -385,22 +386,28 @@ def _read_file(path: Path, max_bytes: int) -> bytes:
 
 def _read_http(client: httpx.Client, url: str, max_bytes: int) -> bytes:
     # An index carries no credentials, so following redirects (e.g. to a CDN) leaks nothing.
-    with client.stream("GET", url, follow_redirects=True) as response:
+    # Asked as identity and counted as it arrives: a compressed body is refused, never decoded
+    # behind the cap (a 32 KiB zstd frame can hold a gigabyte of zeros).
+    with client.stream("GET", url, follow_redirects=True, headers=IDENTITY) as response:
         if response.status_code != 200:
             raise httpx.HTTPStatusError(
                 f"HTTP {response.status_code}", request=response.request, response=response
             )
+        encoding = response.headers.get("Content-Encoding", "identity").strip().lower()
+        if encoding not in ("", "identity"):
+            raise _SourceTooLarge(
+                f"the server sent the index with Content-Encoding {encoding!r}; identity was asked for"
+            )
         declared = response.headers.get("Content-Length")
-        if declared is not None and declared.isdigit() and int(declared) > max_bytes:
-            raise _SourceTooLarge(f"index is {declared} bytes, over limits.max_index_bytes ({max_bytes})")
-        chunks: list[bytes] = []
-        received = 0
-        for chunk in response.iter_bytes():
-            received += len(chunk)
-            if received > max_bytes:
-                raise _SourceTooLarge(f"index is over limits.max_index_bytes ({max_bytes})")
-            chunks.append(chunk)
-    return b"".join(chunks)
+
+        def too_large() -> _SourceTooLarge:
+            if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+                return _SourceTooLarge(
+                    f"index is {declared} bytes, over limits.max_index_bytes ({max_bytes})"
+                )
+            return _SourceTooLarge(f"index is over limits.max_index_bytes ({max_bytes})")
+
+        return read_capped(response, max_bytes, too_large)
 
 
 def _describe_io_error(exc: Exception) -> str:

@@ -12,7 +12,19 @@ import httpx
 from gallery import __version__
 from gallery.config.models import Config
 
-__all__ = ["SpeedFloorTransport", "make_http_client", "make_tls_context", "raw_chunks"]
+__all__ = [
+    "IDENTITY",
+    "SpeedFloorTransport",
+    "capped_chunks",
+    "make_http_client",
+    "make_tls_context",
+    "raw_chunks",
+    "read_capped",
+]
+
+# Asked of servers whose bodies are read whole: a capped read counts the bytes that arrive, so a
+# compressed body (a gzip or zstd bomb) must not be decoded behind its back.
+IDENTITY = {"Accept-Encoding": "identity"}
 
 
 def make_tls_context() -> ssl.SSLContext:
@@ -114,3 +126,30 @@ def raw_chunks(response: httpx.Response) -> Iterator[bytes]:
         yield from response.iter_raw()
     except httpx.StreamConsumed:  # a response built in memory (e.g. a test transport)
         yield response.content
+
+
+def capped_chunks(
+    response: httpx.Response, cap: int, too_large: Callable[[], Exception] | None = None
+) -> Iterator[bytes]:
+    """The body as it arrives (no Content-Encoding decoding), never more than ``cap`` bytes: past
+    it, ``too_large()`` is raised (the declared Content-Length is judged first), or without one
+    the body is cut there (an error page read for its first bytes)."""
+    declared = response.headers.get("Content-Length")
+    if too_large is not None and declared and declared.isdigit() and int(declared) > cap:
+        raise too_large()
+    received = 0
+    for chunk in raw_chunks(response):
+        if received + len(chunk) > cap:
+            if too_large is not None:
+                raise too_large()
+            yield chunk[: cap - received]
+            return
+        received += len(chunk)
+        yield chunk
+
+
+def read_capped(
+    response: httpx.Response, cap: int, too_large: Callable[[], Exception] | None = None
+) -> bytes:
+    """``capped_chunks`` joined: the one capped read of an HTTP body."""
+    return b"".join(capped_chunks(response, cap, too_large))

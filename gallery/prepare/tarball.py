@@ -17,7 +17,7 @@ import httpx
 
 from gallery.catalog.sources import TarballSource
 from gallery.errors import DigestMismatch, SourceUnavailable
-from gallery.net.client import raw_chunks
+from gallery.net.client import capped_chunks
 from gallery.oci.models import EMPTY_CONFIG, Descriptor, ImageManifest
 from gallery.prepare.blobcache import BlobCache, BlobWriter
 from gallery.prepare.compression import sniff_compression
@@ -166,11 +166,14 @@ def stream_url(
     """Stream a ``file://`` or ``http(s)://`` URL into ``sink``, refusing more than ``max_bytes``."""
     received = 0
 
-    def take(chunk: bytes) -> None:
+    def too_large() -> TarballTooLarge:
+        return TarballTooLarge(f"{what} {url} is larger than {limit} ({max_bytes})")
+
+    def take(chunk: bytes) -> None:  # a file:// source is counted here, an HTTP body by capped_chunks
         nonlocal received
         received += len(chunk)
         if received > max_bytes:
-            raise TarballTooLarge(f"{what} {url} is larger than {limit} ({max_bytes})")
+            raise too_large()
         sink(chunk)
 
     parts = urlsplit(url)
@@ -184,7 +187,7 @@ def stream_url(
         with client.stream("GET", url, follow_redirects=True) as response:
             if response.status_code != 200:
                 raise TarballUnavailable(f"{what} {url}: HTTP {response.status_code}")
-            for chunk in raw_chunks(response):
+            for chunk in capped_chunks(response, max_bytes, too_large):
                 take(chunk)
     except OSError as exc:
         raise TarballUnavailable(f"{what} {url}: {exc.strerror or exc}") from exc

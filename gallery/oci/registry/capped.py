@@ -4,21 +4,19 @@ from __future__ import annotations
 
 import httpx
 
-from gallery.net.client import raw_chunks
+from gallery.net.client import read_capped
 from gallery.oci.registry.errors import RegistryError
 
 __all__ = ["capped_body"]
 
 
 def capped_body(response: httpx.Response, cap: int, *, where: str, setting: str) -> bytes:
-    """The body as it arrives, refused once it passes ``cap`` (the declared length first)."""
+    """The body as it arrives, refused (a ``RegistryError``) once it passes ``cap``."""
     declared = response.headers.get("Content-Length")
-    if declared and declared.isdigit() and int(declared) > cap:
-        raise RegistryError(f"{where}: {declared} bytes is over {setting} ({cap})")
-    chunks, total = [], 0
-    for chunk in raw_chunks(response):
-        total += len(chunk)
-        if total > cap:
-            raise RegistryError(f"{where}: more than {setting} ({cap})")
-        chunks.append(chunk)
-    return b"".join(chunks)
+
+    def too_large() -> RegistryError:
+        if declared and declared.isdigit() and int(declared) > cap:
+            return RegistryError(f"{where}: {declared} bytes is over {setting} ({cap})")
+        return RegistryError(f"{where}: more than {setting} ({cap})")
+
+    return read_capped(response, cap, too_large)

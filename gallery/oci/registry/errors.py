@@ -7,7 +7,7 @@ import json
 import httpx
 
 from gallery.errors import SourceUnavailable
-from gallery.net.client import raw_chunks
+from gallery.net.client import read_capped
 from gallery.oci.registry.endpoint import Endpoint
 
 __all__ = ["ManifestNotFound", "RegistryError", "RegistryUnauthorized", "registry_error"]
@@ -32,15 +32,10 @@ class RegistryUnauthorized(RegistryError):
 
 
 def registry_error(endpoint: Endpoint, repo: str, path: str, response: httpx.Response) -> RegistryError:
-    body = b""
-    if response.request.method != "HEAD":
-        for chunk in raw_chunks(response):
-            body += chunk
-            if len(body) > _MAX_ERROR_BODY:
-                break
+    body = read_capped(response, _MAX_ERROR_BODY) if response.request.method != "HEAD" else b""
     code = ""
     try:
-        errors = json.loads(body[:_MAX_ERROR_BODY]).get("errors") or []
+        errors = json.loads(body).get("errors") or []
         code = str(errors[0].get("code", "")) if errors else ""
     except (ValueError, AttributeError, IndexError):
         pass
