@@ -312,3 +312,37 @@ def test_install_refuses_to_replace_another_installed_version(gate: TrustGate) -
     from gallery.operations.gate import Unchanged
 
     assert isinstance(admit(gate, plan, made, D2), Unchanged)  # the same digest: nothing to do
+
+
+def test_the_gate_takes_no_signature_without_a_policy_to_check_it_against(gate: TrustGate) -> None:
+    from gallery.errors import TrustRefusal
+
+    plan = plan_candidate(Candidate("uri", OciLayoutSource("/l")), EntryPins(), CONTEXT)  # CONTEXT: no policy
+    with pytest.raises(TrustRefusal, match="signature"):
+        gate._verify_image(job(plan), pinned_image(D1))
+    with pytest.raises(TrustRefusal, match="signature"):
+        gate._verify_blob(job(plan), "1" * 64, b"{}")
+
+
+def test_evidence_a_verifier_returns_unverified_is_not_a_signature(tmp_path: Path) -> None:
+    """Whatever verifier is plugged in, the gate trusts only evidence that says it verified."""
+    from gallery.errors import TrustRefusal
+    from gallery.verify.evidence import Evidence
+    from gallery.verify.policy import VerificationPolicy
+
+    class Lenient:
+        def verify_image(self, **_: Any) -> Evidence:
+            return Evidence.unverified("no idea")
+
+        def verify_blob(self, **_: Any) -> Evidence:
+            return Evidence.unverified("no idea")
+
+    config = Config.model_validate({"format_version": 1, "backends_path": str(tmp_path / "b"),
+                                    "cache_path": str(tmp_path / "c"), "galleries": []})  # fmt: skip
+    lenient = TrustGate(Session(config, client=httpx.Client(trust_env=False), verifier=Lenient(),  # type: ignore[arg-type]
+                                detector=lambda: HostFacts("linux", "amd64")))  # fmt: skip
+    context = TrustContext("g", VerificationPolicy(issuer="https://i", identity="https://id"), False, "local")
+    plan = plan_candidate(Candidate("uri", OciLayoutSource("/l")), EntryPins(), context)
+    made = Job(job(plan).resolution, INSTALL, EntryPlan(context, (plan,)), None)
+    with pytest.raises(TrustRefusal, match="demands a signature"):
+        admit(lenient, plan, made, D1)

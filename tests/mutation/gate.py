@@ -153,15 +153,33 @@ def killed(mutant: Mutant) -> tuple[bool, str]:
     return run.returncode != 0, (failed[0] if failed else run.stdout.strip().splitlines()[-1])
 
 
+def _survivors(report: Path) -> set[tuple[str, str, str]]:
+    """(module, function, mutation) of every SURVIVED row (line numbers may have moved since)."""
+    found = set()
+    for line in report.read_text().splitlines():
+        if not line.startswith("SURVIVED "):
+            continue
+        where, _, rest = line.removeprefix("SURVIVED ").partition(" ")
+        function, _, what = rest.partition(": ")
+        found.add((where.rpartition(":")[0], function, what.rpartition(" (")[0]))
+    return found
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--only", help="only mutants whose module or function contains this")
     parser.add_argument("--report", type=Path, help="write the report here too")
+    parser.add_argument(
+        "--survivors-of", type=Path, help="only the mutants an earlier report lists as SURVIVED"
+    )
     args = parser.parse_args()
+    again = _survivors(args.survivors_of) if args.survivors_of else None
     rows, survivors = [], 0
     for path, functions in TARGETS.items():
         for mutant in mutants(path, functions):
             if args.only and args.only not in f"{mutant.path}:{mutant.function}":
+                continue
+            if again is not None and (mutant.path, mutant.function, mutant.what) not in again:
                 continue
             started = time.monotonic()
             dead, why = killed(mutant)
