@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import ast
 import copy
+import re
 import subprocess
 import sys
 import time
@@ -161,7 +162,7 @@ def _survivors(report: Path) -> set[tuple[str, str, str]]:
             continue
         where, _, rest = line.removeprefix("SURVIVED ").partition(" ")
         function, _, what = rest.partition(": ")
-        found.add((where.rpartition(":")[0], function, what.rpartition(" (")[0]))
+        found.add((where.rpartition(":")[0], function, re.split(r" \(\d+ s\) ", what, maxsplit=1)[0]))
     return found
 
 
