@@ -33,6 +33,7 @@ from gallery.operations.fsck import FsckOutcome, FsckReport, PruneResult, prune_
 from gallery.operations.installer import Installer
 from gallery.operations.lint import LintReport, lint_files
 from gallery.operations.lockfile import LockFile, read_lock, write_lock
+from gallery.operations.maintenance import verify_backends
 from gallery.operations.queries import (
     DoctorReport,
     ListResult,
@@ -104,5 +105,6 @@ __all__ = [
     "read_lock",
     "recover_pending",
     "run_doctor",
+    "verify_backends",
     "write_lock",
 ]

@@ -7,9 +7,9 @@ from typing import Annotated
 
 import typer
 
-from gallery import BatchResult, Config, Installer, make_http_client
+from gallery import BatchResult, Config, Installer, SigstoreVerifier, verify_backends
 
-from ..app import FailFast, JsonFlag, app, execute, installer, run_batch
+from ..app import FailFast, JsonFlag, app, execute, run_batch
 from ..render import Output
 
 
@@ -117,8 +117,7 @@ def verify_command(
         raise typer.Exit(2)
 
     def action(config: Config) -> int:
-        with make_http_client(config) as client:
-            batch = installer(config, client).verify(names or [])
+        batch = verify_backends(config, names or [], verifier=SigstoreVerifier())  # offline: no client
         out.batch_result(batch)
         return batch.exit_code
 

@@ -29,7 +29,7 @@ from gallery.operations.fsck import FsckOutcome, check_and_repair
 from gallery.operations.gate import Unchanged
 from gallery.operations.lockfile import LockEntry
 from gallery.operations.locking import lock_entry, locked_resolution, locked_unverified
-from gallery.operations.maintenance import repair, rollback, uninstall
+from gallery.operations.maintenance import repair, rollback, uninstall, verify_backends
 from gallery.operations.modes import DRY_RUN, INSTALL, LOCK, PRELOAD, UPGRADE
 from gallery.operations.runner import Runner, timed
 from gallery.operations.session import Session
@@ -40,7 +40,6 @@ from gallery.prepare.blobcache import BlobCache
 from gallery.progress import NoProgress, ProgressReporter
 from gallery.results import BatchResult, InstallResult, UpdateCheck
 from gallery.verify.evidence import Verifier
-from gallery.verify.recheck import verify_installed
 
 __all__ = ["BatchResult", "InstallResult", "Installer", "NoProgress", "ProgressReporter", "UpdateCheck"]
 
@@ -200,7 +199,7 @@ class Installer:
     def verify(self, names: Sequence[str] = ()) -> BatchResult:
         """Re-check installed backends (all when ``names`` is empty) offline, against the current
         policy and trusted root, from the bundle each one's metadata recorded."""
-        return verify_installed(self.config, self.installed(), names, verifier=self.verifier)
+        return verify_backends(self.config, names, verifier=self.verifier)
 
     def fsck(self, *, repair: bool = False) -> FsckOutcome:
         """Check installed backends, leftovers and the blob cache; with ``repair``, fix what can be

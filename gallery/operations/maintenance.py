@@ -3,24 +3,27 @@ through the same trust gate), rollback (the newest kept generation) and uninstal
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from gallery.catalog.candidates import Candidate
 from gallery.catalog.galleries import GalleryState
 from gallery.catalog.index import IndexEntry
 from gallery.catalog.resolve import Resolution
 from gallery.catalog.sources import OciLayoutSource, TarballSource, parse_backend_uri
-from gallery.config.models import GalleryConfig
+from gallery.config.models import Config, GalleryConfig
 from gallery.errors import BackendNotFound, OperationalError
 from gallery.filelocks import backend_lock
 from gallery.names import is_valid_name
 from gallery.operations.modes import REPAIR
 from gallery.operations.runner import Runner, installed_unverified
 from gallery.operations.session import Session
+from gallery.operations.store import BackendStore
 from gallery.place.metadata import METADATA_FILE, BackendMetadata
-from gallery.results import InstallResult
+from gallery.results import BatchResult, InstallResult
+from gallery.verify.evidence import Verifier
+from gallery.verify.recheck import verify_installed
 
-__all__ = ["repair", "rollback", "uninstall"]
+__all__ = ["repair", "rollback", "uninstall", "verify_backends"]
 
 
 def repair(runner: Runner, name: str, resolve: Callable[[str], Resolution]) -> InstallResult:
@@ -123,3 +126,9 @@ def uninstall(session: Session, name: str) -> InstallResult:
             session.swapper.recover(victim)
             session.swapper.remove(victim)
     return InstallResult(name, "uninstalled", name=name, warnings=tuple(f"also removed {n}" for n in also))
+
+
+def verify_backends(config: Config, names: Sequence[str] = (), *, verifier: Verifier) -> BatchResult:
+    """``gallery verify``: installed backends (all when ``names`` is empty) re-checked offline
+    against today's policy, from the bundle each one's metadata recorded; no network, no session."""
+    return verify_installed(config, BackendStore(config.backends_path).installed(), names, verifier=verifier)
