@@ -323,7 +323,7 @@ class TrustGate:
         mirrors too."""
         sources: list[SignatureSource] = [pinned.signatures] if pinned.signatures is not None else []
         primary = job.resolution.entry.source
-        if isinstance(primary, OciSource) and not isinstance(pinned.signatures, RecordedSignature):
+        if isinstance(primary, OciSource):  # a repair from the cache names a layout: offline
             session, reference = self._session, primary.reference
             limits = session.config.limits
             hosts = (*session.config.registry_mirrors.get(reference.registry, ()), reference.registry)
