@@ -346,3 +346,44 @@ def test_evidence_a_verifier_returns_unverified_is_not_a_signature(tmp_path: Pat
     made = Job(job(plan).resolution, INSTALL, EntryPlan(context, (plan,)), None)
     with pytest.raises(TrustRefusal, match="demands a signature"):
         admit(lenient, plan, made, D1)
+
+
+def test_a_pinned_image_must_be_the_locked_one_byte_for_byte() -> None:
+    from gallery.errors import DigestMismatch
+    from gallery.oci.models import EMPTY_CONFIG, ImageManifest
+    from gallery.operations.gate import _check_matches_lock
+    from gallery.operations.lockfile import LockEntry
+    from gallery.place.metadata import LayerRecord
+    from gallery.prepare.pin import PinnedImage
+    from gallery.verify.evidence import Evidence
+
+    layer = {"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": D1, "size": 1}
+    manifest = ImageManifest.model_validate({"schemaVersion": 2, "config": EMPTY_CONFIG, "layers": [layer]})
+
+    def locked(resolved: str = D1, manifest_digest: str = D2, layers: str = D1) -> LockEntry:
+        return LockEntry(name="x", gallery="g", platform="linux/amd64", candidate="quay.io/o/x:1",
+                         resolved_digest=resolved, manifest_digest=manifest_digest,
+                         layers=(LayerRecord(digest=layers, size=1, media_type=layer["mediaType"]),),
+                         verification=Evidence.unverified("t"))  # fmt: skip
+
+    pinned = PinnedImage("x", D1, D2, manifest, "linux/amd64", None)  # type: ignore[arg-type]
+    _check_matches_lock(pinned, locked())
+    for other in (locked(resolved=D2), locked(manifest_digest=D1), locked(layers=D2)):
+        with pytest.raises(DigestMismatch):
+            _check_matches_lock(pinned, other)
+
+
+def test_install_leaves_an_unverified_install_as_it_is_and_upgrade_verifies_it(gate: TrustGate) -> None:
+    """Only the modes that converge (upgrade, preload, dry-run) re-verify a backend installed
+    unverified once its gallery has a policy; install says it is there."""
+    from gallery.operations.gate import _unchanged
+    from gallery.operations.modes import PRELOAD, UPGRADE
+    from gallery.place.metadata import BackendMetadata
+    from gallery.verify.policy import VerificationPolicy
+
+    context = TrustContext("g", VerificationPolicy(issuer="https://i", identity="https://id"), False, "local")
+    plan = plan_candidate(Candidate("uri", OciLayoutSource("/l")), EntryPins(), context)
+    installed = BackendMetadata(name="x", digest=D1, format_version=1)  # no evidence: unverified
+    for mode, unchanged in ((INSTALL, True), (UPGRADE, False), (PRELOAD, False)):
+        made = Job(job(plan).resolution, mode, EntryPlan(context, (plan,)), installed)
+        assert (_unchanged(made, D1, plan) is not None) == unchanged, mode.name
