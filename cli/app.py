@@ -7,6 +7,7 @@ Exit codes (docs/cli.md): 0 success, 1 operational failure, 2 usage/config/index
 
 from __future__ import annotations
 
+import logging
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -45,6 +46,11 @@ class _NoEnvironmentGroup(TyperGroup):
     def _main_shell_completion(self, *args: object, **kwargs: object) -> None:
         return None
 
+
+# sigstore-python logs warnings (e.g. "this bundle contains a root CA"); with no handler, Python's
+# last-resort handler would print them as stray lines. Our errors already carry the verdict.
+logging.getLogger("sigstore").addHandler(logging.NullHandler())
+logging.getLogger("sigstore").propagate = False
 
 app = typer.Typer(
     name="gallery",

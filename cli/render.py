@@ -16,6 +16,7 @@ from gallery import (
     BatchResult,
     ChecksumReport,
     DoctorReport,
+    Evidence,
     FsckReport,
     LintReport,
     ListResult,
@@ -239,6 +240,22 @@ class Output:
             self.out.print(f"wrote {len(pending)} changes", highlight=False)
         elif pending:
             self.out.print(f"{len(pending)} changes not written (use --write)", highlight=False)
+
+    def bundle_evidence(self, evidence: Evidence) -> None:
+        if self.as_json:
+            self.json(evidence.model_dump(mode="json", exclude={"bundle"}, exclude_none=True))
+            return
+        when = evidence.signing_time.isoformat() if evidence.signing_time else "unknown time"
+        source = (
+            f"timestamp by {evidence.timestamp_authority}"
+            if evidence.time_source == "timestamp-authority"
+            else "transparency log time"
+        )
+        self.out.print(
+            f"verified: {evidence.digest} signed by {clean(evidence.identity or '?')} "
+            f"(issuer {clean(evidence.issuer or '?')}) at {when} ({source}), log index {evidence.log_index}",
+            highlight=False,
+        )
 
     def prune_result(self, result: PruneResult) -> None:
         if self.as_json:

@@ -27,6 +27,8 @@ from gallery.errors import (
     UsageError,
 )
 from gallery.net.client import make_http_client
+from gallery.oci.models import COSIGN_PREDICATE
+from gallery.operations.bundle_check import verify_bundle_file
 from gallery.operations.checksum import ChecksumReport, checksum_index
 from gallery.operations.fleet import LockOutcome, lock_fleet, preload
 from gallery.operations.fsck import FsckOutcome, FsckReport, PruneResult, prune_cache
@@ -49,10 +51,12 @@ from gallery.place.swap import RecoveryReport, recover_pending
 from gallery.progress import NoProgress, ProgressReporter
 from gallery.results import BatchResult, InstallResult, UpdateCheck
 from gallery.schemas import SchemaName, json_schema
+from gallery.verify.evidence import Evidence
 from gallery.verify.policy import VerificationPolicy
 from gallery.verify.signatures import SigstoreVerifier
 
 __all__ = [
+    "COSIGN_PREDICATE",
     "AmbiguousName",
     "BackendMetadata",
     "BackendNotFound",
@@ -61,6 +65,7 @@ __all__ = [
     "Config",
     "ConfigError",
     "DoctorReport",
+    "Evidence",
     "FsckOutcome",
     "FsckReport",
     "GalleryConfig",
@@ -106,5 +111,6 @@ __all__ = [
     "recover_pending",
     "run_doctor",
     "verify_backends",
+    "verify_bundle_file",
     "write_lock",
 ]

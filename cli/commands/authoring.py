@@ -1,13 +1,16 @@
-"""lint, checksum: for gallery publishers, before an index is published."""
+"""lint, checksum, verify-bundle: for gallery publishers, before an index is published."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from gallery import (
+    COSIGN_PREDICATE,
     Config,
     GalleryError,
     SigstoreVerifier,
@@ -15,6 +18,7 @@ from gallery import (
     checksum_index,
     lint_files,
     make_http_client,
+    verify_bundle_file,
 )
 
 from ..app import Globals, JsonFlag, app, execute
@@ -44,26 +48,93 @@ def lint_command(
     is over these exact bytes (and by the given signer). Exit 2 on errors, 3 on a bad signature;
     needs no config."""
     out = Output(as_json=as_json)
-    options: Globals = ctx.obj
     policy = None
     if any((issuer, issuer_regex, identity, identity_regex)):
-        try:
-            policy = VerificationPolicy(issuer=issuer, issuer_regex=issuer_regex, identity=identity,
-                                        identity_regex=identity_regex)  # fmt: skip
-        except ValueError as exc:
-            out.error(f"the signer options do not make a policy: {exc}", "give --issuer and --identity")
-            raise typer.Exit(2) from None
-    try:
+        policy = _signer_policy(out, issuer, issuer_regex, identity, identity_regex)
+    with _library_errors(ctx, out):
         report = lint_files(
             index, signature, policy=policy, trusted_root=trusted_root, verifier=SigstoreVerifier()
         )
+    out.lint_report(report)
+    raise typer.Exit(report.exit_code)
+
+
+@app.command("verify-bundle")
+def verify_bundle_command(
+    ctx: typer.Context,
+    artifact: Annotated[
+        str | None,
+        typer.Argument(help="The signed file, or its digest sha256:<hex> (an image's manifest digest)."),
+    ] = None,
+    bundle: Annotated[
+        Path, typer.Option("--bundle", help="The Sigstore bundle (.sigstore.json).", dir_okay=False)
+    ] = Path("bundle.sigstore.json"),
+    digest: Annotated[
+        str | None, typer.Option("--digest", help="The artifact's digest, instead of ARTIFACT.")
+    ] = None,
+    issuer: Annotated[
+        str | None, typer.Option("--issuer", "--certificate-oidc-issuer", help="The signer's OIDC issuer.")
+    ] = None,
+    issuer_regex: Annotated[str | None, typer.Option("--issuer-regex")] = None,
+    identity: Annotated[
+        str | None, typer.Option("--identity", "--certificate-identity", help="The signer's identity.")
+    ] = None,
+    identity_regex: Annotated[str | None, typer.Option("--identity-regex")] = None,
+    trusted_root: Annotated[
+        str, typer.Option("--trusted-root", help="'production' or a trusted_root.json.")
+    ] = "production",
+    predicate_type: Annotated[
+        str,
+        typer.Option("--predicate-type", help="The in-toto predicate a DSSE bundle must carry; 'any'."),
+    ] = COSIGN_PREDICATE,
+    as_json: JsonFlag = False,
+) -> None:
+    """Check one Sigstore bundle offline, with the installer's own policy code: exit 0 when it
+    verifies, 3 when it does not (the reason is printed). For publishers debugging a signature."""
+    out = Output(as_json=as_json)
+    if (artifact is None) == (digest is None):
+        out.error("give the artifact or --digest, not both", "e.g. gallery verify-bundle FILE --bundle B ...")
+        raise typer.Exit(2)
+    policy = _signer_policy(out, issuer, issuer_regex, identity, identity_regex)
+    with _library_errors(ctx, out):
+        evidence = verify_bundle_file(
+            str(artifact or digest),
+            bundle,
+            policy=policy,
+            verifier=SigstoreVerifier(),
+            trusted_root=trusted_root,
+            predicate_type=None if predicate_type == "any" else predicate_type,
+        )
+    out.bundle_evidence(evidence)
+    raise typer.Exit(0)
+
+
+def _signer_policy(
+    out: Output,
+    issuer: str | None,
+    issuer_regex: str | None,
+    identity: str | None,
+    identity_regex: str | None,
+) -> VerificationPolicy:
+    try:
+        return VerificationPolicy(issuer=issuer, issuer_regex=issuer_regex, identity=identity,
+                                  identity_regex=identity_regex)  # fmt: skip
+    except ValueError as exc:
+        out.error(f"the signer options do not make a policy: {exc}", "give --issuer and --identity")
+        raise typer.Exit(2) from None
+
+
+@contextmanager
+def _library_errors(ctx: typer.Context, out: Output) -> Iterator[None]:
+    """A command without a config: a GalleryError is its message, its hint and its exit code."""
+    options: Globals = ctx.obj
+    try:
+        yield
     except GalleryError as exc:
         if options.debug:
             raise
         out.error(exc.message, exc.hint)
         raise typer.Exit(exc.code()) from None
-    out.lint_report(report)
-    raise typer.Exit(report.exit_code)
 
 
 @app.command("checksum")

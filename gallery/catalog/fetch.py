@@ -207,7 +207,7 @@ def fetch_gallery_index(
         except IndexFormatError as exc:
             failures.append(SourceFailure(original, str(exc), malformed=True))
             continue
-        signed_at = signature.integrated_time if signature else None
+        signed_at = signature.signing_time if signature else None
         try:
             cache.save(
                 gallery.name, data, source=original, fetched_at=when, bundle=bundle, signed_at=signed_at
@@ -284,7 +284,7 @@ class _IndexTrust:
             return None, None, self._unsigned(where.target)
         signature = self._verify(data, bundle, where.target)
         warnings = self._age(signature, what="index")
-        signed_at = signature.integrated_time
+        signed_at = signature.signing_time
         newest = self.previous.signed_at if self.previous is not None else None
         if newest is not None and signed_at is not None and signed_at < newest:
             raise _Untrusted(
@@ -323,7 +323,7 @@ class _IndexTrust:
             raise _Untrusted(f"bad signature ({where}): {exc.message}") from exc
 
     def _age(self, signature: Evidence, *, what: str) -> tuple[str, ...]:
-        limit, signed_at = self.gallery.max_index_age, signature.integrated_time
+        limit, signed_at = self.gallery.max_index_age, signature.signing_time
         if limit is None or signed_at is None or self.now - signed_at <= limit:
             return ()
         message = (

@@ -372,13 +372,13 @@ def _refuse_downgrade(job: Job, evidence: Evidence, label: str) -> None:
     if job.allow_downgrade or job.locked is not None or not job.mode.checks_downgrade:
         return
     installed = job.installed.verification if job.installed is not None else None
-    if installed is None or installed.integrated_time is None or evidence.integrated_time is None:
+    if installed is None or installed.signing_time is None or evidence.signing_time is None:
         return
-    if evidence.integrated_time < installed.integrated_time:
+    if evidence.signing_time < installed.signing_time:
         raise DowngradeRefused(
-            f"{label} ({evidence.digest}) was signed at {evidence.integrated_time.isoformat()}, "
+            f"{label} ({evidence.digest}) was signed at {evidence.signing_time.isoformat()}, "
             f"before the installed build ({installed.digest}, "
-            f"signed at {installed.integrated_time.isoformat()})",
+            f"signed at {installed.signing_time.isoformat()})",
             hint="if going back is intended, use 'gallery rollback NAME' or 'gallery upgrade "
             "--allow-downgrade NAME'",
         )

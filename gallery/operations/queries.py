@@ -204,8 +204,8 @@ def installed_summary(backend: BackendMetadata, update: UpdateCheck | None) -> d
         "verified": verified,
         "signer": evidence.identity if evidence is not None and verified else None,
         "issuer": evidence.issuer if evidence is not None and verified else None,
-        "signed_at": evidence.integrated_time.isoformat()
-        if evidence is not None and verified and evidence.integrated_time
+        "signed_at": evidence.signing_time.isoformat()
+        if evidence is not None and verified and evidence.signing_time
         else None,
         "installed_at": backend.installed_at.isoformat() if backend.installed_at else None,
         "meta_backend_for": backend.meta_backend_for,
@@ -391,7 +391,7 @@ def _index_trust(gallery: GalleryConfig, loaded: LoadedIndex) -> Check:
     signature = loaded.signature
     if signature is None:
         return Check(name, "warning", "unsigned; set require_signed_index once the publisher signs it")
-    signed_at = signature.integrated_time.isoformat() if signature.integrated_time else "unknown time"
+    signed_at = signature.signing_time.isoformat() if signature.signing_time else "unknown time"
     demands = []
     if gallery.require_signed_index:
         demands.append("required")

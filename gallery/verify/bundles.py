@@ -8,7 +8,6 @@ import base64
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 from cryptography import x509
@@ -26,6 +25,7 @@ from gallery.oci.references import ReferenceParseError, parse_reference
 from gallery.verify.evidence import Evidence
 from gallery.verify.policy import VerificationPolicy
 from gallery.verify.roots import LoadedRoot, policy_fingerprint
+from gallery.verify.timestamps import SignedTime, signing_time
 
 # sigstore is imported at start-up (by this module and roots), although it is two fifths of the
 # CLI's import time: its modules define pydantic models, and pydantic reads
@@ -33,7 +33,7 @@ from gallery.verify.roots import LoadedRoot, policy_fingerprint
 # lazily, during a command, would break the promise that the library reads no environment
 # (tests/test_no_environment.py catches it).
 
-__all__ = ["signed_sha256", "verify_blob_bundle", "verify_image_bundle"]
+__all__ = ["check_bundle", "signed_sha256", "verify_blob_bundle", "verify_image_bundle"]
 
 _IN_TOTO = "application/vnd.in-toto+json"
 _STATEMENT_TYPES = frozenset({"https://in-toto.io/Statement/v1", "https://in-toto.io/Statement/v0.1"})
@@ -103,8 +103,9 @@ class _CertificatePolicy:
 def _load_bundle(data: bytes) -> Bundle:
     try:
         return Bundle.from_json(data)
-    except (InvalidBundle, ValueError, KeyError, TypeError) as exc:
+    except (InvalidBundle, SigstoreError, ValueError, KeyError, TypeError) as exc:
         # The parser's message may quote the bytes, and those may be anything: never echo them.
+        # sigstore also verifies while it parses (a malformed timestamp raises VerificationError).
         raise SignatureError(f"not a Sigstore bundle ({len(data)} bytes; {type(exc).__name__})") from exc
 
 
@@ -116,12 +117,15 @@ def verify_image_bundle(
     root: LoadedRoot,
     covers: Callable[[str], bool],
     repositories: frozenset[str] | None = None,
+    predicate_type: str | None = COSIGN_PREDICATE,
 ) -> Evidence:
     """Verify one bundle for ``digest``; return the evidence or raise ``SignatureError``.
 
     ``covers(subject_digest)`` answers whether a signature over another digest still covers
     ``digest`` (a signed image index that lists the platform manifest). ``repositories``: where
-    the signed subject names its repository, it must be one of these.
+    the signed subject names its repository, it must be one of these. ``predicate_type``: the
+    in-toto predicate the statement must carry (cosign's signature); None accepts any (only
+    ``verify-bundle`` asks for that, to check attestations).
     """
     bundle = _load_bundle(data)
     certificate_policy = _CertificatePolicy(policy)
@@ -131,7 +135,7 @@ def verify_image_bundle(
         raise SignatureError(str(exc)) from exc
     if payload_type != _IN_TOTO:
         raise SignatureError(f"DSSE payload type is {payload_type!r}, expected {_IN_TOTO}")
-    subjects = _cosign_subjects(payload)
+    subjects = _statement_subjects(payload, predicate_type)
     matching = [s for s in subjects if s.digest == digest or covers(s.digest)]
     if not matching:
         signed = ", ".join(s.digest for s in subjects) or "nothing"
@@ -178,6 +182,33 @@ def verify_blob_bundle(
     return _evidence(bundle, data, f"sha256:{sha256_hex}", policy, root, certificate_policy)
 
 
+def check_bundle(
+    data: bytes,
+    *,
+    sha256_hex: str,
+    policy: VerificationPolicy,
+    root: LoadedRoot,
+    predicate_type: str | None = COSIGN_PREDICATE,
+) -> Evidence:
+    """One bundle of either kind over the artifact whose sha256 is ``sha256_hex``: a DSSE
+    statement (``cosign sign``, an attestation) must name it as a subject, a message signature
+    (``cosign sign-blob``) must sign it. Raises SignatureError."""
+    try:
+        document = json.loads(data)
+    except ValueError:
+        document = None
+    if isinstance(document, dict) and "dsseEnvelope" in document:
+        return verify_image_bundle(
+            data,
+            digest=f"sha256:{sha256_hex}",
+            policy=policy,
+            root=root,
+            covers=lambda _digest: False,
+            predicate_type=predicate_type,
+        )
+    return verify_blob_bundle(data, sha256_hex=sha256_hex, policy=policy, root=root)
+
+
 def signed_sha256(data: bytes) -> str:
     """The sha256 (hex) a ``sign-blob`` bundle claims to sign; checked by ``verify_blob_bundle``.
 
@@ -206,14 +237,18 @@ def _evidence(
 ) -> Evidence:
     """The evidence of a verified bundle, after the not_before check."""
     # The bundle's own JSON (its format is public; sigstore's log-entry object keeps it private).
-    entry = json.loads(data)["verificationMaterial"]["tlogEntries"][0]
-    if entry.get("integratedTime") in (None, "", "0", 0):
-        raise SignatureError("the log entry has no integrated time to check not_before against")
-    integrated = datetime.fromtimestamp(int(entry["integratedTime"]), tz=UTC)
-    if policy.not_before is not None and integrated < policy.not_before:
+    document = json.loads(data)
+    signed = signing_time(document, bundle.signature, root.timestamp_authorities)
+    if signed is None:  # sigstore accepted a time we cannot confirm: never guess one
         raise SignatureError(
-            f"signed at {integrated.isoformat()}, before not_before {policy.not_before.isoformat()}"
+            "no trusted signing time: neither a log inclusion promise nor a verified timestamp"
         )
+    if policy.not_before is not None and signed.time < policy.not_before:
+        raise SignatureError(
+            f"signed at {signed.time.isoformat()} ({_describe(signed)}), "
+            f"before not_before {policy.not_before.isoformat()}"
+        )
+    entry = document["verificationMaterial"]["tlogEntries"][0]
     signed_by = certificate_policy.signed_by
     if signed_by is None:  # sigstore verified without asking our policy: never accept that
         raise SignatureError("the certificate was not checked against the gallery's policy")
@@ -222,12 +257,21 @@ def _evidence(
         digest=digest,
         identity=signed_by.identity,
         issuer=signed_by.issuer,
-        integrated_time=integrated,
+        integrated_time=signed.time if signed.source == "transparency-log" else None,
+        signed_time=signed.time,
+        time_source=signed.source,
+        timestamp_authority=signed.authority,
         log_index=int(entry.get("logIndex", 0)),
         policy_fingerprint=policy_fingerprint(policy, root.digest),
-        bundle=json.loads(data),
+        bundle=document,
         bundle_digest=sha256_digest(data),
     )
+
+
+def _describe(signed: SignedTime) -> str:
+    if signed.source == "timestamp-authority":
+        return f"timestamp by {signed.authority}"
+    return "transparency log time"
 
 
 @dataclass(frozen=True)
@@ -236,7 +280,7 @@ class _Subject:
     name: str | None
 
 
-def _cosign_subjects(payload: bytes) -> list[_Subject]:
+def _statement_subjects(payload: bytes, predicate_type: str | None) -> list[_Subject]:
     # sigstore's own Statement model requires subject names, which cosign omits: parse it here.
     try:
         statement: Any = json.loads(payload)
@@ -244,10 +288,9 @@ def _cosign_subjects(payload: bytes) -> list[_Subject]:
         raise SignatureError("signed payload is not JSON") from exc
     if not isinstance(statement, dict) or statement.get("_type") not in _STATEMENT_TYPES:
         raise SignatureError("signed payload is not an in-toto Statement")
-    if statement.get("predicateType") != COSIGN_PREDICATE:
-        raise SignatureError(
-            f"predicateType is {statement.get('predicateType')!r}, expected {COSIGN_PREDICATE}"
-        )
+    if predicate_type is not None and statement.get("predicateType") != predicate_type:
+        found_type = statement.get("predicateType")
+        raise SignatureError(f"predicateType is {found_type!r}, expected {predicate_type}")
     subjects = statement.get("subject")
     found = []
     for subject in subjects if isinstance(subjects, list) else []:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict
 
@@ -26,7 +26,12 @@ class Evidence(BaseModel):
     digest: str | None = None
     identity: str | None = None
     issuer: str | None = None
-    integrated_time: datetime | None = None
+    integrated_time: datetime | None = None  # the log's time (Rekor v1); Rekor v2 has none
+    # When it was signed, as a trusted source vouches: the log's inclusion promise or an RFC 3161
+    # timestamp (``time_source``; ``timestamp_authority`` names the TSA). not_before compares it.
+    signed_time: datetime | None = None
+    time_source: Literal["transparency-log", "timestamp-authority"] | None = None
+    timestamp_authority: str | None = None
     log_index: int | None = None
     policy_fingerprint: str | None = None
     bundle: dict[str, Any] | None = None
@@ -36,6 +41,11 @@ class Evidence(BaseModel):
     # by policy_fingerprint), "sha256" (a tarball's bytes hash to the index's or the signature's
     # sha256), "digest" (the image is the digest the index or lock pinned). Empty: nothing.
     proven: tuple[str, ...] = ()
+
+    @property
+    def signing_time(self) -> datetime | None:
+        """The verified signing time (metadata written before signed_time existed has the log's)."""
+        return self.signed_time or self.integrated_time
 
     @classmethod
     def unverified(cls, reason: str, *, proven: tuple[str, ...] = ()) -> Evidence:

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import rfc8785
+from pydantic import ValidationError
 from sigstore.errors import Error as SigstoreError
 from sigstore.models import TrustedRoot
 from sigstore.verify import Verifier as SigstoreLibraryVerifier
@@ -18,7 +19,9 @@ from sigstore_models.trustroot import v1 as trustroot_v1
 from gallery.digests import sha256_digest
 from gallery.errors import OperationalError
 from gallery.files import read_at_most
+from gallery.validation import describe_validation
 from gallery.verify.policy import VerificationPolicy
+from gallery.verify.timestamps import TimestampAuthority, timestamp_authorities
 
 __all__ = ["LoadedRoot", "TrustRootError", "TrustRoots", "policy_fingerprint"]
 
@@ -35,6 +38,7 @@ class LoadedRoot:
     spec: str
     digest: str
     verifier: SigstoreLibraryVerifier
+    timestamp_authorities: tuple[TimestampAuthority, ...] = ()
 
 
 class TrustRoots:
@@ -52,13 +56,16 @@ class TrustRoots:
                 return self._loaded[spec]
             data = self._read(spec)
             try:
-                root = TrustedRoot(trustroot_v1.TrustedRoot.from_json(data))
-                verifier = SigstoreLibraryVerifier(trusted_root=root)
-            except (SigstoreError, ValueError, KeyError) as exc:
+                parsed = trustroot_v1.TrustedRoot.from_json(data)
+                verifier = SigstoreLibraryVerifier(trusted_root=TrustedRoot(parsed))
+                authorities = timestamp_authorities(parsed)
+            except (SigstoreError, ValueError, KeyError, TypeError) as exc:
+                detail = describe_validation(exc, limit=3) if isinstance(exc, ValidationError) else str(exc)
                 raise TrustRootError(
-                    f"trusted root {spec!r} is not a usable Sigstore trusted_root.json: {exc}"
+                    f"trusted root {spec!r} is not a usable Sigstore trusted_root.json: {detail}",
+                    hint="use the trusted_root.json your Sigstore instance publishes, unedited",
                 ) from exc
-            loaded = LoadedRoot(spec, sha256_digest(data), verifier)
+            loaded = LoadedRoot(spec, sha256_digest(data), verifier, authorities)
             self._loaded[spec] = loaded
             return loaded
 

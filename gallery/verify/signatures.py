@@ -21,7 +21,8 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 
 from gallery.errors import SignatureError
-from gallery.verify.bundles import verify_blob_bundle, verify_image_bundle
+from gallery.oci.models import COSIGN_PREDICATE
+from gallery.verify.bundles import check_bundle, verify_blob_bundle, verify_image_bundle
 from gallery.verify.evidence import Evidence, SignatureSource
 from gallery.verify.policy import VerificationPolicy
 from gallery.verify.roots import LoadedRoot, TrustRoots, policy_fingerprint
@@ -123,6 +124,22 @@ class SigstoreVerifier:
                 raise SignatureError(f"signature for gallery {gallery!r}: {exc.message}") from exc
 
         return self._cache.get_or_verify(key, verify)
+
+    def check_bundle(
+        self,
+        bundle: bytes,
+        *,
+        sha256_hex: str,
+        policy: VerificationPolicy,
+        trusted_root: str,
+        predicate_type: str | None = COSIGN_PREDICATE,
+    ) -> Evidence:
+        """One bundle of either kind over an artifact, checked offline and not cached (for
+        ``gallery verify-bundle``). Raises SignatureError, TrustRootError."""
+        root = self._roots.get(trusted_root)
+        return check_bundle(
+            bundle, sha256_hex=sha256_hex, policy=policy, root=root, predicate_type=predicate_type
+        )
 
     def _verify(
         self,
