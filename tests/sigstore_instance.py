@@ -24,6 +24,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from sigstore_tsa import TimestampAuthority
 
 BUNDLE_MEDIA_TYPE = "application/vnd.dev.sigstore.bundle.v0.3+json"
 COSIGN_PREDICATE = "https://sigstore.dev/cosign/sign/v1"
@@ -90,6 +91,16 @@ def cosign_statement(
     return json.dumps(statement, separators=(",", ":")).encode()
 
 
+@dataclass(frozen=True)
+class LeafShape:
+    """How a test leaf certificate departs from Fulcio's: more SANs, another v1 issuer
+    extension ("" = the issuer, None = omitted), raw v2 issuer bytes (b"" = omitted)."""
+
+    extra_identities: tuple[str, ...] = ()
+    issuer_v1: str | None = ""
+    issuer_v2_der: bytes | None = None
+
+
 @dataclass
 class SigstoreInstance:
     ca_key: ec.EllipticCurvePrivateKey = field(
@@ -101,6 +112,7 @@ class SigstoreInstance:
     rekor_key: ec.EllipticCurvePrivateKey = field(
         default_factory=lambda: ec.generate_private_key(ec.SECP256R1())
     )
+    tsa: TimestampAuthority = field(default_factory=TimestampAuthority)
     name: str = "gallery-test"
     log_index: int = 1000
     ca_cert: x509.Certificate = field(init=False)
@@ -154,7 +166,7 @@ class SigstoreInstance:
                 }
             ],
             "ctlogs": [log(self.ct_key, f"https://ctfe.{self.name}.test")],
-            "timestampAuthorities": [],
+            "timestampAuthorities": [self.tsa.trusted_root_entry()],
         }
 
     def write_trusted_root(self, path: Path) -> Path:
@@ -164,12 +176,17 @@ class SigstoreInstance:
     # -- certificates -----------------------------------------------------------------------
 
     def leaf(
-        self, *, identity: str, issuer: str, when: dt.datetime
+        self, *, identity: str, issuer: str, when: dt.datetime, shape: LeafShape | None = None
     ) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+        """A Fulcio-like leaf; ``shape`` bends it (more SANs, other issuer extensions)."""
+        shape = shape or LeafShape()
         key = ec.generate_private_key(ec.SECP256R1())
-        san: x509.GeneralName = (
-            x509.UniformResourceIdentifier(identity) if "://" in identity else x509.RFC822Name(identity)
-        )
+        sans: list[x509.GeneralName] = [
+            x509.UniformResourceIdentifier(name) if "://" in name else x509.RFC822Name(name)
+            for name in (identity, *shape.extra_identities)
+        ]
+        issuer_v1 = issuer if shape.issuer_v1 == "" else shape.issuer_v1
+        issuer_v2 = _der_utf8(issuer) if shape.issuer_v2_der is None else shape.issuer_v2_der
         builder = (
             x509.CertificateBuilder()
             .subject_name(x509.Name([]))
@@ -186,10 +203,14 @@ class SigstoreInstance:
             .add_extension(
                 x509.AuthorityKeyIdentifier.from_issuer_public_key(self.ca_key.public_key()), critical=False
             )
-            .add_extension(x509.SubjectAlternativeName([san]), critical=True)
-            .add_extension(x509.UnrecognizedExtension(ISSUER_V1, issuer.encode()), critical=False)
-            .add_extension(x509.UnrecognizedExtension(ISSUER_V2, _der_utf8(issuer)), critical=False)
+            .add_extension(x509.SubjectAlternativeName(sans), critical=True)
         )
+        if issuer_v1 is not None:
+            builder = builder.add_extension(
+                x509.UnrecognizedExtension(ISSUER_V1, issuer_v1.encode()), critical=False
+            )
+        if issuer_v2:
+            builder = builder.add_extension(x509.UnrecognizedExtension(ISSUER_V2, issuer_v2), critical=False)
         # The SCT signs the precertificate TBS: the certificate without its SCT extension. Sign once
         # with a placeholder in the SCT's (last) position to obtain exactly those bytes.
         placeholder = x509.UnrecognizedExtension(SCT_LIST, _der_octet_string(struct.pack("!H", 0)))
@@ -239,6 +260,52 @@ class SigstoreInstance:
             "canonicalizedBody": b64(canonical),
         }  # fmt: skip
 
+    def _tlog_entry_v2(self, body: dict[str, Any]) -> dict[str, Any]:
+        """A Rekor v2 entry: no integrated time, no inclusion promise; a checkpointed proof only."""
+        canonical = rfc8785.dumps(body)
+        self.log_index += 1
+        root = hashlib.sha256(b"\x00" + canonical).digest()
+        note = f"{self.name} log v2\n1\n{b64(root)}\n"
+        signature = b64(key_id(self.rekor_key)[:4] + sign(self.rekor_key, note.encode()))
+        return {
+            "logIndex": str(self.log_index),
+            "logId": {"keyId": b64(key_id(self.rekor_key))},
+            "kindVersion": {"kind": "hashedrekord", "version": "0.0.2"},
+            "inclusionProof": {"logIndex": "0", "rootHash": b64(root), "treeSize": "1", "hashes": [],
+                               "checkpoint": {"envelope": note + "\n" + f"\u2014 {self.name} {signature}\n"}},
+            "canonicalizedBody": b64(canonical),
+        }  # fmt: skip
+
+    @staticmethod
+    def _hashedrekord_v2(digest: bytes, signature: bytes, cert: x509.Certificate) -> dict[str, Any]:
+        """A hashedrekord 0.0.2 body (Rekor v2 logs DSSE this way too: the digest of the PAE)."""
+        verifier = {"x509Certificate": {"rawBytes": b64(cert.public_bytes(serialization.Encoding.DER))},
+                    "keyDetails": "PKIX_ECDSA_P256_SHA_256"}  # fmt: skip
+        return {
+            "kind": "hashedrekord",
+            "apiVersion": "0.0.2",
+            "spec": {"hashedRekordV002": {"data": {"algorithm": "SHA2_256", "digest": b64(digest)},
+                                          "signature": {"content": b64(signature), "verifier": verifier}}},
+        }  # fmt: skip
+
+    def _material(
+        self,
+        cert: x509.Certificate,
+        entry: dict[str, Any],
+        signature: bytes,
+        *,
+        when: dt.datetime,
+        timestamp: bool,
+    ) -> dict[str, Any]:
+        material: dict[str, Any] = {
+            "certificate": {"rawBytes": b64(cert.public_bytes(serialization.Encoding.DER))},
+            "tlogEntries": [entry],
+        }
+        if timestamp:
+            stamp = self.tsa.stamp(signature, when=when)
+            material["timestampVerificationData"] = {"rfc3161Timestamps": [{"signedTimestamp": b64(stamp)}]}
+        return material
+
     # -- signing ----------------------------------------------------------------------------
 
     def sign_dsse(
@@ -249,9 +316,14 @@ class SigstoreInstance:
         identity: str = DEFAULT_IDENTITY,
         issuer: str = GITHUB_ISSUER,
         when: dt.datetime | None = None,
+        rekor_v2: bool = False,
+        timestamp: bool | None = None,
+        shape: LeafShape | None = None,
     ) -> bytes:
+        """``rekor_v2``: logged as Rekor v2 does (hashedrekord 0.0.2 over the PAE, no log time);
+        ``timestamp``: with an RFC 3161 timestamp of the signature (default: with Rekor v2)."""
         when = when or dt.datetime.now(dt.UTC) - dt.timedelta(days=1)
-        key, cert = self.leaf(identity=identity, issuer=issuer, when=when)
+        key, cert = self.leaf(identity=identity, issuer=issuer, when=when, shape=shape)
         signature = sign(key, pae(payload_type, payload))
         envelope = {
             "payload": b64(payload),
@@ -269,12 +341,16 @@ class SigstoreInstance:
                 "signatures": [{"signature": b64(signature), "verifier": b64(pem)}],
             },
         }  # fmt: skip
+        if rekor_v2:
+            digest = hashlib.sha256(pae(payload_type, payload)).digest()
+            entry = self._tlog_entry_v2(self._hashedrekord_v2(digest, signature, cert))
+        else:
+            entry = self._tlog_entry(body, kind="dsse", when=when)
         bundle = {
             "mediaType": BUNDLE_MEDIA_TYPE,
-            "verificationMaterial": {
-                "certificate": {"rawBytes": b64(cert.public_bytes(serialization.Encoding.DER))},
-                "tlogEntries": [self._tlog_entry(body, kind="dsse", when=when)],
-            },
+            "verificationMaterial": self._material(
+                cert, entry, signature, when=when, timestamp=rekor_v2 if timestamp is None else timestamp
+            ),
             "dsseEnvelope": envelope,
         }
         return json.dumps(bundle).encode()
@@ -298,9 +374,12 @@ class SigstoreInstance:
         identity: str = DEFAULT_IDENTITY,
         issuer: str = GITHUB_ISSUER,
         when: dt.datetime | None = None,
+        rekor_v2: bool = False,
+        timestamp: bool | None = None,
+        shape: LeafShape | None = None,
     ) -> bytes:
         when = when or dt.datetime.now(dt.UTC) - dt.timedelta(days=1)
-        key, cert = self.leaf(identity=identity, issuer=issuer, when=when)
+        key, cert = self.leaf(identity=identity, issuer=issuer, when=when, shape=shape)
         signature = sign(key, data)
         pem = cert.public_bytes(serialization.Encoding.PEM)
         body = {
@@ -311,12 +390,15 @@ class SigstoreInstance:
                 "signature": {"content": b64(signature), "publicKey": {"content": b64(pem)}},
             },
         }
+        if rekor_v2:
+            entry = self._tlog_entry_v2(self._hashedrekord_v2(hashlib.sha256(data).digest(), signature, cert))
+        else:
+            entry = self._tlog_entry(body, kind="hashedrekord", when=when)
         bundle = {
             "mediaType": BUNDLE_MEDIA_TYPE,
-            "verificationMaterial": {
-                "certificate": {"rawBytes": b64(cert.public_bytes(serialization.Encoding.DER))},
-                "tlogEntries": [self._tlog_entry(body, kind="hashedrekord", when=when)],
-            },
+            "verificationMaterial": self._material(
+                cert, entry, signature, when=when, timestamp=rekor_v2 if timestamp is None else timestamp
+            ),
             "messageSignature": {
                 "messageDigest": {"algorithm": "SHA2_256", "digest": b64(hashlib.sha256(data).digest())},
                 "signature": b64(signature),
