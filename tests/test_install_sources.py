@@ -141,6 +141,10 @@ def test_the_demo_gallery_installs_offline_verified(tmp_path: Path) -> None:
     assert result.error is None and result.name == "cpu-demo-echo" and result.verified
     assert result.signer is not None and "example/gallery-demo" in result.signer
     assert (demo / "backends" / "cpu-demo-echo" / "run.sh").read_bytes().startswith(b"#!/bin/sh")
+    # The demo images are logged as Rekor v2 logs them: the signing time is the demo TSA's.
+    evidence = read_metadata(demo / "backends" / "cpu-demo-echo").verification
+    assert evidence is not None and evidence.time_source == "timestamp-authority"
+    assert evidence.integrated_time is None and evidence.timestamp_authority
     # The committed images are exactly what make_layouts.py builds (the signatures differ per run).
     rebuilt = tmp_path / "rebuilt"
     write_layout(rebuilt, [(demo_layer("cpu"), "application/vnd.oci.image.layer.v1.tar+gzip")])

@@ -119,8 +119,13 @@ def main() -> None:
     instance = SigstoreInstance(name="gallery-demo")
     signed_at = dt.datetime(2026, 6, 1, 12, 0, tzinfo=dt.UTC)
 
+    # The images are signed as the public-good instance now logs them: Rekor v2 (no log time; an
+    # RFC 3161 timestamp from the demo TSA is the signing time). The index keeps a Rekor v1 entry,
+    # so the demo verifies both kinds.
     def sign(digest: str) -> bytes:
-        return instance.sign_image(digest, identity=DEMO_IDENTITY, issuer=DEMO_ISSUER, when=signed_at)
+        return instance.sign_image(
+            digest, identity=DEMO_IDENTITY, issuer=DEMO_ISSUER, when=signed_at, rekor_v2=True
+        )
 
     instance.write_trusted_root(here / "trusted_root.json")
     for variant in ("cpu", "cuda12"):
