@@ -329,3 +329,69 @@ def test_no_signing_time_of_our_own_means_refused(sigstore: SigstoreInstance, ro
     assert verify_image_bundle(
         bundle, digest=DIGEST, policy=POLICY, root=loaded, covers=lambda _d: False
     ).verified
+
+
+# -- whatever the bundle says, the verdict is Evidence or SignatureError -----------------------
+
+
+def _leaves(node: Any, path: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    if isinstance(node, dict):
+        return [leaf for key, value in node.items() for leaf in _leaves(value, (*path, key))] or [path]
+    if isinstance(node, list):
+        return [leaf for i, value in enumerate(node) for leaf in _leaves(value, (*path, i))] or [path]
+    return [path]
+
+
+def _replace(node: Any, path: tuple[Any, ...], value: Any) -> Any:
+    if not path:
+        return value
+    copy = dict(node) if isinstance(node, dict) else list(node)
+    copy[path[0]] = _replace(node[path[0]], path[1:], value)
+    return copy
+
+
+JUNK = [None, 0, -1, 2**70, "", "AAAA", "MAMCAQA=", "not base64!", [], {}, [1], {"a": 1}, True, 1.5, "0.0.2"]
+
+
+@pytest.mark.parametrize("kind", ["v1 image", "v2 image", "v2 blob"])
+def test_no_mangled_bundle_escapes_as_anything_but_a_signature_error(
+    sigstore: SigstoreInstance, root: str, kind: str
+) -> None:
+    """Every leaf of a good bundle replaced in turn by each kind of junk (and every subtree
+    dropped): the verifier answers with evidence or a SignatureError, never another exception."""
+    data = b"blob"
+    if kind == "v2 blob":
+        good = json.loads(sigstore.sign_blob(data, rekor_v2=True))
+    else:
+        good = json.loads(sigstore.sign_image(DIGEST, rekor_v2=kind.startswith("v2")))
+    verifier = SigstoreVerifier()
+    verdicts = {"verified": 0, "refused": 0}
+
+    def check(document: Any) -> None:
+        raw = json.dumps(document).encode()
+        try:
+            if kind == "v2 blob":
+                verifier.check_bundle(
+                    raw, sha256_hex=hashlib.sha256(data).hexdigest(), policy=POLICY, trusted_root=root
+                )
+            else:
+                verify_image(raw, root)
+            verdicts["verified"] += 1
+        except SignatureError:
+            verdicts["refused"] += 1
+
+    check(good)
+    assert verdicts["verified"] == 1
+
+    paths = _leaves(good)
+    for path in paths:
+        for junk in JUNK:
+            check(_replace(good, path, junk))
+    for path in {leaf[:depth] for leaf in paths for depth in range(1, len(leaf) + 1)}:
+        container: Any = good
+        for key in path[:-1]:
+            container = container[key]
+        trimmed = dict(container) if isinstance(container, dict) else list(container)
+        del trimmed[path[-1]]
+        check(_replace(good, path[:-1], trimmed))
+    assert verdicts["refused"] > len(paths) * len(JUNK) // 2, verdicts
