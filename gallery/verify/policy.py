@@ -34,7 +34,8 @@ class VerificationPolicy(BaseModel):
     identity_regex: str | None = None
     """A regex the whole identity must match."""
     not_before: datetime | None = None
-    """Signatures logged before this instant (with time zone) are refused: revokes a signing window."""
+    """Signatures whose signing time (the log's, or a timestamp authority's) is before this instant
+    (with time zone) are refused: revokes a signing window."""
 
     @field_validator("issuer_regex", "identity_regex")
     @classmethod
