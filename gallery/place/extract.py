@@ -11,8 +11,9 @@ outside it:
 - files are created with ``O_CREAT|O_EXCL|O_NOFOLLOW`` after removing whatever was at the path;
 - hardlinks may only point at regular files already extracted inside the tree;
 - device nodes and FIFOs fail the layer; setuid, setgid and sticky bits are stripped;
-- limits on total bytes, file count and path length stop a decompression bomb early, and pax or
-  GNU long-name headers larger than 1 MiB are refused before ``tarfile`` buffers them.
+- limits on total bytes, file count and path length stop a decompression bomb early; headers
+  are read as GNU tar reads them (``tarheaders``: repeated long names, malformed pax records,
+  oversized extended headers).
 
 Symlinks themselves are data: real backends carry absolute and outward links (a venv's
 ``bin/python -> /usr/bin/python3``), so they are created as they are and never followed. With
@@ -38,11 +39,11 @@ from pathlib import Path
 from typing import IO, Any, Literal
 
 from gallery.errors import OperationalError, UnsafeArchiveError
+from gallery.place.tarheaders import SafeTarInfo, header_type_name
 from gallery.prepare.compression import DECOMPRESSION_ERRORS
 
 __all__ = ["ExtractLimits", "FileRecord", "TreeBuilder"]
 
-_MAX_EXTENDED_HEADER = 1024 * 1024
 _MAX_COMPONENT = 255
 _COPY_CHUNK = 1024 * 1024
 _OPAQUE = ".wh..wh..opq"
@@ -51,6 +52,7 @@ _WHITEOUT_PREFIX = ".wh."
 _NOT_A_TAR_STREAM: tuple[type[Exception], ...] = (
     tarfile.TarError,
     EOFError,
+    ValueError,  # tarfile parsing a crafted field (a sparse map, a size) past our header checks
     zlib.error,
     gzip.BadGzipFile,
     *DECOMPRESSION_ERRORS,
@@ -89,17 +91,6 @@ class FileRecord:
         return data
 
 
-class _BoundedTarInfo(tarfile.TarInfo):
-    """Refuses oversized extended headers, which tarfile would otherwise read whole into memory."""
-
-    def _proc_member(self, tarfile_: tarfile.TarFile) -> tarfile.TarInfo:
-        extended = (tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK, tarfile.XHDTYPE, tarfile.XGLTYPE,
-                    tarfile.SOLARIS_XHDTYPE)  # fmt: skip
-        if self.type in extended and self.size > _MAX_EXTENDED_HEADER:
-            raise tarfile.HeaderError(f"extended header of {self.size} bytes (limit {_MAX_EXTENDED_HEADER})")
-        return super()._proc_member(tarfile_)  # type: ignore[misc,no-any-return]
-
-
 class TreeBuilder:
     """Applies tar layers, in order, to one staging directory that only this object writes to."""
 
@@ -123,17 +114,20 @@ class TreeBuilder:
                 valid tar archive; the message names the layer and the member.
         """
         this_layer: set[str] = set()
+        last = None
         try:
-            with tarfile.open(fileobj=stream, mode="r|", tarinfo=_BoundedTarInfo) as archive:
+            with tarfile.open(fileobj=stream, mode="r|", tarinfo=SafeTarInfo) as archive:
                 for member in archive:
                     self._apply_member(archive, member, layer, this_layer)
+                    last = member.name
                     # tarfile keeps every TarInfo it has read (for random access we never use):
                     # 40 MB on a 41,000-file layer. Our own records are what we keep.
                     archive.members.clear()  # type: ignore[attr-defined]
         except UnsafeArchiveError:
             raise
         except _NOT_A_TAR_STREAM as exc:
-            raise UnsafeArchiveError(f"layer {layer}: not a valid tar stream: {exc}") from exc
+            where = f"the header after member {last!r}" if last is not None else "the first header"
+            raise UnsafeArchiveError(f"layer {layer}: not a valid tar stream: {where}: {exc}") from exc
         except OSError as exc:
             raise OperationalError(
                 f"layer {layer}: cannot write into {self.root}: {exc.strerror or exc}",
@@ -191,12 +185,7 @@ class TreeBuilder:
         elif member.islnk():
             self._make_hardlink(member, rel, layer)
         else:
-            kind = {
-                tarfile.CHRTYPE: "character device",
-                tarfile.BLKTYPE: "block device",
-                tarfile.FIFOTYPE: "FIFO",
-            }
-            raise self._refuse(layer, member.name, f"{kind.get(member.type, 'special file')} is not allowed")
+            raise self._refuse(layer, member.name, f"{header_type_name(member.type)} is not allowed")
 
     def _make_dir(self, rel: str, member: tarfile.TarInfo) -> None:
         path = self.root / rel
