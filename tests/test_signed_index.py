@@ -315,3 +315,31 @@ def test_list_show_and_doctor_report_signer_signing_time_and_updates(site: Galle
     site.publish({"app": "v1"})
     assert runner.invoke(app, ["--config", config, "upgrade", "app"]).exit_code == 3
     assert runner.invoke(app, ["--config", config, "upgrade", "--allow-downgrade", "app"]).exit_code == 0
+
+
+def test_a_lock_file_may_pin_an_older_build_than_the_one_installed(site: Gallery) -> None:
+    """A lock pins digests on purpose: preload --lock of a build signed before the installed one
+    is what the operator approved, not a downgrade attack (upgrade would refuse it)."""
+    site.publish({"app": "v1"})
+    locked = site.installer().lock_one("app")  # approved: v1, signed three days ago
+    site.publish({"app": "v2"})
+    assert site.installer().install_one("app").error is None
+    assert (site.tmp / "backends" / "app" / "VERSION").read_text() == "v2"
+    result = site.installer().preload_locked(locked)
+    assert result.error is None, result.error
+    assert (site.tmp / "backends" / "app" / "VERSION").read_text() == "v1"
+
+
+def test_lock_and_export_of_an_older_build_than_the_installed_one_are_not_downgrades(
+    site: Gallery, tmp_path: Path
+) -> None:
+    """Lock and export only pin and verify what the index offers; the installed build's age is
+    upgrade's concern, not theirs."""
+    site.publish({"app": "v2"})
+    assert site.installer().install_one("app").error is None
+    site.publish({"app": "v1"})
+    locked = site.installer().lock_one("app")
+    assert "app-v1" in locked.candidate
+    exported = site.installer().export(["app"], tmp_path / "bundle")
+    assert exported.exit_code == 0, exported
+    assert (site.tmp / "backends" / "app" / "VERSION").read_text() == "v2", "neither touched the install"
