@@ -343,3 +343,19 @@ def test_lock_and_export_of_an_older_build_than_the_installed_one_are_not_downgr
     exported = site.installer().export(["app"], tmp_path / "bundle")
     assert exported.exit_code == 0, exported
     assert (site.tmp / "backends" / "app" / "VERSION").read_text() == "v2", "neither touched the install"
+
+
+def test_a_rekor_v2_signed_index_is_timed_by_its_timestamp_authority(site: Gallery) -> None:
+    """An index signed the Rekor v2 way (no log time): verified, and max_index_age measures the
+    TSA's time."""
+    data = site.publish({"app": "v1"}, signed_days_ago=None)
+    when = NOW - dt.timedelta(days=10)
+    bundle = site.instance.sign_blob(data, when=when, rekor_v2=True)
+    (site.site / "index.yaml.sigstore.json").write_bytes(bundle)
+    state = site.load(require_signed_index=True)
+    assert state.error is None and state.loaded is not None
+    signature = state.loaded.signature
+    assert signature is not None and signature.time_source == "timestamp-authority"
+    assert signature.signing_time is not None and abs(signature.signing_time - when) < dt.timedelta(seconds=1)
+    refused = site.load(max_index_age="P7D", require_signed_index=True)
+    assert refused.error is not None and "max_index_age" in refused.error.message
