@@ -23,6 +23,7 @@ from gallery import (
     Config,
     GalleryError,
     Installer,
+    InternalError,
     ProgressReporter,
     SigstoreVerifier,
     __version__,
@@ -123,6 +124,13 @@ def execute(ctx: typer.Context, out: Output, action: Callable[[Config], int]) ->
             raise
         out.error(exc.message, exc.hint)
         raise typer.Exit(exc.code()) from None
+    # The last resort: anything unexpected is one line (where, what to report), not a traceback.
+    except Exception as exc:
+        if options.debug:
+            raise
+        unexpected = InternalError.wrap(exc)
+        out.error(unexpected.message, unexpected.hint)
+        raise typer.Exit(unexpected.code()) from None
     raise typer.Exit(code)
 
 

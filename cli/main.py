@@ -2,12 +2,25 @@
 
 from __future__ import annotations
 
+import sys
+
+from gallery import InternalError
+
 from . import commands
 from .app import app
+from .render import Output
 
 __all__ = ["app", "commands", "run"]
 
 
 def run() -> None:
-    """Console-script entry point."""
-    app(prog_name="gallery")
+    """Console-script entry point; anything no command caught is still one line (``--debug``
+    shows the traceback)."""
+    try:
+        app(prog_name="gallery")
+    except Exception as exc:
+        if "--debug" in sys.argv[1:]:
+            raise
+        unexpected = InternalError.wrap(exc)
+        Output(as_json=False).error(unexpected.message, unexpected.hint)
+        sys.exit(unexpected.code())

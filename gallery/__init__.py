@@ -23,6 +23,7 @@ from gallery.errors import (
     IndexFormatError,
     IndexUnavailable,
     IntegrityError,
+    InternalError,
     OperationalError,
     UsageError,
 )
@@ -76,6 +77,7 @@ __all__ = [
     "InstallResult",
     "Installer",
     "IntegrityError",
+    "InternalError",
     "Limits",
     "LintReport",
     "ListResult",

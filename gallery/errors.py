@@ -12,6 +12,7 @@ for it (see docs/cli.md):
     │   ├── BackendNotFound           exit 2: no entry has that name or alias
     │   └── AmbiguousName             exit 2: an alias names several entries and no entry has the name
     ├── OperationalError              exit 1: network, disk, a source that cannot be reached
+    │   ├── InternalError             exit 1: an unexpected exception (a bug), where it happened
     │   ├── IndexUnavailable          exit 1 (or 2 when every source answered with a malformed index)
     │   ├── SourceUnavailable         a registry, layout or URL cannot give us a candidate: try the next
     │   └── InstallFailed             every candidate failed (exit 3 if any failed for integrity)
@@ -29,6 +30,8 @@ with ``raise ... from exc``, so callers only ever catch ``GalleryError``.
 
 from __future__ import annotations
 
+import os
+import traceback
 from typing import ClassVar
 
 __all__ = [
@@ -42,6 +45,7 @@ __all__ = [
     "IndexUnavailable",
     "InstallFailed",
     "IntegrityError",
+    "InternalError",
     "OperationalError",
     "SignatureError",
     "SourceUnavailable",
@@ -96,6 +100,28 @@ class AmbiguousName(UsageError):
 
 class OperationalError(GalleryError):
     exit_code = 1
+
+
+class InternalError(OperationalError):
+    """Something raised that no rule here expected: a bug. Made by ``InternalError.wrap`` so that
+    one broken backend ends as one line (where it happened, what to report) and a batch goes on."""
+
+    @classmethod
+    def wrap(cls, exc: BaseException) -> InternalError:
+        frames = traceback.extract_tb(exc.__traceback__)
+        ours = [frame for frame in frames if f"{os.sep}gallery{os.sep}" in frame.filename] or frames
+        where = ""
+        if ours:
+            frame = ours[-1]
+            path = frame.filename
+            marker = path.rfind(f"{os.sep}gallery{os.sep}")
+            where = f" at {path[marker + 1 :] if marker >= 0 else path}:{frame.lineno}"
+        error = cls(
+            f"unexpected {type(exc).__name__}{where}: {exc}",
+            hint="this is a bug in gallery: run the command again with --debug and report the traceback",
+        )
+        error.__cause__ = exc
+        return error
 
 
 class IndexUnavailable(OperationalError):

@@ -5,12 +5,11 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
-import shutil
-import stat
-import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 from typing import IO
+
+from gallery import trees
 
 __all__ = ["atomic_write_bytes", "fsync_directory", "remove_tree", "sync_filesystem"]
 
@@ -78,24 +77,9 @@ def sync_filesystem(path: Path) -> None:
 
 
 def remove_tree(path: Path) -> None:
-    """Delete a directory tree we own, even with read-only directories, never following links."""
-
-    def make_writable_and_retry(function: Callable[[str], object], failed: str, _error: object) -> None:
-        parent = os.path.dirname(failed)
-        if stat.S_ISDIR(os.lstat(parent).st_mode):
-            os.chmod(parent, 0o700)
-        function(failed)
-
-    if not os.path.lexists(path):
-        return
-    if not stat.S_ISDIR(os.lstat(path).st_mode):
-        os.unlink(path)
-        return
-    os.chmod(path, 0o700)
-    if sys.version_info >= (3, 12):  # onerror is deprecated there; onexc gets the exception itself
-        shutil.rmtree(path, onexc=make_writable_and_retry)
-    else:
-        shutil.rmtree(path, onerror=make_writable_and_retry)
+    """Delete a directory tree we own, even with read-only directories, never following links
+    (iterative: see ``gallery.trees``)."""
+    trees.remove_tree(path)
 
 
 def read_at_most(handle: IO[bytes], limit: int) -> bytes:

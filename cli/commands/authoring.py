@@ -13,6 +13,7 @@ from gallery import (
     COSIGN_PREDICATE,
     Config,
     GalleryError,
+    InternalError,
     SigstoreVerifier,
     VerificationPolicy,
     checksum_index,
@@ -135,6 +136,13 @@ def _library_errors(ctx: typer.Context, out: Output) -> Iterator[None]:
             raise
         out.error(exc.message, exc.hint)
         raise typer.Exit(exc.code()) from None
+    # The last resort: anything unexpected is one line (where, what to report), not a traceback.
+    except Exception as exc:
+        if options.debug:
+            raise
+        unexpected = InternalError.wrap(exc)
+        out.error(unexpected.message, unexpected.hint)
+        raise typer.Exit(unexpected.code()) from None
 
 
 @app.command("checksum")

@@ -131,6 +131,8 @@ class Limits(_Model):
     """Most archive entries one backend may have."""
     max_path_length: Annotated[int, Field(ge=16, le=65536)] = 4096
     """Longest path (and symlink target) inside a backend."""
+    max_depth: Annotated[int, Field(ge=2, le=4096)] = 256
+    """Deepest directory nesting inside a backend; a deeper layer is refused at extraction (exit 3)."""
     max_index_bytes: Annotated[int, Field(ge=1024)] = 16 * 1024 * 1024
     """Largest gallery index file read; a larger one is refused without reading past the cap."""
 

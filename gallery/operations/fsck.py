@@ -16,10 +16,9 @@ Damage (``damage=True``) makes ``fsck`` exit 3; what ``--repair`` fixed is marke
 
 from __future__ import annotations
 
-import os
 import stat
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -35,6 +34,7 @@ from gallery.place.metadata import METADATA_FILE, BackendMetadata, read_metadata
 from gallery.place.swap import StateDir, pending_names
 from gallery.prepare.blobcache import BlobCache
 from gallery.results import BatchResult
+from gallery.trees import scanned_tree
 
 __all__ = [
     "Finding",
@@ -225,23 +225,21 @@ def _check_files(run: _Scan, directory: Path, metadata: BackendMetadata) -> None
                         damage=False))  # fmt: skip
         return
     recorded = {str(f["path"]): f for f in metadata.files}
-    for path, record in recorded.items():
-        problem = _compare(directory / path, record)
-        if problem is not None:
-            kind: Kind = "missing" if problem == "missing" else "modified"
-            run.add(Finding(kind, name, f"{path}: {problem}", damage=True))
-    for path in _walk(directory):
-        if path not in recorded and path != METADATA_FILE:
-            run.add(Finding("unexpected", name, f"{path}: not part of the installed image", damage=True))
+    # One scan, modes lent back afterwards: an image may hold directories its owner cannot read
+    # (mode 0000), and fsck runs as that owner.
+    with scanned_tree(directory) as scan:
+        present = {str(Path(entry.path).relative_to(directory)) for _base, entries in scan.walk()
+                   for entry in entries}  # fmt: skip
+        for path, record in recorded.items():
+            problem = _compare(directory / path, record, scan.mode)
+            if problem is not None:
+                kind: Kind = "missing" if problem == "missing" else "modified"
+                run.add(Finding(kind, name, f"{path}: {problem}", damage=True))
+    for path in sorted(present - set(recorded) - {METADATA_FILE}):
+        run.add(Finding("unexpected", name, f"{path}: not part of the installed image", damage=True))
 
 
-def _walk(root: Path) -> Iterator[str]:
-    for base, dirs, files in os.walk(root, followlinks=False):
-        for entry in (*dirs, *files):
-            yield str((Path(base) / entry).relative_to(root))
-
-
-def _compare(path: Path, record: dict[str, Any]) -> str | None:
+def _compare(path: Path, record: dict[str, Any], mode_of: Callable[[Path], int]) -> str | None:
     """What differs between ``path`` and its record, or ``None``."""
     try:
         info = path.lstat()
@@ -255,8 +253,8 @@ def _compare(path: Path, record: dict[str, Any]) -> str | None:
     if kind == "symlink":
         return None if str(path.readlink()) == record.get("target") else "link target changed"
     mode = record.get("mode")
-    if isinstance(mode, str) and stat.S_IMODE(info.st_mode) != int(mode, 8):
-        return f"mode {stat.S_IMODE(info.st_mode):04o}, recorded {mode}"
+    if isinstance(mode, str) and mode_of(path) != int(mode, 8):
+        return f"mode {mode_of(path):04o}, recorded {mode}"
     if kind in ("file", "hardlink"):
         if info.st_size != record.get("size"):
             return f"size {info.st_size}, recorded {record.get('size')}"
@@ -351,9 +349,13 @@ def prune_cache(config: Config, *, keep: Iterable[str] = (), lock_files: Iterabl
             # An install --from may be reading a recent one right now; an hour old is done with.
             if time.time() - directory.lstat().st_mtime < 3600:
                 continue
-            freed += sum(
-                p.lstat().st_size for p in directory.rglob("*") if p.is_file() and not p.is_symlink()
-            )
+            with scanned_tree(directory) as scan:
+                freed += sum(
+                    entry.stat(follow_symlinks=False).st_size
+                    for _base, entries in scan.walk()
+                    for entry in entries
+                    if entry.is_file(follow_symlinks=False)
+                )
             remove_tree(directory)
             bundles += 1
     return PruneResult(tuple(removed), freed, kept, partials, bundles)

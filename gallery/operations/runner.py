@@ -12,7 +12,7 @@ from typing import TypeVar
 
 from gallery.catalog.candidates import Candidate
 from gallery.catalog.resolve import Resolution
-from gallery.errors import BackendNotFound, GalleryError, StrictModeRefusal, TrustRefusal
+from gallery.errors import BackendNotFound, GalleryError, InternalError, StrictModeRefusal, TrustRefusal
 from gallery.filelocks import backend_lock
 from gallery.operations.candidate_loop import run_candidates
 from gallery.operations.deploy import Deployer
@@ -127,12 +127,17 @@ def refuse_if_nothing_admitted(name: str, plan: EntryPlan) -> None:
 
 
 def timed(requested: str, action: Callable[[], InstallResult]) -> InstallResult:
-    """Run ``action``; a ``GalleryError`` becomes a failed result. Either way it is timed."""
+    """Run ``action``; a ``GalleryError`` becomes a failed result, and so does anything else (an
+    ``InternalError`` naming where), so that a batch goes on to its next backend. Timed."""
     started = time.monotonic()
     try:
         result = action()
     except GalleryError as exc:
         return InstallResult.failed(requested, exc, seconds=time.monotonic() - started)
+    # The one place a bug becomes a failed result rather than a crash: the batch goes on.
+    except Exception as exc:
+        error = InternalError.wrap(exc)
+        return InstallResult.failed(requested, error, seconds=time.monotonic() - started)
     return replace(result, seconds=time.monotonic() - started)
 
 

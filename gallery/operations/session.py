@@ -61,6 +61,7 @@ class Session:
             max_files=config.limits.max_files,
             max_path_length=config.limits.max_path_length,
             refuse_escaping_symlinks=config.refuse_escaping_symlinks,
+            max_depth=config.limits.max_depth,
         )
         self._catalog = catalog
         self._lock = threading.Lock()

@@ -28,9 +28,9 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import math
 import os
 import posixpath
-import shutil
 import stat
 import tarfile
 import zlib
@@ -41,10 +41,14 @@ from typing import IO, Any, Literal
 from gallery.errors import OperationalError, UnsafeArchiveError
 from gallery.place.tarheaders import SafeTarInfo, header_type_name
 from gallery.prepare.compression import DECOMPRESSION_ERRORS
+from gallery.trees import remove_tree
 
 __all__ = ["ExtractLimits", "FileRecord", "TreeBuilder"]
 
 _MAX_COMPONENT = 255
+# Seconds a 64-bit time_t holds with room to spare; a pax mtime may say inf, nan or 1e300.
+_MAX_TIME = 2**62
+_MIN_TIME = -(2**62)
 _COPY_CHUNK = 1024 * 1024
 _OPAQUE = ".wh..wh..opq"
 _WHITEOUT_PREFIX = ".wh."
@@ -65,6 +69,7 @@ class ExtractLimits:
     max_files: int
     max_path_length: int
     refuse_escaping_symlinks: bool = False
+    max_depth: int = 256
 
 
 FileType = Literal["file", "dir", "symlink", "hardlink"]
@@ -173,7 +178,7 @@ class TreeBuilder:
         self._ensure_parents(parent, layer, member.name, this_layer)
         this_layer.add(rel)
         if member.isdir():
-            self._make_dir(rel, member)
+            self._make_dir(rel, member, layer)
         elif member.issparse():
             # tarfile would expand the map into a dense file; no image builder writes sparse
             # members, so one here is refused rather than given a code path of its own.
@@ -187,7 +192,7 @@ class TreeBuilder:
         else:
             raise self._refuse(layer, member.name, f"{header_type_name(member.type)} is not allowed")
 
-    def _make_dir(self, rel: str, member: tarfile.TarInfo) -> None:
+    def _make_dir(self, rel: str, member: tarfile.TarInfo, layer: str) -> None:
         path = self.root / rel
         existing = _lstat(path)
         if existing is not None and not stat.S_ISDIR(existing.st_mode):
@@ -196,7 +201,8 @@ class TreeBuilder:
         if existing is None:
             os.mkdir(path, 0o700)
         self._records[rel] = FileRecord(rel, "dir", _safe_mode(member.mode))
-        self._dir_times[rel] = (int(member.mtime) * 10**9, int(member.mtime) * 10**9)
+        ns = self._mtime_ns(member, layer)
+        self._dir_times[rel] = (ns, ns)
 
     def _write_file(self, archive: tarfile.TarFile, member: tarfile.TarInfo, rel: str, layer: str) -> None:
         if self.bytes + member.size > self.limits.max_bytes:
@@ -222,7 +228,8 @@ class TreeBuilder:
             if written != member.size:
                 raise self._refuse(layer, member.name, f"truncated: {written} of {member.size} bytes")
             os.fchmod(fd, _safe_mode(member.mode))
-            os.utime(fd, ns=(int(member.mtime) * 10**9, int(member.mtime) * 10**9))
+            ns = self._mtime_ns(member, layer)
+            os.utime(fd, ns=(ns, ns))
         finally:
             os.close(fd)
         self.bytes += written
@@ -303,6 +310,12 @@ class TreeBuilder:
             raise self._refuse(
                 layer, name[:200], f"path longer than limits.max_path_length ({self.limits.max_path_length})"
             )
+        if len(parts) > self.limits.max_depth:
+            raise self._refuse(
+                layer,
+                name[:200],
+                f"nested deeper than limits.max_depth ({self.limits.max_depth}) directories",
+            )
         if any(len(p.encode()) > _MAX_COMPONENT for p in parts):
             raise self._refuse(layer, name[:200], f"a path component longer than {_MAX_COMPONENT} bytes")
         return rel
@@ -358,14 +371,20 @@ class TreeBuilder:
         path = self.root / rel
         info = os.lstat(path)
         if stat.S_ISDIR(info.st_mode):
-            os.chmod(path, 0o700)
-            shutil.rmtree(path)  # does not follow symlinks inside (fd-based on Linux)
+            remove_tree(path)  # iterative, never follows a link inside
         else:
             os.unlink(path)
         prefix = rel + "/"
         for key in [k for k in self._records if k == rel or k.startswith(prefix)]:
             del self._records[key]
             self._dir_times.pop(key, None)
+
+    def _mtime_ns(self, member: tarfile.TarInfo, layer: str) -> int:
+        """The member's time in nanoseconds; a pax ``mtime`` of inf, nan or 1e300 is refused."""
+        mtime = member.mtime
+        if not (isinstance(mtime, int | float) and math.isfinite(mtime) and _MIN_TIME <= mtime <= _MAX_TIME):
+            raise self._refuse(layer, member.name, f"modification time {mtime!r} is out of range")
+        return int(mtime) * 10**9
 
     def _refuse(self, layer: str, member: str, reason: str) -> UnsafeArchiveError:
         return UnsafeArchiveError(f"layer {layer}: member {member!r}: {reason}")

@@ -14,6 +14,7 @@ import os
 from pathlib import Path
 
 from gallery.files import atomic_write_bytes, fsync_directory, remove_tree, sync_filesystem
+from gallery.trees import scanned_tree
 
 __all__ = ["FsOps"]
 
@@ -76,9 +77,10 @@ class FsOps:
     def sync_dirs(self, tree: Path) -> None:
         """fsync every directory of ``tree``, deepest first (belt and braces after ``sync_files``:
         directories are few, and this still holds where ``syncfs`` fell back to ``sync``)."""
-        directories = [Path(root) for root, _dirs, _files in os.walk(tree, followlinks=False)]
-        for directory in reversed(directories):
-            self.fsync_dir(directory)
+        with scanned_tree(tree) as scan:
+            directories = [directory for directory, _entries in scan.walk()]
+            for directory in reversed(directories):
+                self.fsync_dir(directory)
 
     def fsync_dir(self, path: Path) -> None:
         fsync_directory(path)

@@ -433,6 +433,13 @@ def recover_pending(backends: Path, *, keep_generations: int, fs: FsOps | None =
                 except GalleryError as exc:
                     skipped.append(exc.message)
                     continue
+                # One backend's broken leftovers never stop the others' recovery or the command.
+                except Exception as exc:
+                    skipped.append(
+                        f"{name}: cannot recover ({type(exc).__name__}: {exc}); its journal "
+                        f"{state.journal(name)} is kept: see 'recovery' in docs/troubleshooting.md"
+                    )
+                    continue
                 if done:
                     actions.append(done)
     except LockBusy:

@@ -1,0 +1,276 @@
+"""Hostile input, round 2, through the real CLI: trees deeper than any recursion, directories
+their owner cannot read, times no clock has, a bug in the middle of a batch. Each case ends
+with the next command on another backend succeeding.
+
+The non-root cases run the CLI as ``nobody`` with ``setpriv`` (skipped, saying so, when the
+tests do not run as root or setpriv is missing).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from cli.main import app
+
+from ..conftest import REPO
+from ..registry_server import LAYER_GZIP
+from ..tarbuild import gz
+
+sys.path.insert(0, str(REPO / "galleries" / "demo"))
+from make_layouts import write_layout
+
+RUN_SH = b"#!/bin/sh\necho ok\n"
+NOBODY = 65534
+
+
+def layer(members: list[tuple[str, bytes | None, int, dict[str, str]]]) -> bytes:
+    """A gzip tar layer: (name, data or None for a directory, mode, pax headers)."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as archive:
+        for name, data, mode, pax in members:
+            info = tarfile.TarInfo(name)
+            info.mode, info.mtime, info.pax_headers = mode, 1_700_000_000, pax
+            if data is None:
+                info.type = tarfile.DIRTYPE
+                archive.addfile(info)
+            else:
+                info.size = len(data)
+                archive.addfile(info, io.BytesIO(data))
+    return gz(buffer.getvalue())
+
+
+def plain(name: str = "run.sh") -> list[tuple[str, bytes | None, int, dict[str, str]]]:
+    return [(name, RUN_SH, 0o755, {})]
+
+
+class Project:
+    """A gallery of local layouts and a config, all under one directory."""
+
+    def __init__(self, root: Path, **limits: Any) -> None:
+        self.root = root
+        self.entries: list[dict[str, str]] = []
+        self.limits = limits
+
+    def add(self, name: str, members: list[tuple[str, bytes | None, int, dict[str, str]]]) -> None:
+        write_layout(self.root / "layouts" / name, [(layer(members), LAYER_GZIP)])
+        self.entries.append({"name": name, "uri": f"ocifile://layouts/{name}"})
+
+    def config(self) -> Path:
+        (self.root / "index.yaml").write_text(yaml.safe_dump(self.entries))
+        path = self.root / "gallery.yaml"
+        path.write_text(yaml.safe_dump({
+            "format_version": 1, "backends_path": "./backends", "cache_path": "./cache", "capability": "default",
+            "limits": self.limits, "galleries": [{"name": "local", "url": "./index.yaml"}],
+        }))  # fmt: skip
+        return path
+
+    def gallery(self, *args: str) -> tuple[int, str]:
+        result = CliRunner().invoke(app, ["--config", str(self.config()), *args])
+        if result.exception is not None and not isinstance(result.exception, SystemExit):
+            raise result.exception
+        return result.exit_code, result.output
+
+    def leftovers(self) -> list[str]:
+        state = self.root / "backends" / ".gallery"
+        return sorted(
+            str(path.relative_to(state))
+            for sub in ("staging", "trash")
+            if (state / sub).is_dir()
+            for path in (state / sub).iterdir()
+        )
+
+
+def deep(levels: int) -> list[tuple[str, bytes | None, int, dict[str, str]]]:
+    """run.sh, then a chain of ``levels`` directories named ``d`` with a file at the bottom."""
+    path = "/".join(["d"] * levels)
+    return [*plain(), (f"{path}/bottom.txt", b"deep", 0o644, {})]
+
+
+def test_a_tree_deeper_than_max_depth_is_refused_and_the_next_command_works(tmp_path: Path) -> None:
+    project = Project(tmp_path)
+    project.add("deep", deep(1100))  # 2,201 characters: under max_path_length, over max_depth
+    project.add("good", plain())
+    code, output = project.gallery("install", "deep", "good")
+    assert code == 3, output
+    assert "limits.max_depth (256)" in output and "good: installed" in output
+    assert project.leftovers() == []
+    assert project.gallery("list", "--installed")[0] == 0
+    assert project.gallery("fsck")[0] == 0
+
+
+def test_a_tree_as_deep_as_allowed_installs_checks_and_uninstalls(tmp_path: Path) -> None:
+    """1,100 levels with max_depth raised: no recursion anywhere (extract, fsync of directories,
+    fsck, removal, recovery)."""
+    project = Project(tmp_path, max_depth=2000)
+    project.add("deep", deep(1100))
+    project.add("good", plain())
+    assert project.gallery("install", "deep")[0] == 0
+    assert project.gallery("fsck")[0] == 0
+    assert project.gallery("upgrade", "deep")[0] == 0
+    assert project.gallery("uninstall", "deep")[0] == 0
+    assert not (tmp_path / "backends" / "deep").exists() and project.leftovers() == []
+    assert project.gallery("install", "good")[0] == 0
+
+
+def test_cache_prune_removes_an_unpacked_bundle_of_any_depth(tmp_path: Path) -> None:
+    project = Project(tmp_path)
+    project.add("good", plain())
+    old = tmp_path / "cache" / "bundles" / "old"
+    bottom = str(old)
+    os.makedirs(bottom)
+    for _level in range(1500):  # os.makedirs and Path.mkdir recurse themselves
+        bottom += "/d"
+        os.mkdir(bottom)
+    Path(bottom, "f").write_bytes(b"x" * 10)
+    os.utime(old, (1_000_000_000, 1_000_000_000))
+    code, output = project.gallery("cache", "prune")
+    assert code == 0, output
+    assert not old.exists()
+
+
+@pytest.mark.parametrize("mtime", ["inf", "nan", "1e300", "-1e300"])
+def test_an_impossible_pax_mtime_is_refused_and_the_batch_goes_on(tmp_path: Path, mtime: str) -> None:
+    project = Project(tmp_path)
+    project.add(
+        "timeless", [("run.sh", RUN_SH, 0o755, {"mtime": mtime}), ("dir", None, 0o755, {"mtime": mtime})]
+    )
+    project.add("good", plain())
+    code, output = project.gallery("install", "timeless", "good")
+    assert code == 3, output
+    assert "modification time" in output and "out of range" in output
+    assert "good: installed" in output and "Traceback" not in output
+
+
+def test_a_bug_in_one_backend_is_one_line_and_the_batch_goes_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Anything unexpected becomes an InternalError naming where it happened; the next backend of
+    the batch still installs, and the exit code says a backend failed."""
+    from gallery.place import extract
+
+    original = extract.TreeBuilder.finish
+    calls = {"n": 0}
+
+    def broken_once(self: extract.TreeBuilder) -> Any:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise RuntimeError("simulated bug")
+        return original(self)
+
+    monkeypatch.setattr(extract.TreeBuilder, "finish", broken_once)
+    project = Project(tmp_path)
+    project.add("first", plain())
+    project.add("second", plain())
+    code, output = project.gallery("install", "first", "second")
+    assert code == 1, output
+    assert "unexpected RuntimeError at gallery/" in output and "simulated bug" in output
+    assert "--debug" in output and "second: installed" in output and "Traceback" not in output
+    assert project.leftovers() == []
+
+
+def test_a_journal_that_cannot_be_recovered_never_stops_another_backend(tmp_path: Path) -> None:
+    project = Project(tmp_path)
+    project.add("good", plain())
+    journals = tmp_path / "backends" / ".gallery" / "journal"
+    journals.mkdir(parents=True)
+    (journals / "wrecked.json").write_bytes(b"\x00not a journal")
+    code, output = project.gallery("install", "good")
+    assert code == 0, output
+    assert "wrecked" in output  # reported, with where it is
+    assert project.gallery("list", "--installed")[0] == 0
+
+
+# -- as the unprivileged owner of backends_path --------------------------------------------------
+
+
+def _as_nobody(project: Project, *args: str) -> tuple[int, str]:
+    setpriv = shutil.which("setpriv")
+    if os.geteuid() != 0 or setpriv is None:
+        pytest.skip("needs root and setpriv to run the CLI as an unprivileged user")
+    gallery = REPO / ".venv" / "bin" / "gallery"
+    done = subprocess.run(
+        [setpriv, f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", str(gallery),
+         "--config", str(project.root / "gallery.yaml"), *args],
+        capture_output=True, text=True, timeout=120, cwd=project.root,
+        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")},
+    )  # fmt: skip
+    return done.returncode, done.stdout + done.stderr
+
+
+def _chown_tree(root: Path) -> None:
+    for directory, dirs, files in os.walk(root):
+        for name in [*dirs, *files]:
+            os.chown(Path(directory) / name, NOBODY, NOBODY, follow_symlinks=False)
+    os.chown(root, NOBODY, NOBODY)
+
+
+@pytest.fixture
+def nobodys(tmp_path: Path) -> Iterator[Path]:
+    """A project directory ``nobody`` can reach (pytest's own tmp is root-only)."""
+    base = Path(tempfile.mkdtemp(prefix="gallery-nobody-", dir="/tmp"))
+    base.chmod(0o755)
+    try:
+        yield base / "p"
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def test_an_unreadable_directory_in_an_image_installs_checks_and_uninstalls_as_its_owner(
+    nobodys: Path,
+) -> None:
+    project = Project(nobodys)
+    project.root.mkdir()
+    project.add("sealed", [*plain(), ("vault", None, 0o000, {}), ("vault/secret", b"s", 0o600, {}),
+                           ("ro", None, 0o500, {}), ("ro/file", b"r", 0o400, {})])  # fmt: skip
+    project.add("good", plain())
+    project.config()
+    _chown_tree(project.root)
+    code, output = _as_nobody(project, "install", "sealed")
+    assert code == 0, output
+    vault = project.root / "backends" / "sealed" / "vault"
+    assert (vault.stat().st_mode & 0o777) == 0o000
+    code, output = _as_nobody(project, "fsck")
+    assert code == 0 and "Traceback" not in output, output
+    assert (vault.stat().st_mode & 0o777) == 0o000, "fsck gave the modes it borrowed back"
+    code, output = _as_nobody(project, "uninstall", "sealed")
+    assert code == 0, output
+    assert not (project.root / "backends" / "sealed").exists()
+    assert _as_nobody(project, "install", "good")[0] == 0
+
+
+def test_recovery_that_breaks_unexpectedly_is_reported_and_contained(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not a journal problem we foresaw (here: the filesystem refusing mid-recovery): the backend
+    is reported with its journal, every other command goes on."""
+    from gallery.place import swap
+
+    original = swap.Swapper.recover
+
+    def refuse(self: swap.Swapper, name: str) -> str | None:
+        if name != "stuck":
+            return original(self, name)
+        raise PermissionError(13, "Permission denied", f"backends/.gallery/staging/{name}.x/deep")
+
+    monkeypatch.setattr(swap.Swapper, "recover", refuse)
+    project = Project(tmp_path)
+    project.add("good", plain())
+    journals = tmp_path / "backends" / ".gallery" / "journal"
+    journals.mkdir(parents=True)
+    (journals / "stuck.json").write_text("{}")
+    code, output = project.gallery("install", "good")
+    assert code == 0, output
+    assert "stuck: cannot recover (PermissionError" in output and "stuck.json is kept" in output
