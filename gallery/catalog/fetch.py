@@ -37,7 +37,7 @@ from gallery.config.models import GalleryConfig, Limits
 from gallery.config.safe_yaml import YamlLimits
 from gallery.errors import IndexFormatError, IndexUnavailable, SignatureError
 from gallery.files import atomic_write_bytes, read_at_most
-from gallery.net.client import IDENTITY, read_capped
+from gallery.net.client import IDENTITY, read_capped, stream_get
 from gallery.verify.evidence import Evidence
 
 __all__ = ["IndexCache", "IndexCheck", "LoadedIndex", "SourceFailure", "fetch_gallery_index"]
@@ -388,7 +388,7 @@ def _read_http(client: httpx.Client, url: str, max_bytes: int) -> bytes:
     # An index carries no credentials, so following redirects (e.g. to a CDN) leaks nothing.
     # Asked as identity and counted as it arrives: a compressed body is refused, never decoded
     # behind the cap (a 32 KiB zstd frame can hold a gigabyte of zeros).
-    with client.stream("GET", url, follow_redirects=True, headers=IDENTITY) as response:
+    with stream_get(client, url, headers=IDENTITY) as response:
         if response.status_code != 200:
             raise httpx.HTTPStatusError(
                 f"HTTP {response.status_code}", request=response.request, response=response

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ssl
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import certifi
 import httpx
@@ -14,13 +15,46 @@ from gallery.config.models import Config
 
 __all__ = [
     "IDENTITY",
+    "InsecureRedirect",
     "SpeedFloorTransport",
     "capped_chunks",
     "make_http_client",
     "make_tls_context",
     "raw_chunks",
     "read_capped",
+    "stream_get",
 ]
+
+_MAX_REDIRECTS = 10
+
+
+class InsecureRedirect(httpx.HTTPError):
+    """A redirect we refuse to follow: from https to plain http, or to something not http(s)."""
+
+
+@contextmanager
+def stream_get(
+    client: httpx.Client, url: str, *, headers: dict[str, str] | None = None
+) -> Iterator[httpx.Response]:
+    """GET ``url`` as a stream, following redirects ourselves (for URLs that carry no
+    credentials: indexes, tarballs, bundles on CDNs): never from https down to plain http, at
+    most ten. Raises ``InsecureRedirect`` (an ``httpx.HTTPError``) for a refused one."""
+    current = httpx.URL(url)
+    for _hop in range(_MAX_REDIRECTS + 1):
+        with client.stream("GET", current, headers=headers, follow_redirects=False) as response:
+            if not response.is_redirect:
+                yield response
+                return
+            target = current.join(response.headers.get("Location", ""))
+            if target.scheme not in ("http", "https"):
+                raise InsecureRedirect(f"{current} redirects to unsupported location {target}")
+            if current.scheme == "https" and target.scheme == "http":
+                raise InsecureRedirect(
+                    f"{current} redirects to {target}: from https to plain http is refused"
+                )
+            current = target
+    raise InsecureRedirect(f"{url}: more than {_MAX_REDIRECTS} redirects")
+
 
 # Asked of servers whose bodies are read whole: a capped read counts the bytes that arrive, so a
 # compressed body (a gzip or zstd bomb) must not be decoded behind its back.

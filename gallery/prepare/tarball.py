@@ -17,7 +17,7 @@ import httpx
 
 from gallery.catalog.sources import TarballSource
 from gallery.errors import DigestMismatch, SourceUnavailable
-from gallery.net.client import capped_chunks
+from gallery.net.client import capped_chunks, stream_get
 from gallery.oci.models import EMPTY_CONFIG, Descriptor, ImageManifest
 from gallery.prepare.blobcache import BlobCache, BlobWriter
 from gallery.prepare.compression import sniff_compression
@@ -184,7 +184,7 @@ def stream_url(
                     take(chunk)
             return
         # These URLs carry no credentials, so following redirects (CDNs) leaks nothing.
-        with client.stream("GET", url, follow_redirects=True) as response:
+        with stream_get(client, url) as response:
             if response.status_code != 200:
                 raise TarballUnavailable(f"{what} {url}: HTTP {response.status_code}")
             for chunk in capped_chunks(response, max_bytes, too_large):
