@@ -148,7 +148,11 @@ def _pin(
     failures = []
     for host in registry_endpoints(reference, config.registry_mirrors):
         try:
-            digest = registry.resolve_tag(registry.endpoint(host), reference)
+            endpoint = registry.endpoint(host)
+            digest = registry.resolve_tag(endpoint, reference)
+            # A HEAD's Docker-Content-Digest is only a claim: fetch what it names and hash it, so
+            # the index is never pinned to a digest nobody can serve (or that is no manifest).
+            registry.get_manifest(endpoint, reference, digest)
         except GalleryError as exc:
             failures.append(exc.message)
             continue
