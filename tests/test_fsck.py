@@ -201,3 +201,23 @@ def test_cache_prune_keeps_what_a_lock_file_pins(project: Project) -> None:
     assert {p.name for p in blobs.iterdir()} == before
     pruned = json.loads(project.gallery("cache", "prune", "--json").stdout)
     assert len(pruned["removed"]) == 1
+
+
+def test_a_blob_pruned_under_a_repair_from_the_cache_is_named(
+    project: Project, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The cache said it had every recorded layer, then lost one (a concurrent prune): the
+    rebuild names the missing blob instead of extracting nothing, and the backend is untouched."""
+    from gallery.prepare.blobcache import BlobCache
+
+    blobs = list((project.root / "cache" / "blobs" / "sha256").iterdir())
+    for blob in blobs:
+        blob.unlink()
+    real, answers = BlobCache.has, iter([True])  # what the repair's check saw, before the prune
+
+    monkeypatch.setattr(BlobCache, "has", lambda self, digest: next(answers, None) or real(self, digest))
+    (project.backends / "b" / "VERSION").write_text("v9")
+    result = project.gallery("fsck", "--repair")
+    assert result.exit_code != 0
+    assert f"blob sha256:{blobs[0].name} is no longer in the cache" in result.output, result.output
+    assert (project.backends / "b" / "VERSION").read_text() == "v9"

@@ -22,6 +22,7 @@ from gallery.verify.signatures import SigstoreVerifier
 
 from .conftest import REPO
 from .file_server import serving
+from .registry_server import LAYER_GZIP, Registry
 from .tarbuild import file, gz, tar_bytes, zst
 
 sys.path.insert(0, str(REPO / "galleries" / "demo"))
@@ -68,6 +69,18 @@ def test_local_tarball_with_sha256(tmp_path: Path, compress: Any) -> None:
     metadata = read_metadata(tmp_path / "backends/t")
     assert metadata is not None and metadata.verification is not None
     assert metadata.verification.verified is False and "sha256" in (metadata.verification.reason or "")
+
+
+def test_an_image_without_a_policy_records_only_that_it_is_the_pinned_digest(
+    tmp_path: Path, registry: Registry
+) -> None:
+    digest, _ = registry.push_image("sources/pinned", "v1", [(gz(tar_bytes([RUN_SH])), LAYER_GZIP)])
+    uri = f"{registry.host}/sources/pinned@{digest}"
+    installer = installer_for(tmp_path, [{"name": "i", "uri": uri}], insecure_registries=[registry.host])
+    assert installer.install_one("i").error is None
+    evidence = read_metadata(tmp_path / "backends/i").verification  # type: ignore[union-attr]
+    assert evidence is not None and evidence.verified is False and evidence.proven == ("digest",)
+    assert evidence.reason == "the image is the pinned digest; no signature (the gallery has no policy)"
 
 
 def test_tarball_sha256_mismatch_is_exit_3_and_nothing_is_kept(tmp_path: Path) -> None:

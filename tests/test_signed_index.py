@@ -359,3 +359,15 @@ def test_a_rekor_v2_signed_index_is_timed_by_its_timestamp_authority(site: Galle
     assert signature.signing_time is not None and abs(signature.signing_time - when) < dt.timedelta(seconds=1)
     refused = site.load(max_index_age="P7D", require_signed_index=True)
     assert refused.error is not None and "max_index_age" in refused.error.message
+
+
+def test_upgrade_after_the_policy_was_dropped_is_no_downgrade_check(site: Gallery) -> None:
+    """An unsigned candidate has no signing time to compare: with the gallery's policy removed,
+    upgrade installs it (unverified, warned), it does not compare times it does not have."""
+    site.publish({"app": "v1"})
+    assert site.installer().install_one("app").error is None
+    site.publish({"app": "v2"})
+    result = site.installer(verification=None).upgrade_one("app")
+    assert result.error is None and result.status == "upgraded", result.error
+    assert not result.verified
+    assert (site.tmp / "backends" / "app" / "VERSION").read_text() == "v2"
