@@ -102,7 +102,12 @@ class _RequestHandler(BaseHTTPRequestHandler):
         state = self.server.state
         path = self.path.split("?", 1)[0]
         state.seen.append(Seen(self.command, self.path, dict(self.headers.items())))
-        if state.challenge and self.headers.get("Authorization") != state.authorization:
+        # The challenge guards the registry API; a token service on the same host answers freely.
+        if (
+            state.challenge
+            and path.startswith("/v2/")
+            and self.headers.get("Authorization") != state.authorization
+        ):
             self.send(401, b'{"errors":[{"code":"UNAUTHORIZED"}]}', {"WWW-Authenticate": state.challenge})
             return
         override = state.overrides.get(path)

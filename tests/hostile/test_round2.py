@@ -274,3 +274,65 @@ def test_recovery_that_breaks_unexpectedly_is_reported_and_contained(
     code, output = project.gallery("install", "good")
     assert code == 0, output
     assert "stuck: cannot recover (PermissionError" in output and "stuck.json is kept" in output
+
+
+# -- bodies that would not end or would explode, measured in a process of their own ------------
+
+
+def _cli_peak_rss(config: Path, *args: str) -> tuple[int, str, int]:
+    """Run the CLI in a child of a fresh interpreter; (exit code, output, the CLI's peak RSS in
+    KiB) — RUSAGE_CHILDREN of that interpreter sees only this one CLI process."""
+    gallery = REPO / ".venv" / "bin" / "gallery"
+    probe = (
+        "import resource, subprocess, sys\n"
+        "done = subprocess.run(sys.argv[1:], capture_output=True, text=True, timeout=120)\n"
+        "sys.stdout.write(f'{done.returncode}\\n{resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss}\\n')\n"
+        "sys.stdout.write(done.stdout + done.stderr)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe, str(gallery), "--config", str(config), *args],
+                          capture_output=True, text=True, timeout=180, env={"PATH": os.environ.get("PATH", "")})  # fmt: skip
+    code, rss, output = done.stdout.split("\n", 2)
+    return int(code), output, int(rss)
+
+
+def test_a_content_encoding_bomb_on_the_index_stays_small(tmp_path: Path) -> None:
+    """One 32 KiB zstd frame of a gigabyte of zeros as Content-Encoding: refused, not decoded."""
+    import zstandard
+
+    from ..file_server import serving
+
+    compressor = zstandard.ZstdCompressor(level=3).compressobj()
+    zeros = bytes(1 << 20)
+    bomb = b"".join(compressor.compress(zeros) for _ in range(1024)) + compressor.flush()
+    with serving() as server:
+        url = server.publish("/index.yaml", bomb)
+        server.headers["/index.yaml"] = {"Content-Encoding": "zstd"}
+        config = tmp_path / "gallery.yaml"
+        config.write_text(yaml.safe_dump({"format_version": 1, "backends_path": "./b", "cache_path": "./c",
+                                          "galleries": [{"name": "g", "url": url}]}))  # fmt: skip
+        code, output, rss = _cli_peak_rss(config, "list")
+    assert code != 0 and "Content-Encoding 'zstd'" in output, output
+    assert rss < 200 * 1024, f"peak RSS {rss} KiB"
+
+
+def test_an_endless_bearer_token_stays_small(tmp_path: Path) -> None:
+    """The token service answers with a body that never ends: read up to its cap, refused."""
+    from .server import REPO as IMAGE
+    from .server import endless, hostile_registry
+
+    with hostile_registry() as registry:
+        registry.image()
+        registry.challenge = f'Bearer realm="http://{registry.host}/token",service="hostile"'
+        registry.authorization = "Bearer never"
+        registry.overrides["/token"] = endless()
+        (tmp_path / "index.yaml").write_text(
+            yaml.safe_dump([{"name": "t", "uri": f"{registry.host}/{IMAGE}:v1"}])
+        )
+        config = tmp_path / "gallery.yaml"
+        config.write_text(yaml.safe_dump({
+            "format_version": 1, "backends_path": "./b", "cache_path": "./c", "capability": "default",
+            "insecure_registries": [registry.host], "galleries": [{"name": "g", "url": "./index.yaml"}],
+        }))  # fmt: skip
+        code, output, rss = _cli_peak_rss(config, "install", "t")
+    assert code != 0 and "token size limit" in output, output
+    assert rss < 200 * 1024, f"peak RSS {rss} KiB"
