@@ -1,7 +1,7 @@
 """A plain HTTP server on 127.0.0.1 serving files from a dict (indexes, tarballs, signatures).
 
 ``files[path] = bytes`` publishes, ``del files[path]`` withdraws (404), ``redirects[path] = location``
-answers 302; ``requests`` records every
+answers 302, ``cut_after[path] = n`` hangs up after n bytes of the body; ``requests`` records every
 path asked for, so a test can prove a refused candidate was never contacted.
 """
 
@@ -20,6 +20,7 @@ class FileServer:
     files: dict[str, bytes] = field(default_factory=dict)
     redirects: dict[str, str] = field(default_factory=dict)  # path -> Location (302)
     headers: dict[str, dict[str, str]] = field(default_factory=dict)  # path -> extra response headers
+    cut_after: dict[str, int] = field(default_factory=dict)  # path -> bytes sent before hanging up
     requests: list[str] = field(default_factory=list)
 
     def publish(self, path: str, data: bytes) -> str:
@@ -51,7 +52,10 @@ def serving() -> Iterator[FileServer]:
                 self.send_header(key, value)
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
-            self.wfile.write(data)
+            cut = state.cut_after.get(self.path)
+            self.wfile.write(data if cut is None else data[:cut])
+            if cut is not None:
+                self.close_connection = True
 
         def log_message(self, *args: object) -> None:
             pass

@@ -77,32 +77,19 @@ def pin_tarball(
     """
     expected = f"sha256:{expected_sha256}" if expected_sha256 else None
     local: dict[str, Path] = {}
-    if expected is not None and cache.has(expected):
-        digest, path = expected, cache.path(expected)
+    if expected is None:  # a scratch file of its own: no other process writes it
+        digest, path = _download(source, cache.scratch(), client, max_bytes, on_bytes, expected_sha256)
+        local[digest] = path
     else:
-        writer = cache.writer(expected, None) if expected is not None else cache.scratch()
-        try:
-            _stream_into(source, writer, client, max_bytes, on_bytes)
-            path = writer.commit() if expected is not None else writer.seal()
-        except DigestMismatch as exc:
-            raise DigestMismatch(
-                f"tarball {source.url}: its sha256 is not the expected {expected_sha256}; "
-                "nothing was installed"
-            ) from exc
-        except TarballTooLarge:
-            writer.discard()  # it will not fit next time either: nothing is kept
-            raise
-        except BaseException:
-            if expected is None:
-                writer.discard()  # a scratch download is never resumed
-            raise
-        finally:
-            writer.close()
-        if writer.digest is None:
-            raise DigestMismatch(f"tarball {source.url}: no digest was computed")
-        digest = writer.digest
-        if expected is None:
-            local[digest] = path
+        # The blob's lock, as for registry blobs: two processes installing the same tarball
+        # download it once and never write into the same partial file.
+        with cache.locked(expected):
+            if cache.has(expected):
+                digest, path = expected, cache.path(expected)
+            else:
+                digest, path = _download(
+                    source, cache.writer(expected, None), client, max_bytes, on_bytes, expected_sha256
+                )
     with path.open("rb") as handle:
         compression = sniff_compression(handle.read(4))
     layer = Descriptor.model_validate(
@@ -118,6 +105,35 @@ def pin_tarball(
         _TarballBlobs(source, client, max_bytes),
         local_blobs=local,
     )
+
+
+def _download(
+    source: TarballSource,
+    writer: BlobWriter,
+    client: httpx.Client,
+    max_bytes: int,
+    on_bytes: Callable[[int], None] | None,
+    expected_sha256: str | None,
+) -> tuple[str, Path]:
+    """The whole tarball into ``writer`` (committed to the cache when its sha256 is expected,
+    sealed as a scratch file when not). A tarball is fetched without ``Range``, so a partial left
+    by an earlier attempt (perhaps from another mirror) is dropped, never appended to."""
+    writer.restart()
+    try:
+        _stream_into(source, writer, client, max_bytes, on_bytes)
+        path = writer.commit() if expected_sha256 is not None else writer.seal()
+    except DigestMismatch as exc:
+        raise DigestMismatch(
+            f"tarball {source.url}: its sha256 is not the expected {expected_sha256}; nothing was installed"
+        ) from exc
+    except BaseException:
+        writer.discard()  # never resumed (see above), so never kept
+        raise
+    finally:
+        writer.close()
+    if writer.digest is None:
+        raise DigestMismatch(f"tarball {source.url}: no digest was computed")
+    return writer.digest, path
 
 
 def _stream_into(

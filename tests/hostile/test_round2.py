@@ -336,3 +336,81 @@ def test_an_endless_bearer_token_stays_small(tmp_path: Path) -> None:
         code, output, rss = _cli_peak_rss(config, "install", "t")
     assert code != 0 and "token size limit" in output, output
     assert rss < 200 * 1024, f"peak RSS {rss} KiB"
+
+
+# -- tarballs: a dropped download, two processes at once -----------------------------------------
+
+
+def _tarball_project(tmp_path: Path, server: Any, entries: list[dict[str, Any]]) -> Path:
+    (tmp_path / "index.yaml").write_text(yaml.safe_dump(entries))
+    config = tmp_path / "gallery.yaml"
+    config.write_text(yaml.safe_dump({
+        "format_version": 1, "backends_path": "./backends", "cache_path": "./cache", "capability": "default",
+        "galleries": [{"name": "g", "url": "./index.yaml"}],
+    }))  # fmt: skip
+    return config
+
+
+def test_a_download_dropped_half_way_never_poisons_a_good_mirror(tmp_path: Path) -> None:
+    """The primary hangs up half-way (its partial stays behind); the mirror's download starts
+    afresh instead of appending to it, so the sha256 matches — this time and every time."""
+    import hashlib
+
+    from ..file_server import serving
+
+    tarball = gz(tar_bytes_of({"run.sh": RUN_SH, "lib/big.bin": os.urandom(256 * 1024)}))
+    with serving() as server:
+        primary = server.publish("/primary/b.tar.gz", tarball)
+        mirror = server.publish("/mirror/b.tar.gz", tarball)
+        server.cut_after["/primary/b.tar.gz"] = len(tarball) // 2
+        entry = {
+            "name": "b",
+            "uri": primary,
+            "mirrors": [mirror],
+            "sha256": hashlib.sha256(tarball).hexdigest(),
+        }
+        config = _tarball_project(tmp_path, server, [entry])
+        for _attempt in range(2):
+            result = CliRunner().invoke(app, ["--config", str(config), "install", "b"])
+            assert result.exit_code == 0, result.output
+            CliRunner().invoke(app, ["--config", str(config), "uninstall", "b"])
+            shutil.rmtree(tmp_path / "cache" / "blobs", ignore_errors=True)  # fetch again next time
+
+
+def test_two_processes_installing_one_tarball_both_succeed(tmp_path: Path) -> None:
+    """Same URL and sha256 into one cache at once (the per-blob lock): both installs succeed;
+    and preload of two entries sharing the tarball with --jobs 2 too."""
+    import hashlib
+
+    from ..file_server import serving
+
+    tarball = gz(tar_bytes_of({"run.sh": RUN_SH, "lib/big.bin": os.urandom(2 * 1024 * 1024)}))
+    with serving() as server:
+        url = server.publish("/b.tar.gz", tarball)
+        sha = hashlib.sha256(tarball).hexdigest()
+        config = _tarball_project(tmp_path, server, [{"name": "a", "uri": url, "sha256": sha},
+                                                     {"name": "b", "uri": url, "sha256": sha}])  # fmt: skip
+        gallery = str(REPO / ".venv" / "bin" / "gallery")
+        env = {"PATH": os.environ.get("PATH", "")}
+        runs = [subprocess.Popen([gallery, "--config", str(config), "install", name], stdout=subprocess.PIPE,
+                                 stderr=subprocess.STDOUT, text=True, env=env) for name in ("a", "b")]  # fmt: skip
+        outputs = [run.communicate(timeout=120)[0] for run in runs]
+        assert [run.returncode for run in runs] == [0, 0], outputs
+        for name in ("a", "b"):
+            assert (
+                subprocess.run([gallery, "--config", str(config), "uninstall", name], env=env).returncode == 0
+            )
+        shutil.rmtree(tmp_path / "cache")
+        done = subprocess.run([gallery, "--config", str(config), "preload", "a", "b", "--jobs", "2"],
+                              capture_output=True, text=True, timeout=120, env=env)  # fmt: skip
+        assert done.returncode == 0 and "Traceback" not in done.stderr, done.stdout + done.stderr
+
+
+def tar_bytes_of(files: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size, info.mode = len(data), 0o755 if name.endswith(".sh") else 0o644
+            archive.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
