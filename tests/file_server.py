@@ -1,7 +1,8 @@
 """A plain HTTP server on 127.0.0.1 serving files from a dict (indexes, tarballs, signatures).
 
 ``files[path] = bytes`` publishes, ``del files[path]`` withdraws (404), ``redirects[path] = location``
-answers 302, ``cut_after[path] = n`` hangs up after n bytes of the body; ``requests`` records every
+answers 302, ``cut_after[path] = n`` hangs up after n bytes of the body, ``unavailable[path] = n``
+answers 503 n times first; ``requests`` records every
 path asked for, so a test can prove a refused candidate was never contacted.
 """
 
@@ -21,6 +22,7 @@ class FileServer:
     redirects: dict[str, str] = field(default_factory=dict)  # path -> Location (302)
     headers: dict[str, dict[str, str]] = field(default_factory=dict)  # path -> extra response headers
     cut_after: dict[str, int] = field(default_factory=dict)  # path -> bytes sent before hanging up
+    unavailable: dict[str, int] = field(default_factory=dict)  # path -> how many more 503s to answer
     requests: list[str] = field(default_factory=list)
 
     def publish(self, path: str, data: bytes) -> str:
@@ -38,6 +40,13 @@ def serving() -> Iterator[FileServer]:
             if self.path in state.redirects:
                 self.send_response(302)
                 self.send_header("Location", state.redirects[self.path])
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            if state.unavailable.get(self.path, 0) > 0:
+                state.unavailable[self.path] -= 1
+                self.send_response(503)
+                self.send_header("Retry-After", "0")
                 self.send_header("Content-Length", "0")
                 self.end_headers()
                 return

@@ -40,9 +40,9 @@ def test_primary_then_mirror_then_saved(tmp_path: Path) -> None:
         name="g", url="https://primary.example/i.yaml", mirrors=("https://mirror.example/i.yaml",)
     )
     loaded = fetch_gallery_index(config, client=client_for(handler), cache=cache(tmp_path), limits=LIMITS)
-    assert seen == ["https://primary.example/i.yaml", "https://mirror.example/i.yaml"]
+    assert seen == ["https://primary.example/i.yaml"] * 3 + ["https://mirror.example/i.yaml"]  # 503: retried
     assert loaded.source == "https://mirror.example/i.yaml" and not loaded.from_cache
-    assert [f.reason for f in loaded.failures] == ["HTTP 503"]
+    assert [f.reason for f in loaded.failures] == ["HTTP 503 (after 3 attempts)"]
     assert [e.name for e in loaded.parsed.entries] == ["a"]
     record = json.loads((tmp_path / "indexes" / "g.json").read_text())
     assert record["content"].encode() == INDEX and record["source"] == "https://mirror.example/i.yaml"

@@ -38,6 +38,7 @@ from gallery.config.safe_yaml import YamlLimits
 from gallery.errors import IndexFormatError, IndexUnavailable, SignatureError
 from gallery.files import atomic_write_bytes, read_at_most
 from gallery.net.client import IDENTITY, read_capped, stream_get
+from gallery.net.retry import TRANSIENT_STATUS, RetryPolicy, TransientStatus, retry_after
 from gallery.verify.evidence import Evidence
 
 __all__ = ["IndexCache", "IndexCheck", "LoadedIndex", "SourceFailure", "fetch_gallery_index"]
@@ -49,6 +50,10 @@ SIGNATURE_SUFFIX = ".sigstore.json"
 
 # Verifies a sign-blob bundle (second argument) over the index bytes (first); raises SignatureError.
 IndexCheck = Callable[[bytes, bytes], Evidence]
+
+
+# An index has mirrors and a last good copy to fall back on: a few quick retries are enough.
+_RETRY = RetryPolicy(attempts=3, initial_wait=0.25)
 
 
 class _SourceTooLarge(Exception):
@@ -384,11 +389,25 @@ def _read_file(path: Path, max_bytes: int) -> bytes:
     return data
 
 
-def _read_http(client: httpx.Client, url: str, max_bytes: int) -> bytes:
+def _read_http(client: httpx.Client, url: str, max_bytes: int, retry: RetryPolicy = _RETRY) -> bytes:
+    """An index or its signature over HTTP; transient failures (connection, timeout, 429, 5xx)
+    are retried before the next source is tried, and a 5xx that outlives them is an HTTP error."""
+    try:
+        for attempt in retry.retrying():
+            with attempt:
+                return _read_http_once(client, url, max_bytes)
+    except TransientStatus as exc:
+        raise httpx.HTTPError(f"HTTP {exc.status} (after {retry.attempts} attempts)") from exc
+    raise AssertionError("unreachable: the retry loop returns or raises")
+
+
+def _read_http_once(client: httpx.Client, url: str, max_bytes: int) -> bytes:
     # An index carries no credentials, so following redirects (e.g. to a CDN) leaks nothing.
     # Asked as identity and counted as it arrives: a compressed body is refused, never decoded
     # behind the cap (a 32 KiB zstd frame can hold a gigabyte of zeros).
     with stream_get(client, url, headers=IDENTITY) as response:
+        if response.status_code in TRANSIENT_STATUS:
+            raise TransientStatus(response.status_code, retry_after(response.headers.get("Retry-After")))
         if response.status_code != 200:
             raise httpx.HTTPStatusError(
                 f"HTTP {response.status_code}", request=response.request, response=response
@@ -411,7 +430,7 @@ def _read_http(client: httpx.Client, url: str, max_bytes: int) -> bytes:
 
 
 def _describe_io_error(exc: Exception) -> str:
-    if isinstance(exc, httpx.HTTPStatusError):
+    if isinstance(exc, httpx.HTTPStatusError) or type(exc) is httpx.HTTPError:  # ours: the status, retried
         return str(exc)
     if isinstance(exc, httpx.TimeoutException):
         return "timed out"

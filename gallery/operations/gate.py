@@ -208,9 +208,7 @@ class TrustGate:
                 return unchanged
         opened = _Opened()
         try:
-            pinned = pin_tarball(source, expected_sha256=expected, cache=session.cache, client=session.client,
-                                 max_bytes=session.config.limits.max_extract_bytes,
-                                 platform=session.config.platform)  # fmt: skip
+            pinned = _download_tarball(session, job.name, source, expected)
             opened.scratch += pinned.local_blobs.values()
             checked = f"sha256:{expected}" if expected is not None else None
             return self._admit(plan, job, pinned, attempt, opened, evidence, checked=checked)
@@ -406,6 +404,20 @@ def _unproven(plan: CandidatePlan | None, what: str) -> TrustRefusal:
     return TrustRefusal(
         f"{plan.candidate if plan else 'candidate'}: its plan demands a {what} that was not proven"
     )
+
+
+def _download_tarball(
+    session: Session, name: str, source: TarballSource, expected: str | None
+) -> PinnedImage:
+    """Pin a tarball (fetching it, unless cached), its download shown like a layer's."""
+    key, progress, config = f"sha256:{expected}" if expected else source.url, session.progress, session.config
+    progress.layer_started(name, key, 0)
+    try:
+        return pin_tarball(source, expected_sha256=expected, cache=session.cache, client=session.client,
+                           max_bytes=config.limits.max_extract_bytes, platform=config.platform,
+                           on_bytes=lambda amount: progress.layer_advanced(key, amount))  # fmt: skip
+    finally:
+        progress.layer_finished(key)
 
 
 class _NoBlobs:

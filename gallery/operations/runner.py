@@ -110,7 +110,9 @@ class Runner:
         if job.mode.writes:
             op: Op = "repair" if job.mode.target == "recorded" else "upgrade" if replaces else "install"
             keep = job.installed if verified.plan.candidate.kind == "recorded" else None
-            fetched = self.deployer.deploy(verified, job.resolution, op=op, keep=keep)
+            fetched = verified.pinned.fetched_bytes + self.deployer.deploy(
+                verified, job.resolution, op=op, keep=keep
+            )
         warning = verified.plan.warning
         return InstallResult(job.name, status, job.name, verified.digest, verified.candidate,
                              verified.evidence.verified, bytes_fetched=fetched,

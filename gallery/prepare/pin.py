@@ -66,6 +66,7 @@ class PinnedImage:
     # Blobs already on local disk outside the cache, by digest: an unverified tarball's download,
     # which is never committed to the verified-only blob cache (deleted once used).
     local_blobs: Mapping[str, Path] = field(default_factory=dict)
+    fetched_bytes: int = 0  # downloaded while pinning (a tarball is fetched to learn its digest)
 
 
 def pin_image(

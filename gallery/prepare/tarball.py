@@ -18,6 +18,7 @@ import httpx
 from gallery.catalog.sources import TarballSource
 from gallery.errors import DigestMismatch, SourceUnavailable
 from gallery.net.client import capped_chunks, stream_get
+from gallery.net.retry import TRANSIENT_STATUS, RetryPolicy, TransientStatus, retry_after
 from gallery.oci.models import EMPTY_CONFIG, Descriptor, ImageManifest
 from gallery.prepare.blobcache import BlobCache, BlobWriter
 from gallery.prepare.compression import sniff_compression
@@ -35,6 +36,10 @@ _LAYER_TYPES = {
 
 class TarballUnavailable(SourceUnavailable):
     pass
+
+
+# As for indexes: entries have mirrors, so a few quick retries before moving on to the next one.
+DEFAULT_RETRY = RetryPolicy(attempts=3, initial_wait=0.25)
 
 
 class TarballTooLarge(TarballUnavailable):
@@ -77,8 +82,15 @@ def pin_tarball(
     """
     expected = f"sha256:{expected_sha256}" if expected_sha256 else None
     local: dict[str, Path] = {}
+    fetched = [0]
+
+    def counted(amount: int) -> None:
+        fetched[0] += amount
+        if on_bytes is not None:
+            on_bytes(amount)
+
     if expected is None:  # a scratch file of its own: no other process writes it
-        digest, path = _download(source, cache.scratch(), client, max_bytes, on_bytes, expected_sha256)
+        digest, path = _download(source, cache.scratch(), client, max_bytes, counted, expected_sha256)
         local[digest] = path
     else:
         # The blob's lock, as for registry blobs: two processes installing the same tarball
@@ -88,7 +100,7 @@ def pin_tarball(
                 digest, path = expected, cache.path(expected)
             else:
                 digest, path = _download(
-                    source, cache.writer(expected, None), client, max_bytes, on_bytes, expected_sha256
+                    source, cache.writer(expected, None), client, max_bytes, counted, expected_sha256
                 )
     with path.open("rb") as handle:
         compression = sniff_compression(handle.read(4))
@@ -104,6 +116,7 @@ def pin_tarball(
         platform,
         _TarballBlobs(source, client, max_bytes),
         local_blobs=local,
+        fetched_bytes=fetched[0],
     )
 
 
@@ -155,6 +168,7 @@ def _stream_into(
         sink=take,
         what="tarball",
         limit="limits.max_extract_bytes",
+        restart=writer.restart,
     )
 
 
@@ -172,14 +186,25 @@ def read_signature(url: str, *, client: httpx.Client, max_bytes: int) -> bytes:
         sink=chunks.append,
         what="signature",
         limit="limits.max_bundle_bytes",
+        restart=chunks.clear,
     )
     return b"".join(chunks)
 
 
 def stream_url(
-    url: str, *, client: httpx.Client, max_bytes: int, sink: Callable[[bytes], None], what: str, limit: str
+    url: str,
+    *,
+    client: httpx.Client,
+    max_bytes: int,
+    sink: Callable[[bytes], None],
+    what: str,
+    limit: str,
+    restart: Callable[[], None] = lambda: None,
+    retry: RetryPolicy = DEFAULT_RETRY,
 ) -> None:
-    """Stream a ``file://`` or ``http(s)://`` URL into ``sink``, refusing more than ``max_bytes``."""
+    """Stream a ``file://`` or ``http(s)://`` URL into ``sink``, refusing more than ``max_bytes``.
+    Transient failures (connection, timeout, 429, 5xx) are retried from the start: ``restart``
+    is called before each attempt, so the sink drops what an earlier one gave it."""
     received = 0
 
     def too_large() -> TarballTooLarge:
@@ -199,12 +224,22 @@ def stream_url(
                 while chunk := handle.read(_CHUNK):
                     take(chunk)
             return
-        # These URLs carry no credentials, so following redirects (CDNs) leaks nothing.
-        with stream_get(client, url) as response:
-            if response.status_code != 200:
-                raise TarballUnavailable(f"{what} {url}: HTTP {response.status_code}")
-            for chunk in capped_chunks(response, max_bytes, too_large):
-                take(chunk)
+        for attempt in retry.retrying():
+            with attempt:
+                restart()
+                received = 0
+                # These URLs carry no credentials, so following redirects (CDNs) leaks nothing.
+                with stream_get(client, url) as response:
+                    if response.status_code in TRANSIENT_STATUS:
+                        raise TransientStatus(
+                            response.status_code, retry_after(response.headers.get("Retry-After"))
+                        )
+                    if response.status_code != 200:
+                        raise TarballUnavailable(f"{what} {url}: HTTP {response.status_code}")
+                    for chunk in capped_chunks(response, max_bytes, too_large):
+                        take(chunk)
+    except TransientStatus as exc:
+        raise TarballUnavailable(f"{what} {url}: {exc} (after {retry.attempts} attempts)") from exc
     except OSError as exc:
         raise TarballUnavailable(f"{what} {url}: {exc.strerror or exc}") from exc
     except httpx.HTTPError as exc:

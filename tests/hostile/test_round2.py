@@ -414,3 +414,27 @@ def tar_bytes_of(files: dict[str, bytes]) -> bytes:
             info.size, info.mode = len(data), 0o755 if name.endswith(".sh") else 0o644
             archive.addfile(info, io.BytesIO(data))
     return buffer.getvalue()
+
+
+def test_transient_failures_of_an_index_and_a_tarball_are_retried_and_counted(tmp_path: Path) -> None:
+    """503 twice on the index and on the tarball: both retried (no mirror needed), and the
+    tarball's download is reported in bytes_fetched."""
+    import hashlib
+    import json
+
+    from ..file_server import serving
+
+    tarball = gz(tar_bytes_of({"run.sh": RUN_SH, "lib/data.bin": os.urandom(64 * 1024)}))
+    with serving() as server:
+        url = server.publish("/b.tar.gz", tarball)
+        index = server.publish("/index.yaml", yaml.safe_dump(
+            [{"name": "b", "uri": url, "sha256": hashlib.sha256(tarball).hexdigest()}]).encode())  # fmt: skip
+        server.unavailable.update({"/b.tar.gz": 2, "/index.yaml": 2})
+        config = tmp_path / "gallery.yaml"
+        config.write_text(yaml.safe_dump({"format_version": 1, "backends_path": "./b", "cache_path": "./c",
+                                          "capability": "default", "galleries": [{"name": "g", "url": index}]}))  # fmt: skip
+        result = CliRunner().invoke(app, ["--config", str(config), "install", "b", "--json"])
+    assert result.exit_code == 0, result.output
+    (installed,) = json.loads(result.stdout)["results"]
+    assert installed["status"] == "installed" and installed["bytes_fetched"] == len(tarball)
+    assert server.requests.count("/b.tar.gz") == 3 and server.requests.count("/index.yaml") == 3
