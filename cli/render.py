@@ -158,7 +158,13 @@ class Output:
             for warning in result.warnings:
                 self.err.print(f"[yellow]warning:[/yellow] {clean(warning)}", highlight=False)
             if result.error is not None:
-                self.error(f"{result.requested}: {result.error.message}", result.error.hint)
+                message = result.error.message
+                named = (
+                    message
+                    if message.startswith(f"{result.requested}: ")
+                    else f"{result.requested}: {message}"
+                )
+                self.error(named, result.error.hint)
                 continue
             detail = f" {result.digest}" if result.digest else ""
             verified = (

@@ -4,8 +4,9 @@ require ``run.sh``, write ``metadata.json`` with the evidence, swap into place (
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,10 @@ from gallery.prepare.pin import PinnedImage
 __all__ = ["Deployer"]
 
 MetadataFor = Callable[[tuple[FileRecord, ...]], BackendMetadata]
+
+
+class _Stopped(Exception):
+    """A layer download abandoned because another layer of the same image failed."""
 
 
 class Deployer:
@@ -120,11 +125,16 @@ class Deployer:
         if not missing:
             return 0
         counted: list[int] = []
+        stop = threading.Event()  # one layer failed: the others stop at their next chunk
 
         def fetch(blob: Descriptor) -> None:
+            if stop.is_set():
+                return
             progress.layer_started(backend, blob.digest, blob.size)
 
             def on_bytes(amount: int) -> None:
+                if stop.is_set():
+                    raise _Stopped(blob.digest)
                 counted.append(amount)
                 progress.layer_advanced(blob.digest, amount)
 
@@ -141,15 +151,25 @@ class Deployer:
 
         workers = max(1, min(session.config.max_parallel_layers, len(missing)))
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="layer") as pool:
-            for future in [pool.submit(fetch, blob) for blob in missing]:
-                try:
-                    future.result()
-                except OSError as exc:  # the cache's disk, not the source: no other candidate helps
-                    raise OperationalError(
-                        f"{pinned.label} ({pinned.manifest_digest}): cannot write to the blob cache "
-                        f"{cache.state}: {exc.strerror or exc}",
-                        hint="free space under cache_path (gallery cache prune), then retry",
-                    ) from exc
+            futures = [pool.submit(fetch, blob) for blob in missing]
+            failure: BaseException | None = None
+            for future in as_completed(futures):
+                if future.cancelled():
+                    continue
+                error = future.exception()
+                if error is not None and not isinstance(error, _Stopped) and failure is None:
+                    failure = error
+                    stop.set()  # the candidate has failed: no point downloading the rest
+                    for pending in futures:
+                        pending.cancel()
+        if isinstance(failure, OSError):  # the cache's disk, not the source: no other candidate helps
+            raise OperationalError(
+                f"{pinned.label} ({pinned.manifest_digest}): cannot write to the blob cache "
+                f"{cache.state}: {failure.strerror or failure}",
+                hint="free space under cache_path (gallery cache prune), then retry",
+            ) from failure
+        if failure is not None:
+            raise failure
         return sum(counted)
 
     def _extract(self, pinned: PinnedImage, staging: Path) -> TreeBuilder:
