@@ -180,3 +180,19 @@ def test_cli_lock_preload_and_schema(fleet: Fleet) -> None:
     assert usage.exit_code == 2
     schema = json.loads(runner.invoke(app, ["schema", "lock"]).stdout)
     assert "backends" in schema["properties"]
+
+
+def test_a_lock_entry_naming_itself_its_meta_backend_is_not_turned_into_a_link(fleet: Fleet) -> None:
+    """A crafted lock (meta = name): the concrete backend installs and stays a backend; its
+    directory is never replaced by a meta-backend link to itself."""
+    fleet.push_signed("stable", "v1")
+    fleet.entries = [{"name": "echo", "uri": fleet.ref("stable")}]
+    config = fleet.signed_config()
+    lock = fleet.lock(config, ["echo"])
+    crafted = lock.model_copy(update={"backends": tuple(
+        entry.model_copy(update={"meta": "echo", "capability": "default"}) for entry in lock.backends)})  # fmt: skip
+    batch = fleet.preload(config, crafted)
+    assert batch.results[0].error is None, batch.results[0].error
+    assert (fleet.backends / "echo" / "VERSION").read_text() == "v1"
+    metadata = json.loads((fleet.backends / "echo" / "metadata.json").read_text())
+    assert metadata.get("meta_backend_for") is None

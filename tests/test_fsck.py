@@ -221,3 +221,21 @@ def test_a_blob_pruned_under_a_repair_from_the_cache_is_named(
     assert result.exit_code != 0
     assert f"blob sha256:{blobs[0].name} is no longer in the cache" in result.output, result.output
     assert (project.backends / "b" / "VERSION").read_text() == "v9"
+
+
+def test_a_rebuild_from_the_cache_must_give_exactly_the_recorded_files(project: Project) -> None:
+    """The cached layers rebuild something other than metadata.json records (here the record
+    was edited: lib/a.so "0600"): the repair refuses to keep that record over other files, and
+    the backend is left as it was."""
+    path = project.backends / "b" / "metadata.json"
+    lines = path.read_text().splitlines()
+    edited = [
+        line.replace('"mode": "0644"', '"mode": "0600"') if '"lib/a.so"' in line else line for line in lines
+    ]
+    assert edited != lines
+    path.write_text("\n".join(edited) + "\n")
+    (project.backends / "b" / "VERSION").write_text("v9")
+    result = project.gallery("fsck", "--repair")
+    assert result.exit_code == 3, result.output
+    assert "the cached layers do not rebuild the recorded files" in result.output, result.output
+    assert (project.backends / "b" / "VERSION").read_text() == "v9"

@@ -253,3 +253,21 @@ def test_upgrade_verifies_a_backend_installed_before_its_gallery_had_a_policy(
     metadata = read_metadata(env.backends / "echo")
     assert metadata is not None and metadata.verification is not None and metadata.verification.verified
     assert env.installer(config).upgrade_one("echo").status == "unchanged"
+
+
+def test_a_backend_uninstalled_while_upgrade_waited_for_its_lock_is_not_reinstalled(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another process removed it between upgrade's first look and the backend lock: upgrade
+    says it is not installed instead of installing it anew."""
+    from gallery.operations.store import BackendStore
+
+    env.push("stable", [(version_layer("v1"), LAYER_GZIP), (gz(tar_bytes([RUN_SH])), LAYER_GZIP)])
+    env.entries = [{"name": "echo", "uri": env.ref("stable")}]
+    config = env.config()
+    assert env.installer(config).install_one("echo").error is None
+    env.push("stable", [(version_layer("v2"), LAYER_GZIP), (gz(tar_bytes([RUN_SH])), LAYER_GZIP)])
+    monkeypatch.setattr(BackendStore, "current", lambda self, name: None)  # gone, as seen under the lock
+    result = env.installer(config).upgrade_one("echo")
+    assert result.exit_code == 2 and "is not installed" in (result.error.message if result.error else "")
+    assert (env.backends / "echo" / "VERSION").read_text() == "v1"
