@@ -196,3 +196,17 @@ def test_a_lock_entry_naming_itself_its_meta_backend_is_not_turned_into_a_link(f
     assert (fleet.backends / "echo" / "VERSION").read_text() == "v1"
     metadata = json.loads((fleet.backends / "echo" / "metadata.json").read_text())
     assert metadata.get("meta_backend_for") is None
+
+
+def test_a_lock_naming_a_gallery_the_config_lacks_is_a_config_error(fleet: Fleet) -> None:
+    fleet.push_signed("stable", "v1")
+    fleet.entries = [{"name": "echo", "uri": fleet.ref("stable")}]
+    config = fleet.signed_config()
+    lock = fleet.lock(config, ["echo"])
+    elsewhere = lock.model_copy(update={"backends": tuple(
+        entry.model_copy(update={"gallery": "elsewhere"}) for entry in lock.backends)})  # fmt: skip
+    result = fleet.preload(config, elsewhere).results[0]
+    assert result.exit_code == 2 and "names gallery 'elsewhere'" in (
+        result.error.message if result.error else ""
+    )
+    assert not (fleet.backends / "echo").exists()
