@@ -206,3 +206,77 @@ def test_a_damaged_journal_is_reported_not_guessed(backends: Path) -> None:
     report = recover_pending(backends, keep_generations=1)
     assert report.skipped and "outside" in report.skipped[0]
     assert (backends / "b" / "run.sh").exists() and state.journal("b").exists()
+
+
+# -- single lines that guard the swap (each test fails if its line is deleted) -------------------
+
+
+def test_the_post_swap_check_refuses_a_symlinked_run_sh_and_a_foreign_metadata(tmp_path: Path) -> None:
+    from gallery.place.swap import check_backend
+
+    good = make_backend(tmp_path / "good", "b", "v1")
+    check_backend(good, "b")
+    linked = make_backend(tmp_path / "linked", "b", "v1")
+    (linked / "run.sh").unlink()
+    (linked / "run.sh").symlink_to("/bin/true")
+    with pytest.raises(OperationalError, match=r"run\.sh is missing"):
+        check_backend(linked, "b")
+    foreign = make_backend(tmp_path / "foreign", "other", "v1")
+    with pytest.raises(OperationalError, match="names another backend"):
+        check_backend(foreign, "b")
+
+
+def _journal(name: str, **fields: object) -> dict[str, object]:
+    return {"op": "upgrade", "name": name, "incoming": f"staging/{name}.1", "incoming_ino": 1, "old_ino": None,
+            "outgoing": f"trash/{name}.1", "aside": f"trash/{name}.2", "discard_incoming": True,
+            "started_at": "2026-01-01T00:00:00Z", **fields}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("fields", "reason"),
+    [({"name": "other"}, "names 'other'"), ({"format_version": 99}, "written by a newer gallery")],
+    ids=["another backend", "newer format"],
+)
+def test_a_journal_for_another_backend_or_from_a_newer_gallery_is_not_acted_on(
+    backends: Path, fields: dict[str, object], reason: str
+) -> None:
+    make_backend(backends / "b", "b", "v1")
+    state = StateDir(backends)
+    state.journals.mkdir(parents=True)
+    state.journal("b").write_text(json.dumps({**_journal("b"), **fields}))
+    report = recover_pending(backends, keep_generations=1)
+    assert report.skipped and reason in report.skipped[0], report
+    assert (backends / "b" / "run.sh").exists() and state.journal("b").exists()
+
+
+def test_finish_makes_the_retired_version_durable_after_moving_it(backends: Path) -> None:
+    """After an exchange the old version sits in staging; _finish moves it to generations/ and
+    then fsyncs the three directories that rename changed."""
+    make_backend(backends / "b", "b", "v1")
+    fs = RecordingFsOps(exchange_supported=True)
+    Swapper(backends, keep_generations=1, fs=fs).place("b", _staged(backends, "v2"), op="upgrade")
+    generations = StateDir(backends).generations("b")
+    moved = next(i for i, c in enumerate(fs.calls) if c[0] == "rename" and c[2].startswith(str(generations)))
+    after = fs.calls[moved + 1 : moved + 4]
+    assert [c[0] for c in after] == ["fsync_dir"] * 3, fs.calls[moved:]
+    assert {c[1] for c in after} == {
+        str(generations),
+        str(generations.parent),
+        str(StateDir(backends).staging),
+    }
+
+
+def test_undo_makes_the_restored_version_durable(backends: Path) -> None:
+    """The post-swap check fails: the old version is renamed back, then its parents fsynced."""
+    make_backend(backends / "b", "b", "v1")
+    fs = RecordingFsOps(exchange_supported=False)
+
+    def broken(path: Path) -> None:
+        raise OperationalError(f"{path}: does not start")
+
+    with pytest.raises(OperationalError):
+        Swapper(backends, keep_generations=1, fs=fs).place(
+            "b", _staged(backends, "v2"), op="upgrade", check=broken
+        )
+    back = max(i for i, c in enumerate(fs.calls) if c[0] == "rename" and c[2] == str(backends / "b"))
+    assert ("fsync_dir", str(backends)) in fs.calls[back + 1 :], fs.calls[back:]

@@ -1,0 +1,71 @@
+"""The blob cache's writer on its own: a resume never trusts a partial longer than the blob, and
+a commit is durable in the right order (file fsync, rename, directory fsync)."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+
+from gallery.errors import DigestMismatch
+from gallery.prepare import blobcache
+from gallery.prepare.blobcache import BlobCache
+
+DATA = b"the blob's bytes" * 100
+DIGEST = "sha256:" + hashlib.sha256(DATA).hexdigest()
+
+
+def cache(tmp_path: Path) -> BlobCache:
+    return BlobCache(tmp_path / "cache" / "blobs")
+
+
+def test_a_partial_is_resumed_where_it_stopped(tmp_path: Path) -> None:
+    blobs = cache(tmp_path)
+    first = blobs.writer(DIGEST, len(DATA))
+    first.write(DATA[:100])
+    first.close()
+    resumed = blobs.writer(DIGEST, len(DATA))
+    assert resumed.offset == 100
+    resumed.write(DATA[100:])
+    assert resumed.commit() == blobs.path(DIGEST) and blobs.path(DIGEST).read_bytes() == DATA
+
+
+def test_a_partial_longer_than_the_blob_is_dropped_not_resumed(tmp_path: Path) -> None:
+    blobs = cache(tmp_path)
+    (tmp_path / "cache" / "partial").mkdir(parents=True)
+    blobs.partial_path(DIGEST).write_bytes(DATA + b"junk a dropped mirror appended")
+    writer = blobs.writer(DIGEST, len(DATA))
+    assert writer.offset == 0, "a partial longer than the blob is garbage"
+    writer.write(DATA)
+    assert writer.commit().read_bytes() == DATA
+
+
+def test_bytes_beyond_the_declared_size_are_refused(tmp_path: Path) -> None:
+    writer = cache(tmp_path).writer(DIGEST, len(DATA))
+    writer.write(DATA)
+    with pytest.raises(DigestMismatch, match="more than"):
+        writer.write(b"x")
+
+
+def test_a_commit_syncs_the_file_then_renames_then_syncs_the_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    events: list[str] = []
+    real_fsync, real_replace = blobcache.os.fsync, Path.replace
+
+    def fsync(fd: int) -> None:
+        events.append("fsync file")
+        real_fsync(fd)
+
+    def replace(self: Path, target: Path) -> Path:
+        events.append("rename")
+        return real_replace(self, target)
+
+    monkeypatch.setattr(blobcache.os, "fsync", fsync)
+    monkeypatch.setattr(Path, "replace", replace)
+    monkeypatch.setattr(blobcache, "fsync_directory", lambda path: events.append(f"fsync dir {path.name}"))
+    writer = cache(tmp_path).writer(DIGEST, len(DATA))
+    writer.write(DATA)
+    writer.commit()
+    assert events == ["fsync file", "rename", "fsync dir sha256"]
