@@ -163,3 +163,19 @@ def test_cache_prune_drops_unpacked_bundles_once_they_are_old(
     old = json.loads(gallery(config, "cache", "prune", "--json").stdout)
     assert old["bundles_removed"] == 1 and not copy.exists()
     assert (tmp_path / "backends" / "cuda-echo" / "run.sh").exists()
+
+
+def test_fail_fast_from_a_bundle_installs_nothing_after_a_refused_name(
+    tmp_path: Path, exported: dict[str, Path]
+) -> None:
+    """cuda-echo is fine, the next name is not in the bundle: with --fail-fast the batch stops
+    at that refusal, before the bundle is even unpacked; without, cuda-echo installs."""
+    config = write_config(tmp_path, exported["root"], "http://127.0.0.1:9/index.yaml")
+    result = gallery(config, "install", "--fail-fast", "--from", str(exported["tar"]), "cuda-echo", "absent")
+    assert result.exit_code == 2, result.stderr
+    assert not (tmp_path / "backends" / "cuda-echo").exists()
+    assert not (tmp_path / "cache" / "bundles").exists() or not any(
+        (tmp_path / "cache" / "bundles").iterdir()
+    )
+    result = gallery(config, "install", "--from", str(exported["tar"]), "cuda-echo", "absent")
+    assert result.exit_code == 2 and (tmp_path / "backends" / "cuda-echo").exists()
