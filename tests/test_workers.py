@@ -184,8 +184,9 @@ def test_mirror_stopped_mid_download_falls_back_to_the_upstream(
         while not any(path.rsplit("/", 1)[-1] in layers for _, path, _ in faults.seen):
             assert time.monotonic() < deadline and worker.poll() is None
             time.sleep(0.01)
-        time.sleep(0.1)
-        faults.stopped = True  # the mirror dies with a layer half sent
+        # The mirror dies as soon as it starts sending a layer (it sleeps before each chunk, so
+        # that layer is cut short): on a fast or a loaded machine alike, not every layer came from it.
+        faults.stopped = True
         out, err = worker.communicate(timeout=180)
     assert worker.returncode == 0, err
     results = json.loads(out)["results"]
