@@ -12,6 +12,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from gallery.errors import OperationalError
+from gallery.files import read_at_most
 from gallery.names import is_valid_name
 
 __all__ = [
@@ -27,6 +28,7 @@ __all__ = [
 
 STATE_DIR = ".gallery"
 JOURNAL_FORMAT_VERSION = 1
+_MAX_JOURNAL_BYTES = 1024 * 1024  # ours are a few hundred bytes; a larger file is not one of ours
 
 Op = Literal["install", "upgrade", "rollback", "uninstall", "repair"]
 
@@ -125,7 +127,10 @@ def read_journal(path: Path, root: Path) -> Journal:
         RecoveryFailed: it is unreadable, newer, or names something it must not.
     """
     try:
-        raw = path.read_bytes()
+        with path.open("rb") as handle:
+            raw = read_at_most(handle, _MAX_JOURNAL_BYTES)
+        if len(raw) > _MAX_JOURNAL_BYTES:
+            raise ValueError(f"larger than {_MAX_JOURNAL_BYTES} bytes")
         journal = Journal.model_validate_json(raw)
     except (OSError, ValidationError, ValueError) as exc:
         raise RecoveryFailed(
