@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, NoReturn
 
+import click
 import httpx
 import typer
 from typer.core import TyperGroup
@@ -36,7 +38,7 @@ from gallery import (
 from .progress import RichProgress
 from .render import Output
 
-__all__ = ["FailFast", "JsonFlag", "app", "execute", "installer", "run_batch"]
+__all__ = ["FailFast", "JsonFlag", "app", "execute", "installer", "reported_errors", "run_batch"]
 
 
 class _NoEnvironmentGroup(TyperGroup):
@@ -107,11 +109,33 @@ def _main(
     ctx.obj = Globals(config, debug, require_integrity, capability)
 
 
-def execute(ctx: typer.Context, out: Output, action: Callable[[Config], int]) -> NoReturn:
-    """Load the config (flags override it), recover what a crashed command left, run ``action``
-    and exit with its code; a ``GalleryError`` is one line and its hint, and its exit code."""
+@contextmanager
+def reported_errors(ctx: typer.Context, out: Output) -> Iterator[None]:
+    """A GalleryError is its message, its hint and its exit code; anything else, the last resort,
+    is one line too (where it happened, what to report), never a traceback unless --debug."""
     options: Globals = ctx.obj
     try:
+        yield
+    except GalleryError as exc:
+        if options.debug:
+            raise
+        out.error(exc.message, exc.hint)
+        raise typer.Exit(exc.code()) from None
+    except (click.exceptions.Exit, click.exceptions.Abort, click.exceptions.ClickException):
+        raise  # a command's own exit (typer.Exit is a RuntimeError): not a bug
+    except Exception as exc:
+        if options.debug:
+            raise
+        unexpected = InternalError.wrap(exc)
+        out.error(unexpected.message, unexpected.hint)
+        raise typer.Exit(unexpected.code()) from None
+
+
+def execute(ctx: typer.Context, out: Output, action: Callable[[Config], int]) -> NoReturn:
+    """Load the config (flags override it), recover what a crashed command left, run ``action``
+    and exit with its code (errors as ``reported_errors`` says)."""
+    options: Globals = ctx.obj
+    with reported_errors(ctx, out):
         config = load_config(options.config_path).with_overrides(
             require_integrity=options.require_integrity, capability=options.capability
         )
@@ -119,18 +143,6 @@ def execute(ctx: typer.Context, out: Output, action: Callable[[Config], int]) ->
         # (only where no live process holds the backend's lock: readers never wait).
         out.recovery(recover_pending(config.backends_path, keep_generations=config.keep_generations))
         code = action(config)
-    except GalleryError as exc:
-        if options.debug:
-            raise
-        out.error(exc.message, exc.hint)
-        raise typer.Exit(exc.code()) from None
-    # The last resort: anything unexpected is one line (where, what to report), not a traceback.
-    except Exception as exc:
-        if options.debug:
-            raise
-        unexpected = InternalError.wrap(exc)
-        out.error(unexpected.message, unexpected.hint)
-        raise typer.Exit(unexpected.code()) from None
     raise typer.Exit(code)
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import sys
 
+import click
+
 from gallery import InternalError
 
 from . import commands
@@ -18,6 +20,8 @@ def run() -> None:
     shows the traceback)."""
     try:
         app(prog_name="gallery")
+    except (click.exceptions.Exit, click.exceptions.Abort, click.exceptions.ClickException):
+        raise
     except Exception as exc:
         if "--debug" in sys.argv[1:]:
             raise

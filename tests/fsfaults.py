@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
 import stat
 from pathlib import Path
@@ -81,3 +82,24 @@ def tree(root: Path) -> dict[str, tuple[str, int, bytes]]:
         else:
             result[rel] = ("file", stat.S_IMODE(info.st_mode), path.read_bytes())
     return result
+
+
+def permissions_tree(root: Path) -> dict[str, tuple[object, ...]]:
+    """A tree as other tools would agree on it: type, permission bits (no setuid, setgid or
+    sticky: we strip them), size and sha256 of files, symlink targets; other files by type."""
+    found: dict[str, tuple[object, ...]] = {}
+    for directory, dirs, files in os.walk(root):
+        for name in [*dirs, *files]:
+            path = Path(directory) / name
+            info = os.lstat(path)
+            rel = str(path.relative_to(root))
+            if stat.S_ISLNK(info.st_mode):
+                found[rel] = ("symlink", os.readlink(path))
+            elif stat.S_ISDIR(info.st_mode):
+                found[rel] = ("dir", info.st_mode & 0o777)
+            elif stat.S_ISREG(info.st_mode):
+                digest = hashlib.sha256(path.read_bytes()).hexdigest()
+                found[rel] = ("file", info.st_mode & 0o777, info.st_size, digest)
+            else:
+                found[rel] = ("other", stat.S_IFMT(info.st_mode))
+    return found

@@ -10,11 +10,9 @@ skopeo is missing (Debian packages; under CI=true they are required).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
-import stat
 import subprocess
 from pathlib import Path
 
@@ -27,6 +25,7 @@ from gallery.config.models import load_config
 from gallery.oci.registry import RegistryClient, RetryPolicy
 from gallery.operations.installer import Installer
 
+from .fsfaults import permissions_tree
 from .registry_server import Registry
 
 
@@ -73,22 +72,6 @@ def _umoci_image(work: Path, route: str) -> tuple[Path, Path]:
     check = work / "check"
     _run(umoci, "unpack", *rootless, "--image", f"{layout}:t", str(check))
     return layout, check / "rootfs"
-
-
-def _tree(root: Path) -> dict[str, tuple[object, ...]]:
-    found: dict[str, tuple[object, ...]] = {}
-    for directory, dirs, files in os.walk(root):
-        for name in [*dirs, *files]:
-            path = Path(directory) / name
-            info = os.lstat(path)
-            rel = str(path.relative_to(root))
-            if stat.S_ISLNK(info.st_mode):
-                found[rel] = ("symlink", os.readlink(path))
-            elif stat.S_ISDIR(info.st_mode):
-                found[rel] = ("dir", info.st_mode & 0o777)
-            else:
-                found[rel] = ("file", info.st_mode & 0o777, hashlib.sha256(path.read_bytes()).hexdigest())
-    return found
 
 
 def _install(tmp_path: Path, uri: str, registry: Registry) -> Path:
@@ -141,8 +124,8 @@ def test_an_umoci_image_installs_exactly_as_umoci_unpacks_it(
         _copy(source, f"docker://{registry.host}/{repo}:t", *options)
         uri = f"{registry.host}/{repo}:t"
     installed = _install(tmp_path, uri, registry)
-    ours = {path: entry for path, entry in _tree(installed).items() if path != "metadata.json"}
-    assert ours == _tree(expected)
+    ours = {path: entry for path, entry in permissions_tree(installed).items() if path != "metadata.json"}
+    assert ours == permissions_tree(expected)
     assert "gone.txt" not in ours and "lib/libx-hard.so" not in ours, "the second layer's whiteouts"
     assert ours["lib/libx.so"] == ("symlink", "libx.so.1") and ours["private/key"][1] == 0o600
     layers = json.loads((installed / "metadata.json").read_text())["layers"]

@@ -17,11 +17,9 @@ from __future__ import annotations
 
 import bz2
 import gzip
-import hashlib
 import io
 import os
 import shutil
-import stat
 import subprocess
 from pathlib import Path
 
@@ -30,6 +28,7 @@ import pytest
 from gallery.errors import UnsafeArchiveError
 from gallery.place.extract import ExtractLimits, TreeBuilder
 
+from .fsfaults import permissions_tree
 from .tarbuild import file, tar_bytes
 
 CORPUS = Path(__file__).parent / "assets" / "tar-corpus"
@@ -68,25 +67,6 @@ def _load(path: Path) -> bytes:
     return bz2.decompress(data) if path.suffix == ".bz2" else data
 
 
-def _tree(root: Path) -> dict[str, tuple[object, ...]]:
-    found: dict[str, tuple[object, ...]] = {}
-    for directory, dirs, files in os.walk(root):
-        for name in [*dirs, *files]:
-            path = Path(directory) / name
-            info = os.lstat(path)
-            rel = str(path.relative_to(root))
-            if stat.S_ISLNK(info.st_mode):
-                found[rel] = ("symlink", os.readlink(path))
-            elif stat.S_ISDIR(info.st_mode):
-                found[rel] = ("dir", info.st_mode & 0o777)
-            elif stat.S_ISREG(info.st_mode):
-                digest = hashlib.sha256(path.read_bytes()).hexdigest()
-                found[rel] = ("file", info.st_mode & 0o777, info.st_size, digest)
-            else:
-                found[rel] = ("other", stat.S_IFMT(info.st_mode))
-    return found
-
-
 def _gnu_tar(data: bytes, into: Path) -> bool:
     tar = shutil.which("tar")
     if tar is None or b"GNU tar" not in subprocess.run([tar, "--version"], capture_output=True).stdout:
@@ -120,7 +100,7 @@ def test_each_archive_extracts_like_gnu_tar_or_is_refused_in_one_line(archive: P
     key = f"{archive.parent.name}/{archive.name}"
     if refusal is None:
         assert gnu_ok, f"{key}: GNU tar fails on it, but we extracted it"
-        assert _tree(ours) == _tree(gnu), f"{key}: our tree differs from GNU tar's"
+        assert permissions_tree(ours) == permissions_tree(gnu), f"{key}: our tree differs from GNU tar's"
     else:
         message = refusal.message
         assert "\n" not in message and message.startswith("layer sha256:corpus: "), message

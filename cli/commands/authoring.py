@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
@@ -12,8 +10,6 @@ import typer
 from gallery import (
     COSIGN_PREDICATE,
     Config,
-    GalleryError,
-    InternalError,
     SigstoreVerifier,
     VerificationPolicy,
     checksum_index,
@@ -22,7 +18,7 @@ from gallery import (
     verify_bundle_file,
 )
 
-from ..app import Globals, JsonFlag, app, execute
+from ..app import JsonFlag, app, execute, reported_errors
 from ..render import Output
 
 
@@ -52,7 +48,7 @@ def lint_command(
     policy = None
     if any((issuer, issuer_regex, identity, identity_regex)):
         policy = _signer_policy(out, issuer, issuer_regex, identity, identity_regex)
-    with _library_errors(ctx, out):
+    with reported_errors(ctx, out):
         report = lint_files(
             index, signature, policy=policy, trusted_root=trusted_root, verifier=SigstoreVerifier()
         )
@@ -97,7 +93,7 @@ def verify_bundle_command(
         out.error("give the artifact or --digest, not both", "e.g. gallery verify-bundle FILE --bundle B ...")
         raise typer.Exit(2)
     policy = _signer_policy(out, issuer, issuer_regex, identity, identity_regex)
-    with _library_errors(ctx, out):
+    with reported_errors(ctx, out):
         evidence = verify_bundle_file(
             str(artifact or digest),
             bundle,
@@ -123,26 +119,6 @@ def _signer_policy(
     except ValueError as exc:
         out.error(f"the signer options do not make a policy: {exc}", "give --issuer and --identity")
         raise typer.Exit(2) from None
-
-
-@contextmanager
-def _library_errors(ctx: typer.Context, out: Output) -> Iterator[None]:
-    """A command without a config: a GalleryError is its message, its hint and its exit code."""
-    options: Globals = ctx.obj
-    try:
-        yield
-    except GalleryError as exc:
-        if options.debug:
-            raise
-        out.error(exc.message, exc.hint)
-        raise typer.Exit(exc.code()) from None
-    # The last resort: anything unexpected is one line (where, what to report), not a traceback.
-    except Exception as exc:
-        if options.debug:
-            raise
-        unexpected = InternalError.wrap(exc)
-        out.error(unexpected.message, unexpected.hint)
-        raise typer.Exit(unexpected.code()) from None
 
 
 @app.command("checksum")

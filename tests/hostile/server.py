@@ -157,8 +157,16 @@ def hostile_registry(*, name: str = "127.0.0.1") -> Iterator[HostileRegistry]:
 # -- responses a case can install as overrides ---------------------------------------------------
 
 
-def drip(body: bytes, *, every: float, headers: dict[str, str] | None = None) -> Handler:
-    """Send the headers, then one byte of ``body`` every ``every`` seconds (a slow-drip server)."""
+def drip(
+    body: bytes,
+    *,
+    every: float,
+    headers: dict[str, str] | None = None,
+    sent: dict[str, int] | None = None,
+    key: str = "",
+) -> Handler:
+    """Send the headers, then one byte of ``body`` every ``every`` seconds (a slow-drip server);
+    ``sent[key]`` counts the bytes the client took before it hung up."""
 
     def handler(request: _RequestHandler) -> None:
         request.send_response(200)
@@ -173,6 +181,8 @@ def drip(body: bytes, *, every: float, headers: dict[str, str] | None = None) ->
                 request.wfile.flush()
             except OSError:
                 return
+            if sent is not None:
+                sent[key] = index + 1
 
     return handler
 

@@ -315,6 +315,17 @@ def test_a_content_encoding_bomb_on_the_index_stays_small(tmp_path: Path) -> Non
     assert rss < 200 * 1024, f"peak RSS {rss} KiB"
 
 
+def _registry_project(tmp_path: Path, uri: str, host: str) -> Path:
+    """A gallery of one entry ``t`` at ``uri``, on an insecure (plain HTTP) registry ``host``."""
+    (tmp_path / "index.yaml").write_text(yaml.safe_dump([{"name": "t", "uri": uri}]))
+    config = tmp_path / "gallery.yaml"
+    config.write_text(yaml.safe_dump({
+        "format_version": 1, "backends_path": "./b", "cache_path": "./c", "capability": "default",
+        "insecure_registries": [host], "galleries": [{"name": "g", "url": "./index.yaml"}],
+    }))  # fmt: skip
+    return config
+
+
 def test_an_endless_bearer_token_stays_small(tmp_path: Path) -> None:
     """The token service answers with a body that never ends: read up to its cap, refused."""
     from .server import REPO as IMAGE
@@ -325,14 +336,7 @@ def test_an_endless_bearer_token_stays_small(tmp_path: Path) -> None:
         registry.challenge = f'Bearer realm="http://{registry.host}/token",service="hostile"'
         registry.authorization = "Bearer never"
         registry.overrides["/token"] = endless()
-        (tmp_path / "index.yaml").write_text(
-            yaml.safe_dump([{"name": "t", "uri": f"{registry.host}/{IMAGE}:v1"}])
-        )
-        config = tmp_path / "gallery.yaml"
-        config.write_text(yaml.safe_dump({
-            "format_version": 1, "backends_path": "./b", "cache_path": "./c", "capability": "default",
-            "insecure_registries": [registry.host], "galleries": [{"name": "g", "url": "./index.yaml"}],
-        }))  # fmt: skip
+        config = _registry_project(tmp_path, f"{registry.host}/{IMAGE}:v1", registry.host)
         code, output, rss = _cli_peak_rss(config, "install", "t")
     assert code != 0 and "token size limit" in output, output
     assert rss < 200 * 1024, f"peak RSS {rss} KiB"
@@ -443,51 +447,23 @@ def test_transient_failures_of_an_index_and_a_tarball_are_retried_and_counted(tm
 def test_when_one_layer_fails_the_others_stop_downloading(tmp_path: Path) -> None:
     """Three layers: one is refused at once (404), two drip slowly. The install fails on the
     first and the slow ones are abandoned, not downloaded to the end."""
-    import threading
-
     from .server import REPO as IMAGE
-    from .server import hostile_registry
+    from .server import drip, hostile_registry
 
     slow = [gz(tar_bytes_of({f"part{i}.bin": os.urandom(4096)})) for i in range(2)]
     bad = gz(tar_bytes_of({"run.sh": RUN_SH}))
     sent: dict[str, int] = {}
-    stop = threading.Event()
-
-    def dripping(body: bytes, key: str) -> Any:
-        def handler(request: Any) -> None:
-            request.send_response(200)
-            request.send_header("Content-Length", str(len(body)))
-            request.end_headers()
-            for index in range(len(body)):
-                if stop.wait(0.005):
-                    return
-                try:
-                    request.wfile.write(body[index : index + 1])
-                    request.wfile.flush()
-                except OSError:
-                    return
-                sent[key] = index + 1
-
-        return handler
 
     with hostile_registry() as registry:
         _digest, manifest = registry.image([bad, *slow])
         layers = manifest["layers"]
         registry.overrides[registry.path("blobs", layers[0]["digest"])] = lambda request: request.send(404)
         for index, layer in enumerate(layers[1:]):
-            registry.overrides[registry.path("blobs", layer["digest"])] = dripping(
-                slow[index], layer["digest"]
+            registry.overrides[registry.path("blobs", layer["digest"])] = drip(
+                slow[index], every=0.005, sent=sent, key=layer["digest"]
             )
-        (tmp_path / "index.yaml").write_text(
-            yaml.safe_dump([{"name": "t", "uri": f"{registry.host}/{IMAGE}:v1"}])
-        )
-        config = tmp_path / "gallery.yaml"
-        config.write_text(yaml.safe_dump({
-            "format_version": 1, "backends_path": "./b", "cache_path": "./c", "capability": "default",
-            "insecure_registries": [registry.host], "galleries": [{"name": "g", "url": "./index.yaml"}],
-        }))  # fmt: skip
+        config = _registry_project(tmp_path, f"{registry.host}/{IMAGE}:v1", registry.host)
         result = CliRunner().invoke(app, ["--config", str(config), "install", "t"])
-        stop.set()
     assert result.exit_code != 0, result.output
     for layer, body in zip(layers[1:], slow, strict=True):
         assert sent.get(layer["digest"], 0) < len(body), "a slow layer was downloaded to the end"
