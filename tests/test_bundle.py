@@ -179,3 +179,19 @@ def test_fail_fast_from_a_bundle_installs_nothing_after_a_refused_name(
     )
     result = gallery(config, "install", "--from", str(exported["tar"]), "cuda-echo", "absent")
     assert result.exit_code == 2 and (tmp_path / "backends" / "cuda-echo").exists()
+
+
+def test_fail_fast_from_a_bundle_stops_after_a_failed_install(
+    tmp_path: Path, exported: dict[str, Path]
+) -> None:
+    """cuda-echo passes planning but its blob was tampered with: with --fail-fast the next name
+    is not installed; without, it is."""
+    bundle = tmp_path / "bundle"
+    shutil.copytree(exported["dir"], bundle)
+    blob = bundle / "layouts" / "cuda-echo" / "blobs" / "sha256" / digest_of(layer("cuda-echo"))[7:]
+    blob.write_bytes(blob.read_bytes()[:-8] + bytes(8))
+    config = write_config(tmp_path / "m", exported["root"], "http://127.0.0.1:9/index.yaml")
+    result = gallery(config, "install", "--fail-fast", "--from", str(bundle), "cuda-echo", "echo")
+    assert result.exit_code == 3 and not (tmp_path / "m" / "backends" / "cpu-echo").exists()
+    result = gallery(config, "install", "--from", str(bundle), "cuda-echo", "echo")
+    assert result.exit_code == 3 and (tmp_path / "m" / "backends" / "cpu-echo" / "VERSION").exists()
