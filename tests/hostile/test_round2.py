@@ -99,6 +99,21 @@ def deep(levels: int) -> list[tuple[str, bytes | None, int, dict[str, str]]]:
     return [*plain(), (f"{path}/bottom.txt", b"deep", 0o644, {})]
 
 
+def another_backend_installs(config: Path) -> None:
+    """The next command, on another backend of another gallery, succeeds: whatever the case
+    broke stays with its own backend."""
+    spare = config.parent / "spare"
+    write_layout(spare / "layouts" / "good", [(layer(plain()), LAYER_GZIP)])
+    (spare / "index.yaml").write_text(yaml.safe_dump([{"name": "good", "uri": "ocifile://layouts/good"}]))
+    document = yaml.safe_load(config.read_text())
+    document["galleries"] = [*document["galleries"], {"name": "spare", "url": str(spare / "index.yaml")}]
+    config.write_text(yaml.safe_dump(document))
+    result = CliRunner().invoke(app, ["--config", str(config), "install", "spare@good"])
+    assert result.exit_code == 0, result.output
+    backends = (config.parent / document["backends_path"]).resolve()
+    assert (backends / "good" / "run.sh").is_file()
+
+
 def test_a_tree_deeper_than_max_depth_is_refused_and_the_next_command_works(tmp_path: Path) -> None:
     project = Project(tmp_path)
     project.add("deep", deep(1100))  # 2,201 characters: under max_path_length, over max_depth
@@ -313,6 +328,7 @@ def test_a_content_encoding_bomb_on_the_index_stays_small(tmp_path: Path) -> Non
         code, output, rss = _cli_peak_rss(config, "list")
     assert code != 0 and "Content-Encoding 'zstd'" in output, output
     assert rss < 200 * 1024, f"peak RSS {rss} KiB"
+    another_backend_installs(config)
 
 
 def _registry_project(tmp_path: Path, uri: str, host: str) -> Path:
@@ -340,6 +356,7 @@ def test_an_endless_bearer_token_stays_small(tmp_path: Path) -> None:
         code, output, rss = _cli_peak_rss(config, "install", "t")
     assert code != 0 and "token size limit" in output, output
     assert rss < 200 * 1024, f"peak RSS {rss} KiB"
+    another_backend_installs(config)
 
 
 # -- tarballs: a dropped download, two processes at once -----------------------------------------
@@ -379,6 +396,7 @@ def test_a_download_dropped_half_way_never_poisons_a_good_mirror(tmp_path: Path)
             assert result.exit_code == 0, result.output
             CliRunner().invoke(app, ["--config", str(config), "uninstall", "b"])
             shutil.rmtree(tmp_path / "cache" / "blobs", ignore_errors=True)  # fetch again next time
+        another_backend_installs(config)
 
 
 def test_two_processes_installing_one_tarball_both_succeed(tmp_path: Path) -> None:
@@ -408,6 +426,7 @@ def test_two_processes_installing_one_tarball_both_succeed(tmp_path: Path) -> No
         done = subprocess.run([gallery, "--config", str(config), "preload", "a", "b", "--jobs", "2"],
                               capture_output=True, text=True, timeout=120, env=env)  # fmt: skip
         assert done.returncode == 0 and "Traceback" not in done.stderr, done.stdout + done.stderr
+        another_backend_installs(config)
 
 
 def tar_bytes_of(files: dict[str, bytes]) -> bytes:
@@ -442,6 +461,7 @@ def test_transient_failures_of_an_index_and_a_tarball_are_retried_and_counted(tm
     (installed,) = json.loads(result.stdout)["results"]
     assert installed["status"] == "installed" and installed["bytes_fetched"] == len(tarball)
     assert server.requests.count("/b.tar.gz") == 3 and server.requests.count("/index.yaml") == 3
+    another_backend_installs(config)
 
 
 def test_when_one_layer_fails_the_others_stop_downloading(tmp_path: Path) -> None:
@@ -467,3 +487,4 @@ def test_when_one_layer_fails_the_others_stop_downloading(tmp_path: Path) -> Non
     assert result.exit_code != 0, result.output
     for layer, body in zip(layers[1:], slow, strict=True):
         assert sent.get(layer["digest"], 0) < len(body), "a slow layer was downloaded to the end"
+    another_backend_installs(config)
