@@ -260,6 +260,8 @@ class Config(_Model):
     """Per registry, mirrors tried before it (like containers-registries.conf); the registry comes last."""
     docker_config: Path | None = None
     """A Docker config.json to take registry credentials from (never read from HOME)."""
+    tls_ca_bundle: Path | None = None
+    """PEM file of extra certificate authorities for HTTPS (a private CA), trusted beside the public ones."""
     keep_generations: Annotated[int, Field(ge=0, le=100)] = 1
     """How many replaced versions are kept for `gallery rollback` (0: none)."""
     jobs: Annotated[int, Field(ge=1, le=256)] = 4
@@ -290,7 +292,7 @@ class Config(_Model):
     def _roots(cls, value: Path, info: ValidationInfo) -> Path:
         return _resolve_path(value, info)
 
-    @field_validator("docker_config")
+    @field_validator("docker_config", "tls_ca_bundle")
     @classmethod
     def _docker_config(cls, value: Path | None, info: ValidationInfo) -> Path | None:
         return None if value is None else _resolve_path(value, info)

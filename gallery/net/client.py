@@ -6,12 +6,14 @@ import ssl
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import certifi
 import httpx
 
 from gallery import __version__
 from gallery.config.models import Config
+from gallery.errors import ConfigError
 
 __all__ = [
     "IDENTITY",
@@ -61,7 +63,7 @@ def stream_get(
 IDENTITY = {"Accept-Encoding": "identity"}
 
 
-def make_tls_context() -> ssl.SSLContext:
+def make_tls_context(extra_authorities: Path | None = None) -> ssl.SSLContext:
     """Certificate-verifying TLS client context built without reading the environment.
 
     ``ssl.create_default_context()`` (which httpx uses) honours ``SSLKEYLOGFILE`` even with
@@ -72,6 +74,14 @@ def make_tls_context() -> ssl.SSLContext:
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.load_verify_locations(cafile=certifi.where())
+    if extra_authorities is not None:  # the config's tls_ca_bundle: a private CA, beside the public ones
+        try:
+            context.load_verify_locations(cafile=str(extra_authorities))
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(
+                f"tls_ca_bundle {extra_authorities} is not a readable PEM file of certificates: {exc}",
+                hint="point tls_ca_bundle at your CA's certificate (PEM)",
+            ) from exc
     return context
 
 
@@ -82,7 +92,7 @@ def make_http_client(config: Config, *, transport: httpx.BaseTransport | None = 
     environment. Redirects are not followed by default: each caller decides, because credentials
     must never follow a redirect to another host.
     """
-    inner = transport or httpx.HTTPTransport(verify=make_tls_context(), trust_env=False)
+    inner = transport or httpx.HTTPTransport(verify=make_tls_context(config.tls_ca_bundle), trust_env=False)
     return httpx.Client(
         trust_env=False,
         transport=SpeedFloorTransport(

@@ -488,3 +488,42 @@ def test_when_one_layer_fails_the_others_stop_downloading(tmp_path: Path) -> Non
     for layer, body in zip(layers[1:], slow, strict=True):
         assert sent.get(layer["digest"], 0) < len(body), "a slow layer was downloaded to the end"
     another_backend_installs(config)
+
+
+# -- redirects from https down to plain http --------------------------------------------------
+
+
+def test_an_https_index_or_tarball_redirecting_to_plain_http_is_refused(tmp_path: Path) -> None:
+    """Real HTTPS (a test CA given as tls_ca_bundle): the index served directly is used; one
+    that redirects to plain http is refused without asking the plain server, and so is a tarball."""
+    import hashlib
+
+    from ..file_server import serving, test_authority
+
+    ca, tls = test_authority(tmp_path)
+    tarball = gz(tar_bytes_of({"run.sh": RUN_SH}))
+    with serving(tls) as secure, serving() as plain:
+        plain_url = plain.publish("/b.tar.gz", tarball)
+        secure.redirects["/b.tar.gz"] = plain_url
+        entries = [
+            {"name": "b", "uri": f"{secure.url}/b.tar.gz", "sha256": hashlib.sha256(tarball).hexdigest()}
+        ]
+        secure.publish("/index.yaml", yaml.safe_dump(entries).encode())
+        plain.publish("/index.yaml", yaml.safe_dump(entries).encode())
+        secure.redirects["/moved.yaml"] = f"{plain.url}/index.yaml"
+        config = tmp_path / "gallery.yaml"
+
+        def project(index: str) -> None:
+            config.write_text(yaml.safe_dump({
+                "format_version": 1, "backends_path": "./b", "cache_path": "./c", "capability": "default",
+                "tls_ca_bundle": str(ca), "galleries": [{"name": "g", "url": f"{secure.url}{index}"}],
+            }))  # fmt: skip
+
+        project("/moved.yaml")
+        result = CliRunner().invoke(app, ["--config", str(config), "list"])
+        assert result.exit_code != 0 and "from https to plain http is refused" in result.output, result.output
+        project("/index.yaml")
+        result = CliRunner().invoke(app, ["--config", str(config), "install", "b"])
+        assert result.exit_code != 0 and "from https to plain http is refused" in result.output, result.output
+        assert plain.requests == [], "the plain-http server was never asked"
+    another_backend_installs(config)
