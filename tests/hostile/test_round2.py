@@ -9,6 +9,7 @@ tests do not run as root or setpriv is missing).
 from __future__ import annotations
 
 import io
+import json
 import os
 import shutil
 import subprocess
@@ -443,7 +444,6 @@ def test_transient_failures_of_an_index_and_a_tarball_are_retried_and_counted(tm
     """503 twice on the index and on the tarball: both retried (no mirror needed), and the
     tarball's download is reported in bytes_fetched."""
     import hashlib
-    import json
 
     from ..file_server import serving
 
@@ -527,3 +527,46 @@ def test_an_https_index_or_tarball_redirecting_to_plain_http_is_refused(tmp_path
         assert result.exit_code != 0 and "from https to plain http is refused" in result.output, result.output
         assert plain.requests == [], "the plain-http server was never asked"
     another_backend_installs(config)
+
+
+def test_pin_writes_only_a_digest_it_fetched_and_hashed(tmp_path: Path) -> None:
+    """A registry whose HEAD names a digest it cannot serve: nothing is pinned."""
+    from .server import REPO, hostile_registry
+
+    with hostile_registry() as lying:
+        lying.image()
+        claimed = "sha256:" + "ab" * 32
+
+        def head_lies(handler: Any) -> None:
+            handler.send(
+                200,
+                b"",
+                {
+                    "Docker-Content-Digest": claimed,
+                    "Content-Type": "application/vnd.oci.image.manifest.v1+json",
+                },
+            )
+
+        lying.overrides[lying.path("manifests", "v1")] = head_lies
+        (tmp_path / "gallery.yaml").write_text(yaml.safe_dump({
+            "format_version": 1, "backends_path": "./b", "cache_path": "./c", "galleries": [],
+            "insecure_registries": [lying.host],
+        }))  # fmt: skip
+        index = tmp_path / "index.yaml"
+        original = f"- name: echo\n  uri: {lying.host}/{REPO}:v1\n"
+        index.write_text(original)
+        result = CliRunner().invoke(
+            app,
+            [
+                "--config",
+                str(tmp_path / "gallery.yaml"),
+                "checksum",
+                str(index),
+                "--pin",
+                "--write",
+                "--json",
+            ],
+        )
+        assert [c["kind"] for c in json.loads(result.stdout)["changes"]] == ["failed"], result.stdout
+        assert index.read_text() == original
+        assert any(claimed in seen.path for seen in lying.seen if seen.method == "GET")
