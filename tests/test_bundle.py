@@ -195,3 +195,20 @@ def test_fail_fast_from_a_bundle_stops_after_a_failed_install(
     assert result.exit_code == 3 and not (tmp_path / "m" / "backends" / "cpu-echo").exists()
     result = gallery(config, "install", "--from", str(bundle), "cuda-echo", "echo")
     assert result.exit_code == 3 and (tmp_path / "m" / "backends" / "cpu-echo" / "VERSION").exists()
+
+
+def test_fail_fast_from_a_bundle_goes_on_while_names_succeed_and_stops_at_the_first_refusal(
+    tmp_path: Path, exported: dict[str, Path]
+) -> None:
+    config = write_config(tmp_path, exported["root"], "http://127.0.0.1:9/index.yaml")
+    result = gallery(
+        config, "install", "--fail-fast", "--from", str(exported["tar"]), "echo", "cuda-echo", "--json"
+    )
+    assert result.exit_code == 0, result.stderr
+    assert [r["status"] for r in json.loads(result.stdout)["results"]] == ["installed", "installed"]
+    result = gallery(config, "install", "--fail-fast", "--from", str(exported["tar"]), "absent", "also-absent",
+                     "--json")  # fmt: skip
+    assert result.exit_code == 2
+    assert [r["requested"] for r in json.loads(result.stdout)["results"]] == ["absent"], (
+        "stopped at the first"
+    )
