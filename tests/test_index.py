@@ -88,3 +88,22 @@ def test_whole_index_errors(document: str, message: str) -> None:
 
 def test_empty_index_is_empty() -> None:
     assert parse("").entries == ()
+
+
+def test_a_remote_index_keeps_remote_entries_and_refuses_only_local_paths() -> None:
+    """Fetched over HTTP: registry and https entries are used; an entry naming a local path
+    (file://, ocifile://, a local signature) is refused with that reason, the rest are kept."""
+    document = b"""
+- {name: image, uri: quay.io/org/backend:v1}
+- {name: tarball, uri: "https://example.com/b.tar.gz", sha256: "%s"}
+- {name: local-file, uri: "file:///etc/shadow"}
+- {name: local-layout, uri: "ocifile:///var/lib/x"}
+- {name: local-signature, uri: quay.io/org/backend:v1, signature: "file:///etc/passwd"}
+""" % (b"a" * 64)
+    parsed = parse_index(document, limits=YamlLimits(max_bytes=1 << 20), local=False)
+    assert [e.name for e in parsed.entries] == ["image", "tarball"]
+    refused = {p.name: p for p in parsed.problems}
+    assert set(refused) == {"local-file", "local-layout", "local-signature"}
+    assert all(p.untrusted for p in refused.values())
+    assert [e.name for e in parse_index(document, limits=YamlLimits(max_bytes=1 << 20), local=True).entries] == [
+        "image", "tarball", "local-file", "local-layout", "local-signature"]  # fmt: skip
