@@ -35,8 +35,9 @@ TARGETS: dict[str, tuple[str, ...]] = {
     "gallery/operations/bundles.py": ("install_from_bundle", "bundle_resolution"),
     "gallery/catalog/index.py": ("_agreeing", "parse_index", "IndexEntry.names_local_paths"),
     "gallery/catalog/resolve.py": ("_refuse_skipped",),
-    "gallery/verify/bundles.py": ("_check_repository", "verify_image_bundle"),
-    "gallery/prepare/tarball.py": ("pin_tarball",),
+    "gallery/verify/bundles.py": ("_check_repository", "verify_image_bundle", "_evidence"),
+    "gallery/verify/timestamps.py": ("*",),
+    "gallery/prepare/tarball.py": ("pin_tarball", "_download"),
     "gallery/prepare/blobcache.py": ("BlobWriter.commit", "BlobWriter._check"),
 }
 TESTS = [
@@ -54,6 +55,8 @@ TESTS = [
     "tests/test_upgrade.py",
     "tests/test_signed_index.py",
     "tests/test_registry.py",
+    "tests/test_signed_time.py",
+    "tests/test_sigstore_conformance.py",
     "tests/test_no_bypass.py",
 ]
 
