@@ -122,3 +122,25 @@ def test_broken_meta_backends_are_index_errors() -> None:
 def test_unknown_name() -> None:
     with pytest.raises(BackendNotFound, match="no backend named 'nope'"):
         resolve_backend(LOCALAI, "nope", capabilities=fixed("default"))
+
+
+SKIPPING = Catalog((
+    gallery("one", "- {name: broken, uri: 'not a uri at all ://'}\n- {name: fine, uri: quay.io/o/fine:v1}\n"),
+    gallery("two", "- {name: other, uri: quay.io/o/other:v1}\n"),
+))  # fmt: skip
+
+
+def test_a_skipped_entry_is_explained_not_reported_missing() -> None:
+    with pytest.raises(IndexFormatError, match="gallery 'one': entry 'broken' was skipped"):
+        resolve_backend(SKIPPING, "broken", capabilities=fixed("default"))
+    with pytest.raises(IndexFormatError, match="was skipped"):
+        resolve_backend(SKIPPING, "one@broken", capabilities=fixed("default"))
+
+
+def test_only_the_skipped_name_in_the_asked_gallery_is_explained() -> None:
+    """Another missing name is just missing; the name asked of another gallery is missing there
+    (gallery one's problem with it is not gallery two's)."""
+    with pytest.raises(BackendNotFound):
+        resolve_backend(SKIPPING, "absent", capabilities=fixed("default"))
+    with pytest.raises(BackendNotFound):
+        resolve_backend(SKIPPING, "two@broken", capabilities=fixed("default"))

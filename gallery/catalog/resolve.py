@@ -142,8 +142,9 @@ def _refuse_skipped(catalog: Catalog, gallery: str | None, name: str) -> None:
     for state in catalog.galleries:
         if gallery is not None and state.name != gallery:
             continue
+        # (A duplicate's problem never gets here: its first entry of that name is found.)
         for problem in state.problems:
-            if problem.name != name or problem.reason.startswith("duplicate name"):
+            if problem.name != name:
                 continue
             message = f"gallery {state.name!r}: entry {name!r} was skipped: {problem.reason}"
             hint = "ask the gallery's publisher to fix the entry (gallery lint INDEX shows every problem)"
