@@ -124,15 +124,15 @@ class BlobWriter:
         fsync_directory(final.parent)
         return final
 
-    def seal(self) -> Path:
-        """Finish a scratch download (no expected digest): it stays outside ``blobs/``, named by
-        the digest of what was received (``self.digest``); the caller deletes it after use."""
-        self._check()
+    def seal(self) -> tuple[Path, str]:
+        """Finish a scratch download (no expected digest): it stays outside ``blobs/``; its path
+        and the digest of what was received. The caller deletes it after use."""
+        actual = self._check()
         self._file.flush()
         self._file.close()
-        return self._partial
+        return self._partial, actual
 
-    def _check(self) -> None:
+    def _check(self) -> str:
         actual = "sha256:" + self._hash.hexdigest()
         if (self.size is not None and self.offset != self.size) or (
             self.digest is not None and actual != self.digest
@@ -143,6 +143,7 @@ class BlobWriter:
                 f"expected {self.size} bytes; nothing was cached"
             )
         self.digest = actual
+        return actual
 
     def close(self) -> None:
         """Keep the partial file for a later resume."""

@@ -134,7 +134,10 @@ def _download(
     writer.restart()
     try:
         _stream_into(source, writer, client, max_bytes, on_bytes)
-        path = writer.commit() if expected_sha256 is not None else writer.seal()
+        if expected_sha256 is not None:
+            path, digest = writer.commit(), f"sha256:{expected_sha256}"
+        else:
+            path, digest = writer.seal()
     except DigestMismatch as exc:
         raise DigestMismatch(
             f"tarball {source.url}: its sha256 is not the expected {expected_sha256}; nothing was installed"
@@ -144,9 +147,7 @@ def _download(
         raise
     finally:
         writer.close()
-    if writer.digest is None:
-        raise DigestMismatch(f"tarball {source.url}: no digest was computed")
-    return writer.digest, path
+    return digest, path
 
 
 def _stream_into(

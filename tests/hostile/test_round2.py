@@ -570,3 +570,22 @@ def test_pin_writes_only_a_digest_it_fetched_and_hashed(tmp_path: Path) -> None:
         assert [c["kind"] for c in json.loads(result.stdout)["changes"]] == ["failed"], result.stdout
         assert index.read_text() == original
         assert any(claimed in seen.path for seen in lying.seen if seen.method == "GET")
+
+
+def test_a_tarball_in_the_cache_installs_offline_for_another_entry(tmp_path: Path) -> None:
+    """Two entries share one tarball (same sha256): once it is cached, the second installs with
+    the server gone — the cache answers for the sha256 the index gives, no download."""
+    import hashlib
+
+    from ..file_server import serving
+
+    tarball = gz(tar_bytes_of({"run.sh": RUN_SH}))
+    sha = hashlib.sha256(tarball).hexdigest()
+    with serving() as server:
+        url = server.publish("/b.tar.gz", tarball)
+        config = _tarball_project(tmp_path, server, [{"name": "a", "uri": url, "sha256": sha},
+                                                     {"name": "b", "uri": url, "sha256": sha}])  # fmt: skip
+        assert CliRunner().invoke(app, ["--config", str(config), "install", "a"]).exit_code == 0
+    result = CliRunner().invoke(app, ["--config", str(config), "install", "b", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["results"][0]["bytes_fetched"] == 0
