@@ -6,6 +6,7 @@ import hashlib
 import json
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -214,7 +215,8 @@ def test_two_processes_upgrading_the_same_backend(env: Env) -> None:
         )
         for _ in range(2)
     ]
-    outputs = [p.communicate(timeout=120) for p in processes]
+    with ThreadPoolExecutor(max_workers=2) as pool:  # both drained at once: neither waits on our reads
+        outputs = list(pool.map(lambda p: p.communicate(timeout=120), processes))
     statuses = sorted((out.split() or ["crashed"])[0] for out, _ in outputs)
     assert [p.returncode for p in processes] == [0, 0], outputs
     assert statuses == ["unchanged", "upgraded"], outputs  # the second waited, then found v2 in place

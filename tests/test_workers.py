@@ -17,6 +17,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -111,7 +112,8 @@ def test_four_workers_share_one_cache_and_fetch_each_blob_once(
         node = Node(tmp_path, registry, counted_mirror)
         faults.seen.clear()
         workers = [node.worker("--jobs", "2") for _ in range(4)]
-        outputs = [w.communicate(timeout=180) for w in workers]
+        with ThreadPoolExecutor(max_workers=len(workers)) as pool:  # drained at once (see below)
+            outputs = list(pool.map(lambda w: w.communicate(timeout=180), workers))
     assert [w.returncode for w in workers] == [0, 0, 0, 0], [err for _, err in outputs]
     statuses = Counter(r["status"] for out, _ in outputs for r in json.loads(out)["results"])
     assert statuses["installed"] == 5 and statuses["unchanged"] == 15, statuses
@@ -125,6 +127,7 @@ def test_four_workers_share_one_cache_and_fetch_each_blob_once(
         assert client.get(f"{mirror.url}{fallback_tags[0]}", headers={"Accept": OCI_INDEX}).status_code == 200
 
 
+@pytest.mark.timeout(360)  # four CLI processes and a kill; slow on a loaded 2-core CI machine
 def test_a_killed_worker_leaves_nothing_the_others_trip_over(
     tmp_path: Path, registry: Registry, mirror: Registry
 ) -> None:
@@ -148,7 +151,10 @@ def test_a_killed_worker_leaves_nothing_the_others_trip_over(
         victim.wait(timeout=30)
         assert list((tmp_path / "cache" / "partial").iterdir()), "killed with a partial download"
         others = [node.worker("--jobs", "2") for _ in range(3)]
-        outputs = [w.communicate(timeout=180) for w in others]
+        # All three drained at once: one worker waiting for a lock another holds must not also
+        # wait for us to read that other worker's pipes (a sequential communicate could).
+        with ThreadPoolExecutor(max_workers=3) as pool:
+            outputs = list(pool.map(lambda w: w.communicate(timeout=240), others))
     assert [w.returncode for w in others] == [0, 0, 0], [err for _, err in outputs]
     assert node.installed() == dict.fromkeys(node.names, True)
     again = node.worker()
