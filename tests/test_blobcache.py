@@ -69,3 +69,15 @@ def test_a_commit_syncs_the_file_then_renames_then_syncs_the_directory(
     writer.write(DATA)
     writer.commit()
     assert events == ["fsync file", "rename", "fsync dir sha256"]
+
+
+def test_a_download_of_no_expected_digest_is_never_committed(tmp_path: Path) -> None:
+    """The one rule of the cache: only bytes checked against a digest known in advance go into
+    blobs/. A scratch download (an unverified tarball) can be sealed, never committed."""
+    blobs = cache(tmp_path)
+    writer = blobs.scratch()
+    writer.write(DATA)
+    with pytest.raises(DigestMismatch, match="no expected digest"):
+        writer.commit()
+    assert not blobs.has(DIGEST)
+    assert not (tmp_path / "cache" / "blobs").exists() or not any((tmp_path / "cache" / "blobs").rglob("*"))
