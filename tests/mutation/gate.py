@@ -56,6 +56,8 @@ TESTS = [
     "tests/test_signed_index.py",
     "tests/test_registry.py",
     "tests/test_signed_time.py",
+    "tests/test_blobcache.py",
+    "tests/test_pin.py",
     "tests/test_sigstore_conformance.py",
     "tests/test_no_bypass.py",
 ]
