@@ -9,9 +9,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import IO
 
-from gallery import trees
-
-__all__ = ["atomic_write_bytes", "fsync_directory", "remove_tree", "sync_filesystem"]
+__all__ = ["atomic_write_bytes", "fsync_directory", "sync_filesystem"]
 
 
 def fsync_directory(path: Path) -> None:
@@ -74,12 +72,6 @@ def sync_filesystem(path: Path) -> None:
             os.sync()
     finally:
         os.close(fd)
-
-
-def remove_tree(path: Path) -> None:
-    """Delete a directory tree we own, even with read-only directories, never following links
-    (iterative: see ``gallery.trees``)."""
-    trees.remove_tree(path)
 
 
 def read_at_most(handle: IO[bytes], limit: int) -> bytes:

@@ -33,7 +33,7 @@ from gallery.catalog.sources import OciLayoutSource
 from gallery.config.safe_yaml import YamlLimits
 from gallery.digests import sha256_file
 from gallery.errors import ConfigError, IndexFormatError, OperationalError, TrustRefusal
-from gallery.files import read_at_most, remove_tree
+from gallery.files import read_at_most
 from gallery.oci.models import (
     BUNDLE_MEDIA_TYPE,
     OCI_EMPTY,
@@ -46,6 +46,7 @@ from gallery.place.extract import ExtractLimits, TreeBuilder
 from gallery.prepare.blobcache import BlobCache
 from gallery.prepare.compression import decompressing, sniff_compression
 from gallery.prepare.pin import PinnedImage
+from gallery.trees import remove_tree
 from gallery.verify.evidence import Evidence
 
 __all__ = ["BUNDLE_INDEX", "ExportItem", "bundle_entries", "open_bundle", "read_bundle_index", "write_bundle"]

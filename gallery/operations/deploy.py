@@ -13,7 +13,6 @@ from typing import Any
 
 from gallery.catalog.resolve import Resolution
 from gallery.errors import DigestMismatch, OperationalError, UnsafeArchiveError
-from gallery.files import remove_tree
 from gallery.oci.models import Descriptor
 from gallery.operations.gate import Verified
 from gallery.operations.session import Session
@@ -22,6 +21,7 @@ from gallery.place.metadata import METADATA_FORMAT_VERSION, BackendMetadata, Lay
 from gallery.place.swap import Op
 from gallery.prepare.compression import compression_for_media_type, decompressing
 from gallery.prepare.pin import PinnedImage
+from gallery.trees import remove_tree
 
 __all__ = ["Deployer"]
 

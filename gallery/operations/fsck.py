@@ -27,14 +27,13 @@ from gallery.config.models import Config
 from gallery.digests import sha256_file
 from gallery.errors import GalleryError
 from gallery.filelocks import LockBusy, backend_lock
-from gallery.files import remove_tree
 from gallery.operations.lockfile import read_lock
 from gallery.operations.store import BackendStore
 from gallery.place.metadata import METADATA_FILE, BackendMetadata, read_metadata
 from gallery.place.swap import StateDir, pending_names
 from gallery.prepare.blobcache import BlobCache
 from gallery.results import BatchResult
-from gallery.trees import scanned_tree
+from gallery.trees import remove_tree, scanned_tree
 
 __all__ = [
     "Finding",

@@ -13,8 +13,8 @@ import errno
 import os
 from pathlib import Path
 
-from gallery.files import atomic_write_bytes, fsync_directory, remove_tree, sync_filesystem
-from gallery.trees import scanned_tree
+from gallery.files import atomic_write_bytes, fsync_directory, sync_filesystem
+from gallery.trees import remove_tree, scanned_tree
 
 __all__ = ["FsOps"]
 
