@@ -29,7 +29,7 @@ from gallery import (
     ProgressReporter,
     SigstoreVerifier,
     __version__,
-    detect_host_facts,
+    host_detector,
     load_config,
     make_http_client,
     recover_pending,
@@ -148,7 +148,11 @@ def execute(ctx: typer.Context, out: Output, action: Callable[[Config], int]) ->
 
 def installer(config: Config, client: httpx.Client, progress: ProgressReporter | None = None) -> Installer:
     return Installer(
-        config, client=client, verifier=SigstoreVerifier(), detector=detect_host_facts, progress=progress
+        config,
+        client=client,
+        verifier=SigstoreVerifier(),
+        detector=host_detector(config.capability_root, config.platform),
+        progress=progress,
     )
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from gallery.catalog.capability import HostFacts, detect_host_facts
+from gallery.catalog.capability import HostFacts, detect_host_facts, host_detector
 from gallery.config.models import Config, GalleryConfig, Limits, load_config
 from gallery.config.reference_doc import config_reference
 from gallery.errors import (
@@ -100,6 +100,7 @@ __all__ = [
     "config_reference",
     "describe_backend",
     "detect_host_facts",
+    "host_detector",
     "installed_summary",
     "json_schema",
     "lint_files",

@@ -13,7 +13,7 @@ from gallery import (
     Config,
     config_reference,
     describe_backend,
-    detect_host_facts,
+    host_detector,
     json_schema,
     list_entries,
     make_http_client,
@@ -76,7 +76,9 @@ def doctor_command(ctx: typer.Context, as_json: JsonFlag = False) -> None:
 
     def action(config: Config) -> int:
         with make_http_client(config) as client:
-            report = run_doctor(config, client=client, detector=detect_host_facts)
+            report = run_doctor(
+                config, client=client, detector=host_detector(config.capability_root, config.platform)
+            )
         out.doctor_report(report)
         return report.exit_code
 

@@ -6,8 +6,10 @@ Rules, in order:
   3. Otherwise an alias: it must pick exactly one entry in the first gallery that uses it;
      several entries sharing an alias is ambiguous and the error lists them.
   4. A meta-backend (``capabilities``, no ``uri``) resolves to the entry of its own gallery that its
-     capability map names for the chosen capability: the configured one if not ``auto``, else the
-     detected ones, best first, then ``default``, then ``cpu``.
+     capability map names for the chosen capability: the configured one if not ``auto`` (stepped
+     down: ``nvidia-cuda-13`` -> ``nvidia-cuda-12`` -> ``nvidia``), else LocalAI's capability file,
+     else the detected ones, best first; then ``default``, then ``cpu``. A build that cannot run on
+     the host (LocalAI's name/URI rule) is passed over, with the reason.
 """
 
 from __future__ import annotations
@@ -18,10 +20,14 @@ from dataclasses import dataclass
 from typing import Literal
 
 from gallery.catalog.capability import (
+    DEFAULT_MIN_GPU_MEMORY,
     CapabilityChoice,
     CapabilityDetector,
     choose_capability,
+    incompatibility,
     preferred_capabilities,
+    skipped_builds,
+    stepped_down,
 )
 from gallery.catalog.galleries import Catalog, GalleryState
 from gallery.catalog.index import IndexEntry
@@ -38,26 +44,48 @@ __all__ = ["CapabilitySelector", "Resolution", "resolve_backend", "resolve_meta"
 
 
 class CapabilitySelector:
-    """The capability preference list, detected at most once and only when a meta-backend needs it."""
+    """The capability preference list, detected at most once and only when a meta-backend needs it.
 
-    def __init__(self, configured: str, detector: CapabilityDetector) -> None:
+    ``configured`` (``capability`` in the config) wins and steps down like any key; ``auto``
+    takes LocalAI's capability file when the host has one, else detection."""
+
+    def __init__(
+        self, configured: str, detector: CapabilityDetector, *, min_gpu_memory: int = DEFAULT_MIN_GPU_MEMORY
+    ) -> None:
         self._configured = configured
         self._detector = detector
+        self._min_gpu_memory = min_gpu_memory
         self._preferences: tuple[str, ...] | None = None
+        self._source = "config"
         self._lock = threading.Lock()
 
     @property
     def source(self) -> str:
-        return "detected" if self._configured == "auto" else "config"
+        """``config``, ``localai`` (its /run/localai/capability file) or ``detected``."""
+        self._decide()
+        return self._source
 
     @property
     def preferences(self) -> tuple[str, ...]:
+        return self._decide()
+
+    @property
+    def host_capability(self) -> str:
+        """What this host is, as LocalAI would report it: the first preference. Builds are
+        checked against it (LocalAI's name/URI compatibility rule)."""
+        return self._decide()[0]
+
+    def _decide(self) -> tuple[str, ...]:
         with self._lock:  # one detection, also when preload's threads ask at once
             if self._preferences is None:
                 if self._configured != "auto":
-                    self._preferences = tuple(dict.fromkeys((self._configured, "default", "cpu")))
+                    self._preferences = tuple(stepped_down(self._configured))
                 else:
-                    self._preferences = tuple(preferred_capabilities(self._detector()))
+                    facts = self._detector()
+                    self._source = "localai" if facts.localai_capability else "detected"
+                    self._preferences = tuple(
+                        preferred_capabilities(facts, min_gpu_memory=self._min_gpu_memory)
+                    )
             return self._preferences
 
 
@@ -115,11 +143,25 @@ def resolve_meta(
         IndexFormatError: no capability of this host is offered, the entry it names is missing,
             or it is another meta-backend.
     """
-    choice = choose_capability(meta.capabilities, capabilities.preferences, source=capabilities.source)
+    host = capabilities.host_capability
+
+    def incompatible(_key: str, target: str) -> str | None:
+        entry = lookup(target)
+        if entry is None or entry.is_meta:
+            return None  # reported below as a broken map, if chosen
+        reason = incompatibility(entry.name, entry.uri or "", host)
+        return None if reason is None else f"{reason}, which cannot run on this host ({host})"
+
+    preferences = capabilities.preferences
+    choice = choose_capability(meta.capabilities, preferences, source=capabilities.source,
+                               incompatible=incompatible)  # fmt: skip
     if choice is None:
+        skipped = skipped_builds(meta.capabilities, preferences, incompatible)
+        why = "".join(f"; {s.key} -> {s.target} is {s.reason}" for s in skipped)
         raise IndexFormatError(
-            f"meta-backend {meta.name!r} in gallery {gallery!r} has no capability for this host "
-            f"(tried {', '.join(capabilities.preferences)}; it offers {', '.join(meta.capabilities)})",
+            f"meta-backend {meta.name!r} in gallery {gallery!r} has "
+            f"{'no build that can run on this host' if skipped else 'no capability for this host'} "
+            f"(tried {', '.join(preferences)}; it offers {', '.join(meta.capabilities)}{why})",
             hint="set 'capability' in the config to one it offers",
         )
     target = lookup(choice.target)

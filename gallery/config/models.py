@@ -251,7 +251,11 @@ class Config(_Model):
     trusted_root: str = "production"
     """Sigstore trusted root: `production` (in the sigstore package, offline) or a trusted_root.json."""
     capability: str = "auto"
-    """Capability key choosing a meta-backend's build (`auto`: detected from the host)."""
+    """Capability key choosing a meta-backend's build (`auto`: LocalAI's capability file, else detected)."""
+    capability_root: Path = Path("/")
+    """Where capability detection finds the host's /proc, /sys, /run, /usr/local, /etc."""
+    min_gpu_memory: Annotated[int, Field(ge=0)] = 4 * 1024**3
+    """Bytes of GPU memory at or below which a GPU counts as none (LocalAI's 4 GiB rule; 0: off)."""
     platform: str = Field(default_factory=host_platform)
     """OS/architecture[/variant] chosen from multi-platform images (default: this host)."""
     insecure_registries: tuple[str, ...] = ()
@@ -287,7 +291,7 @@ class Config(_Model):
             )
         return value
 
-    @field_validator("backends_path", "cache_path")
+    @field_validator("backends_path", "cache_path", "capability_root")
     @classmethod
     def _roots(cls, value: Path, info: ValidationInfo) -> Path:
         return _resolve_path(value, info)

@@ -9,7 +9,8 @@ Schema ``gallery schema index`` prints), then the rules that span entries are ch
   ``#sha256=`` fragment that disagrees with the entry's ``sha256``;
 - warnings (the installer copes, an operator may be surprised): an alias equal to a concrete
   entry's name (the name wins; an alias naming a meta-backend is LocalAI's usual pattern), a
-  tarball without ``sha256`` (strict mode refuses it).
+  tarball without ``sha256`` (strict mode refuses it), a capability key mapped to a build that
+  cannot run on a host with that capability (LocalAI's name/URI rule, ``incompatibility``).
 
 With ``--signature``, the index's ``sign-blob`` bundle must be over these exact bytes and, given
 a policy, signed under it (``lint_signature``).
@@ -23,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from gallery.catalog.capability import incompatibility
 from gallery.catalog.index import IndexEntry, parse_index
 from gallery.catalog.sources import TarballSource
 from gallery.config.models import Limits
@@ -102,6 +104,10 @@ def _meta_backends(ordered: tuple[IndexEntry, ...], entries: dict[str, IndexEntr
             elif concrete.source is None:
                 found.append(LintFinding("error", entry.name, f"capability {capability!r} names {target!r}, "
                                          "another meta-backend (only one level is resolved)"))  # fmt: skip
+            elif (reason := incompatibility(concrete.name, concrete.uri or "", capability)) is not None:
+                found.append(LintFinding("warning", entry.name, f"capability {capability!r} names "
+                                         f"{target!r}, {reason}, which cannot run on a {capability!r} host: "
+                                         "the installer passes it over there"))  # fmt: skip
     return found
 
 

@@ -228,7 +228,7 @@ def show_backend(
         BackendNotFound, AmbiguousName, IndexFormatError: see ``resolve_backend``.
     """
     catalog = catalog or load_catalog(config, client=client)
-    selector = CapabilitySelector(config.capability, detector)
+    selector = CapabilitySelector(config.capability, detector, min_gpu_memory=config.min_gpu_memory)
     resolution = resolve_backend(catalog, name, capabilities=selector)
     entry = resolution.entry
     state = resolution.gallery
@@ -308,16 +308,19 @@ def run_doctor(config: Config, *, client: httpx.Client, detector: CapabilityDete
 
     if config.capability == "auto":
         facts = detector()
-        selector = CapabilitySelector("auto", lambda: facts)
+        selector = CapabilitySelector("auto", lambda: facts, min_gpu_memory=config.min_gpu_memory)
+        source = "LocalAI's capability file says" if facts.localai_capability else "detected"
         checks.append(
             Check(
                 "capability",
                 "ok",
-                f"detected {facts.describe()}; preference {', '.join(selector.preferences)}",
+                f"{source} {facts.describe()}; preference {', '.join(selector.preferences)}",
             )
         )
     else:
-        checks.append(Check("capability", "ok", f"set in config: {config.capability}"))
+        selector = CapabilitySelector(config.capability, detector)
+        checks.append(Check("capability", "ok", f"set in config: {config.capability} "
+                            f"(preference {', '.join(selector.preferences)})"))  # fmt: skip
     checks.append(Check("platform", "ok", config.platform))
     checks += [
         Check("insecure_registries", "warning", f"{host} is allowed over plain HTTP")

@@ -78,7 +78,7 @@ class Runner:
         meta = resolution.meta
         if meta is not None and meta.name != name:
             config = resolution.gallery.config
-            session.store.link_meta(meta, name, gallery=config.name, gallery_url=config.url)
+            session.store.link_meta(meta, resolution.entry, gallery=config.name, gallery_url=config.url)
         return outcome
 
     def place(

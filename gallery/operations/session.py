@@ -48,7 +48,7 @@ class Session:
         self.client = client
         self.verifier = verifier
         self.detector = detector
-        self.selector = CapabilitySelector(config.capability, detector)
+        self.selector = CapabilitySelector(config.capability, detector, min_gpu_memory=config.min_gpu_memory)
         self.progress: ProgressReporter = progress or NoProgress()
         self.registry = registry or RegistryClient.from_config(config, client)
         self.cache = BlobCache(config.cache_path / "blobs", lock_timeout=config.timeouts.lock)

@@ -104,15 +104,21 @@ class BackendStore:
         """Meta-backend directories that name ``name`` as their concrete backend."""
         return [m.name for m in self.installed() if m.meta_backend_for == name and m.name != name]
 
-    def link_meta(self, meta: IndexEntry, concrete: str, *, gallery: str, gallery_url: str) -> None:
-        """Give the meta-backend ``<meta>/metadata.json`` naming the concrete backend it installed.
+    def link_meta(self, meta: IndexEntry, concrete: IndexEntry, *, gallery: str, gallery_url: str) -> None:
+        """Give the meta-backend ``<meta>/metadata.json`` naming the concrete backend it installed,
+        with exactly LocalAI's fields and values (core/gallery/backends.go,
+        InstallBackendFromGallery): name, meta_backend_for, gallery_url, installed_at (RFC 3339,
+        seconds), the concrete entry's version, and no alias. An alias here would make LocalAI's
+        ListSystemBackends take the meta directory itself, which has no run.sh, as a build of
+        that alias (docs/localai.md).
 
         Raises:
             OperationalError: ``backends/<meta>`` exists and is not a meta-backend directory.
         """
         directory = self.root / meta.name
         existing = read_metadata(directory) if directory.is_dir() else None
-        if existing is not None and existing.meta_backend_for == concrete:
+        if existing is not None and existing.meta_backend_for == concrete.name and existing.alias is None \
+                and existing.version == concrete.version:  # fmt: skip
             return
         if directory.exists() and (existing is None or existing.meta_backend_for is None):
             raise OperationalError(f"{directory} exists and is not a meta-backend directory; not touching it")
@@ -121,9 +127,9 @@ class BackendStore:
             name=meta.name,
             gallery_url=gallery_url,
             gallery=gallery,
-            installed_at=datetime.now(UTC),
-            alias=meta.alias,
-            meta_backend_for=concrete,
+            installed_at=datetime.now(UTC).replace(microsecond=0),
+            version=concrete.version,
+            meta_backend_for=concrete.name,
         )
         directory.mkdir(exist_ok=True)
         write_metadata(directory, record)
