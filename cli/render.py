@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import sys
+from collections.abc import Sequence
 from typing import Any
 
 from rich.console import Console
@@ -273,14 +274,15 @@ class Output:
             highlight=False,
         )
 
-    def installed(self, backends: list[BackendMetadata], updates: dict[str, UpdateCheck] | None) -> None:
+    def installed(self, backends: list[BackendMetadata], updates: dict[str, UpdateCheck] | None, *,
+                  sideloaded: Sequence[str] = (), system: Sequence[str] = ()) -> None:  # fmt: skip
         updates = updates if updates is not None else {}
         if self.as_json:
             self.json({"installed": [
                 {**b.model_dump(mode="json", exclude={"files"}, exclude_none=True),
                  **installed_summary(b, updates.get(b.name))}
                 for b in backends
-            ]})  # fmt: skip
+            ], "sideloaded": list(sideloaded), "system": list(system)})  # fmt: skip
             return
         table = Table(box=None, pad_edge=False)
         for column in ("NAME", "GALLERY", "DIGEST", "SIGNED", "UPDATE", "NOTE"):
@@ -300,8 +302,14 @@ class Output:
                 "" if backend.meta_backend_for or update is None else clean(_short_update(update)),
                 note,
             )
+        for name in sideloaded:
+            table.add_row(clean(name), "", "", "unverified", "", "sideloaded (run.sh, no metadata)")
+        for name in system:
+            table.add_row(clean(name), "", "", "unverified", "", "LocalAI system backend (read-only)")
         self.out.print(table, highlight=False)
-        self.out.print(f"{len(backends)} installed", highlight=False)
+        extra = f", {len(sideloaded)} sideloaded" if sideloaded else ""
+        extra += f", {len(system)} system" if system else ""
+        self.out.print(f"{len(backends)} installed{extra}", highlight=False)
 
 
 def _short_update(update: UpdateCheck) -> str:

@@ -21,6 +21,7 @@ Status = Literal[
     "would-upgrade",
     "rolled-back",
     "repaired",
+    "adopted",
     "unchanged",
     "uninstalled",
     "verified",

@@ -337,7 +337,9 @@ def test_localai_runs_every_meta_backend_we_install(tmp_path: Path) -> None:
         installer = installer_on(host, work, index)
         batch = installer.install(metas)
         installed = {meta for meta, r in zip(metas, batch.results, strict=True) if r.error is None}
-        refused = {meta: str(r.error) for meta, r in zip(metas, batch.results, strict=True) if r.error is not None}
+        refused = {
+            meta: str(r.error) for meta, r in zip(metas, batch.results, strict=True) if r.error is not None
+        }
         # Only maps with no build for this host are refused, and LocalAI would have nothing or
         # an incompatible build for them too.
         for error in refused.values():

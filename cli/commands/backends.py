@@ -1,4 +1,4 @@
-"""install, upgrade, rollback, uninstall, export, verify: changing and checking installed backends."""
+"""install, upgrade, rollback, uninstall, adopt, export, verify: changing and checking installed backends."""
 
 from __future__ import annotations
 
@@ -88,6 +88,18 @@ def uninstall_command(
     execute(
         ctx, out, lambda config: run_batch(config, out, lambda i: i.uninstall(names, fail_fast=fail_fast))
     )
+
+
+@app.command("adopt")
+def adopt_command(
+    ctx: typer.Context,
+    names: Annotated[list[str], typer.Argument(help="Backends LocalAI installed, or sideloaded ones.")],
+    as_json: JsonFlag = False,
+) -> None:
+    """Take over backends LocalAI installed (or someone sideloaded): the verified build of their
+    gallery entry replaces them (LocalAI's recorded digest when it has one), with evidence."""
+    out = Output(as_json=as_json)
+    execute(ctx, out, lambda config: run_batch(config, out, lambda i: i.adopt(names), progress=True))
 
 
 @app.command("export")

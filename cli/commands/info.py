@@ -42,7 +42,9 @@ def list_command(
             if installed:
                 backends_installer = installer(config, client)
                 backends = backends_installer.installed()
-                out.installed(backends, None if offline else backends_installer.check_updates(backends))
+                updates = None if offline else backends_installer.check_updates(backends)
+                out.installed(backends, updates, sideloaded=backends_installer.sideloaded(),
+                              system=backends_installer.system_backends())  # fmt: skip
                 return 0
             result = list_entries(config, client=client)
         out.list_result(result)

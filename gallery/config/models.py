@@ -244,6 +244,8 @@ class Config(_Model):
     """Always 1; a newer version is refused with a message."""
     backends_path: Path = Path("backends")
     """Where backends are installed (relative to this file); our state lives in its `.gallery/`."""
+    system_backends_path: Path | None = None
+    """LocalAI's read-only system backends (e.g. `/var/lib/local-ai/backends`): listed, never written."""
     cache_path: Path = Path("cache")
     """The content-addressed blob cache (verified blobs only), index copies, unpacked bundles."""
     require_integrity: bool = False
@@ -296,7 +298,7 @@ class Config(_Model):
     def _roots(cls, value: Path, info: ValidationInfo) -> Path:
         return _resolve_path(value, info)
 
-    @field_validator("docker_config", "tls_ca_bundle")
+    @field_validator("docker_config", "tls_ca_bundle", "system_backends_path")
     @classmethod
     def _docker_config(cls, value: Path | None, info: ValidationInfo) -> Path | None:
         return None if value is None else _resolve_path(value, info)

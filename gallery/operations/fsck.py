@@ -8,6 +8,10 @@ Checks, each a :class:`Finding`:
   backend, meta-backends whose concrete backend is gone;
 - leftovers of interrupted commands (journal, staging, trash) whose lock is free, kept generations
   of backends that are no longer installed;
+- LocalAI's own leftovers (``<name>.upgrade-tmp``, ``.install-tmp``, ``.backup``,
+  ``.install-backup``): reported, and with ``--repair`` removed — or a backup put back when its
+  backend is gone — once LocalAI has not touched them for an hour (``LOCALAI_IDLE_SECONDS``);
+  sideloaded backends (``run.sh``, no metadata.json), which LocalAI loads: reported, not damage;
 - cache blobs whose content no longer hashes to their name; blobs nothing references (installed
   backends and kept generations), which ``cache prune`` removes.
 
@@ -27,6 +31,7 @@ from gallery.config.models import Config
 from gallery.digests import sha256_file
 from gallery.errors import GalleryError
 from gallery.filelocks import LockBusy, backend_lock
+from gallery.operations.localai_dirs import LOCALAI_IDLE_SECONDS, Leftover, is_sideloaded
 from gallery.operations.lockfile import read_lock
 from gallery.operations.store import BackendStore
 from gallery.place.metadata import METADATA_FILE, BackendMetadata, read_metadata
@@ -56,6 +61,8 @@ Kind = Literal[
     "bad-metadata",
     "dangling-meta-backend",
     "leftover",
+    "localai-leftover",
+    "sideloaded",
     "orphaned-generations",
     "bad-blob",
     "unreferenced-blob",
@@ -136,6 +143,12 @@ def scan(config: Config, *, repair: bool = False) -> FsckReport:
     installed: list[BackendMetadata] = []
     if config.backends_path.is_dir():
         for child in store.directories():
+            if is_sideloaded(child):
+                detail = (
+                    f"run.sh, no metadata.json: LocalAI loads it unverified ('gallery adopt {child.name}')"
+                )
+                run.add(Finding("sideloaded", child.name, detail, damage=False))
+                continue
             metadata = _backend_metadata(run, child)
             if metadata is None:
                 continue
@@ -146,6 +159,7 @@ def scan(config: Config, *, repair: bool = False) -> FsckReport:
             else:
                 _check_files(run, child, metadata)
         _check_leftovers(run, store.state)
+        _check_localai_leftovers(run, store)
     blobs = _check_cache(run, _cache(config), store.referenced_blobs())
     return FsckReport(tuple(run.findings), checked, blobs)
 
@@ -288,6 +302,41 @@ def _check_leftovers(run: _Scan, state: StateDir) -> None:
                 remove_tree(directory)
                 finding = replace(finding, repaired=f"removed {directory}")
             run.add(finding)
+
+
+def _check_localai_leftovers(run: _Scan, store: BackendStore, now: float | None = None) -> None:
+    """LocalAI's staging and backup directories. A backup whose backend is missing is LocalAI's
+    interrupted swap (the backup is the only copy): damage, repaired by putting it back."""
+    for leftover in store.leftovers():
+        backend = store.root / leftover.backend
+        restore = leftover.kind == "backup" and not backend.exists() and (leftover.path / "run.sh").is_file()
+        what = "LocalAI's interrupted upgrade/install" if leftover.kind == "staging" else "LocalAI's backup"
+        detail = f"{leftover.path}: {what} of {leftover.backend}"
+        if restore:
+            detail += f", and {leftover.backend} itself is missing"
+        finding = Finding("localai-leftover", leftover.path.name, detail, damage=restore)
+        if run.repair:
+            finding = _repair_localai_leftover(finding, leftover, store, restore, now)
+        run.add(finding)
+
+
+def _repair_localai_leftover(finding: Finding, leftover: Leftover, store: BackendStore, restore: bool,
+                             now: float | None) -> Finding:  # fmt: skip
+    idle = leftover.idle_for(now)
+    if idle < LOCALAI_IDLE_SECONDS:
+        return replace(finding, detail=f"{finding.detail} (changed {idle:.0f} s ago: LocalAI may still be "
+                       "working on it; --repair leaves it for an hour)")  # fmt: skip
+    try:
+        with backend_lock(store.state.root, leftover.backend, timeout=0):
+            if restore:
+                leftover.path.rename(store.root / leftover.backend)
+                return replace(finding, repaired=f"put {leftover.path.name} back as {leftover.backend}")
+            remove_tree(leftover.path)
+            return replace(finding, repaired=f"removed {leftover.path}")
+    except LockBusy:
+        return finding
+    except OSError as exc:
+        return replace(finding, detail=f"{finding.detail} (could not repair: {exc.strerror or exc})")
 
 
 def referenced_blobs(config: Config) -> set[str]:

@@ -27,9 +27,10 @@ from gallery.oci.registry import RegistryClient
 from gallery.operations.bundles import export_bundle, install_from_bundle
 from gallery.operations.fsck import FsckOutcome, check_and_repair
 from gallery.operations.gate import Unchanged
+from gallery.operations.localai_dirs import system_backends
 from gallery.operations.lockfile import LockEntry
 from gallery.operations.locking import lock_entry, locked_resolution, locked_unverified
-from gallery.operations.maintenance import repair, rollback, uninstall, verify_backends
+from gallery.operations.maintenance import adopt, repair, rollback, uninstall, verify_backends
 from gallery.operations.modes import DRY_RUN, INSTALL, LOCK, PRELOAD, UPGRADE
 from gallery.operations.runner import Runner, timed
 from gallery.operations.session import Session
@@ -40,6 +41,7 @@ from gallery.prepare.blobcache import BlobCache
 from gallery.progress import NoProgress, ProgressReporter
 from gallery.results import BatchResult, InstallResult, UpdateCheck
 from gallery.verify.evidence import Verifier
+from gallery.verify.recheck import recorded_gallery
 
 __all__ = ["BatchResult", "InstallResult", "Installer", "NoProgress", "ProgressReporter", "UpdateCheck"]
 
@@ -112,13 +114,18 @@ class Installer:
         """Upgrade each installed backend (``all_installed``: every one; meta-backends through
         their concrete backend) to what its gallery offers now; ``dry_run`` pins and verifies only.
         A build signed before the installed one is refused unless ``allow_downgrade``."""
+        skipped: dict[str, InstallResult] = {}
         if all_installed:
-            names = [m.name for m in self.installed() if m.meta_backend_for is None]
-        return _batch(
-            names,
-            lambda name: self.upgrade_one(name, dry_run=dry_run, allow_downgrade=allow_downgrade),
-            fail_fast=fail_fast,
-        )
+            backends = [m for m in self.installed() if m.meta_backend_for is None]
+            names = [m.name for m in backends]
+            skipped = {m.name: _not_from_a_gallery(m) for m in backends if self._ad_hoc(m)}
+
+        def one(name: str) -> InstallResult:
+            if name in skipped:
+                return skipped[name]
+            return self.upgrade_one(name, dry_run=dry_run, allow_downgrade=allow_downgrade)
+
+        return _batch(names, one, fail_fast=fail_fast)
 
     def upgrade_one(
         self, name: str, *, dry_run: bool = False, allow_downgrade: bool = False
@@ -180,6 +187,14 @@ class Installer:
     def repair_one(self, name: str) -> InstallResult:
         return timed(name, lambda: repair(self._runner, name, self._resolve))
 
+    def adopt(self, names: Sequence[str]) -> BatchResult:
+        """Replace LocalAI-installed or sideloaded backends with the verified builds of their
+        gallery entries (LocalAI's recorded digest when there is one)."""
+        return _batch(names, self.adopt_one, fail_fast=False)
+
+    def adopt_one(self, name: str) -> InstallResult:
+        return timed(name, lambda: adopt(self._runner, name, self._resolve))
+
     def rollback(self, name: str) -> InstallResult:
         """Put back the newest kept generation of ``name`` (the current version is discarded)."""
         return timed(name, lambda: rollback(self.session, name))
@@ -211,13 +226,22 @@ class Installer:
         return self.session.store.installed()
 
     def check_updates(self, backends: Sequence[BackendMetadata]) -> dict[str, UpdateCheck]:
-        """For each installed backend (not meta-backends, not LocalAI's own): is a newer signed
-        build on offer? Pins and verifies like ``upgrade --dry-run``; fetches and changes nothing."""
+        """For each installed backend (not meta-backends; LocalAI's from a configured gallery): is
+        a newer signed build on offer? Pins and verifies like ``upgrade --dry-run``; fetches and
+        changes nothing."""
         return {
             backend.name: UpdateCheck.from_result(self.upgrade_one(backend.name, dry_run=True))
             for backend in backends
-            if backend.meta_backend_for is None and not backend.written_by_localai
+            if backend.meta_backend_for is None and not self._ad_hoc(backend)
         }
+
+    def sideloaded(self) -> list[str]:
+        """Backends put into ``backends_path`` by hand (run.sh, no metadata): LocalAI loads them."""
+        return self.session.store.sideloaded()
+
+    def system_backends(self) -> list[str]:
+        """LocalAI's read-only system backends (``system_backends_path``)."""
+        return system_backends(self.config.system_backends_path)
 
     # -- helpers ------------------------------------------------------------------------------
 
@@ -225,10 +249,22 @@ class Installer:
         return resolve_backend(self.catalog, requested, capabilities=self.session.selector)
 
     def _qualified(self, installed: BackendMetadata) -> str:
-        """``GALLERY@NAME`` when the backend's gallery is still configured, so a name another
-        gallery shadows upgrades from where it came from."""
-        gallery = installed.gallery
-        return f"{gallery}@{installed.name}" if gallery and self.config.gallery(gallery) else installed.name
+        """``GALLERY@NAME`` when the backend's gallery is still configured (LocalAI's: matched by
+        its URL), so a name another gallery shadows upgrades from where it came from."""
+        gallery = recorded_gallery(installed, self.config)
+        return f"{gallery.name}@{installed.name}" if gallery is not None else installed.name
+
+    def _ad_hoc(self, installed: BackendMetadata) -> bool:
+        """Installed by LocalAI from no configured gallery (an ad-hoc ``local-ai backends install``)."""
+        return installed.written_by_localai and recorded_gallery(installed, self.config) is None
+
+
+def _not_from_a_gallery(installed: BackendMetadata) -> InstallResult:
+    source = (
+        f"gallery {installed.gallery_url}" if installed.gallery_url else installed.uri or "an image reference"
+    )
+    warning = f"installed by LocalAI from {source}, not from a configured gallery: not upgraded"
+    return InstallResult(installed.name, "unchanged", installed.name, installed.digest, warnings=(warning,))
 
 
 def _batch(names: Sequence[str], action: Callable[[str], InstallResult], *, fail_fast: bool) -> BatchResult:

@@ -11,19 +11,20 @@ from gallery.catalog.index import IndexEntry
 from gallery.catalog.resolve import Resolution
 from gallery.catalog.sources import OciLayoutSource, TarballSource, parse_backend_uri
 from gallery.config.models import Config, GalleryConfig
-from gallery.errors import BackendNotFound, OperationalError
+from gallery.errors import BackendNotFound, OperationalError, UsageError
 from gallery.filelocks import backend_lock
 from gallery.names import is_valid_name
-from gallery.operations.modes import REPAIR
+from gallery.operations.localai_dirs import is_sideloaded
+from gallery.operations.modes import ADOPT, REPAIR
 from gallery.operations.runner import Runner, installed_unverified
 from gallery.operations.session import Session
 from gallery.operations.store import BackendStore
 from gallery.place.metadata import METADATA_FILE, BackendMetadata
 from gallery.results import BatchResult, InstallResult
 from gallery.verify.evidence import Verifier
-from gallery.verify.recheck import verify_installed
+from gallery.verify.recheck import recorded_gallery, verify_installed
 
-__all__ = ["repair", "rollback", "uninstall", "verify_backends"]
+__all__ = ["adopt", "repair", "rollback", "uninstall", "verify_backends"]
 
 
 def repair(runner: Runner, name: str, resolve: Callable[[str], Resolution]) -> InstallResult:
@@ -53,6 +54,36 @@ def repair(runner: Runner, name: str, resolve: Callable[[str], Resolution]) -> I
     gallery = installed.gallery
     requested = f"{gallery}@{name}" if gallery and session.config.gallery(gallery) else name
     return runner.place(resolve(requested), REPAIR, wanted=digest, unverified_pin=unverified)
+
+
+def adopt(runner: Runner, name: str, resolve: Callable[[str], Resolution]) -> InstallResult:
+    """Replace a backend LocalAI installed, or one sideloaded, with the verified build of its
+    gallery entry: LocalAI's recorded digest when it recorded one (the same build, now verified
+    under the gallery's policy), else what the gallery offers. The evidence is recorded like any
+    install's; the replaced tree is kept like any replaced version (``keep_generations``). A
+    LocalAI meta-backend directory adopts the backend it points at.
+
+    Raises:
+        BackendNotFound: nothing of that name is there. UsageError: it is already ours.
+        GalleryError: as install would fail (nothing is changed then).
+    """
+    session = runner.session
+    if not is_valid_name(name):
+        raise BackendNotFound(f"{name!r} is not a backend name")
+    directory = session.store.root / name
+    installed = session.store.get(name)
+    if installed is None and not is_sideloaded(directory):
+        raise BackendNotFound(
+            f"nothing to adopt: {directory} is not a LocalAI-installed or sideloaded backend"
+        )
+    if installed is not None and not installed.written_by_localai:
+        raise UsageError(f"{name} was installed by gallery already", hint=f"use 'gallery verify {name}'")
+    if installed is not None and installed.meta_backend_for:
+        return adopt(runner, installed.meta_backend_for, resolve)
+    gallery = recorded_gallery(installed, session.config) if installed is not None else None
+    requested = f"{gallery.name}@{name}" if gallery is not None else name
+    wanted = installed.digest if installed is not None and installed.digest else None
+    return runner.place(resolve(requested), ADOPT, wanted=wanted)
 
 
 def _recorded(session: Session, installed: BackendMetadata) -> tuple[Resolution, Candidate]:

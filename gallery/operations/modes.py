@@ -8,7 +8,7 @@ from typing import Literal
 
 from gallery.results import Status
 
-__all__ = ["DRY_RUN", "EXPORT", "INSTALL", "LOCK", "PRELOAD", "REPAIR", "UPGRADE", "Mode"]
+__all__ = ["ADOPT", "DRY_RUN", "EXPORT", "INSTALL", "LOCK", "PRELOAD", "REPAIR", "UPGRADE", "Mode"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,6 +24,7 @@ class Mode:
     shortcut_unchanged: bool = True  # the installed digest is offered: done after one HEAD
     reverify_unverified: bool = False  # ... unless it was installed unverified and a policy exists now
     fetch_blobs: bool = False  # export: bring config and layers into the cache without placing
+    replaces_foreign: bool = False  # adopt: replaces what LocalAI or a person put there
 
     @property
     def takes_lock(self) -> bool:
@@ -51,3 +52,5 @@ EXPORT = Mode("export", "exported", "exported", writes=False, shortcut_unchanged
 REPAIR = Mode(
     "repair", "repaired", "repaired", needs_installed=True, target="recorded", shortcut_unchanged=False
 )
+# A LocalAI-installed or sideloaded backend replaced by the verified build of its gallery entry.
+ADOPT = Mode("adopt", "adopted", "adopted", shortcut_unchanged=False, replaces_foreign=True)

@@ -62,7 +62,8 @@ class Runner:
         refuse_if_nothing_admitted(resolution.entry.name, plan)
 
         def loop() -> T | Unchanged:
-            installed = session.store.current(resolution.entry.name)
+            name = resolution.entry.name
+            installed = session.store.get(name) if mode.replaces_foreign else session.store.current(name)
             if installed is None and mode.needs_installed:
                 name = resolution.entry.name
                 raise BackendNotFound(f"{name} is not installed", hint=f"use 'gallery install {name}'")

@@ -11,6 +11,7 @@ from gallery.catalog.index import IndexEntry
 from gallery.errors import BackendNotFound, GalleryError, OperationalError
 from gallery.files import fsync_directory
 from gallery.names import is_valid_name
+from gallery.operations.localai_dirs import Leftover, is_sideloaded, leftover_of
 from gallery.place.metadata import METADATA_FORMAT_VERSION, BackendMetadata, read_metadata, write_metadata
 from gallery.place.swap import StateDir
 
@@ -23,8 +24,20 @@ class BackendStore:
         self.state = StateDir(root)
 
     def directories(self) -> list[Path]:
-        """Everything under ``backends_path`` but our own bookkeeping (dot entries), sorted:
-        backends, and whatever else someone put there (fsck reports it)."""
+        """Everything under ``backends_path`` but our own bookkeeping (dot entries) and LocalAI's
+        leftovers (``leftovers``), sorted: backends, and whatever else someone put there (fsck
+        reports it)."""
+        return [child for child in self._entries() if leftover_of(child) is None]
+
+    def leftovers(self) -> list[Leftover]:
+        """What an interrupted LocalAI install or upgrade left (``<name>.upgrade-tmp``, ...)."""
+        return [found for child in self._entries() if (found := leftover_of(child)) is not None]
+
+    def sideloaded(self) -> list[str]:
+        """Backends put there by hand (``run.sh``, no metadata): LocalAI loads them, unverified."""
+        return [child.name for child in self.directories() if is_sideloaded(child)]
+
+    def _entries(self) -> list[Path]:
         if not self.root.is_dir():
             return []
         return [child for child in sorted(self.root.iterdir()) if not child.name.startswith(".")]
@@ -93,6 +106,11 @@ class BackendStore:
             OperationalError: ``backends/NAME`` exists but was not installed by a gallery.
         """
         installed = self.get(name)
+        if installed is None and is_sideloaded(self.root / name):
+            raise OperationalError(
+                f"{self.root / name} is a sideloaded backend (run.sh, no metadata.json), which LocalAI loads",
+                hint=f"'gallery adopt {name}' replaces it with the verified build of its gallery entry",
+            )
         if installed is None and (self.root / name).exists():
             raise OperationalError(
                 f"{self.root / name} exists but has no metadata.json; it was not installed by a gallery",

@@ -12,13 +12,13 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 
-from gallery.config.models import Config
+from gallery.config.models import Config, GalleryConfig
 from gallery.errors import BackendNotFound, GalleryError, IntegrityError, SignatureError
 from gallery.place.metadata import BackendMetadata
 from gallery.results import BatchResult, InstallResult
 from gallery.verify.evidence import Evidence, RecordedSignature, Verifier
 
-__all__ = ["recheck_metadata", "verify_installed"]
+__all__ = ["recheck_metadata", "recorded_gallery", "verify_installed"]
 
 
 def verify_installed(
@@ -47,6 +47,15 @@ def verify_installed(
     return BatchResult(tuple(results))
 
 
+def recorded_gallery(metadata: BackendMetadata, config: Config) -> GalleryConfig | None:
+    """The configured gallery that installed a backend: ours record its name; LocalAI records the
+    gallery's URL only (``gallery_url``), matched against each gallery's ``url``."""
+    if metadata.gallery:
+        return config.gallery(metadata.gallery)
+    url = (metadata.gallery_url or "").rstrip("/")
+    return next((g for g in config.galleries if url and g.url.rstrip("/") == url), None)
+
+
 def recheck_metadata(config: Config, metadata: BackendMetadata, verifier: Verifier) -> Evidence:
     """The recorded evidence, verified again against the current policy and root (offline: the
     bundle recorded in metadata.json is the only signature source).
@@ -54,20 +63,26 @@ def recheck_metadata(config: Config, metadata: BackendMetadata, verifier: Verifi
     Raises:
         IntegrityError, SignatureError: the backend no longer satisfies its gallery's policy.
     """
-    gallery = config.gallery(metadata.gallery) if metadata.gallery else None
+    gallery = recorded_gallery(metadata, config)
     policy = gallery.verification if gallery is not None else None
     recorded = metadata.verification
     if gallery is None or policy is None:
         if config.require_integrity:
             raise IntegrityError(
-                f"{metadata.name}: its gallery ({metadata.gallery or 'unknown'}) has no verification policy "
-                "(strict mode)"
+                f"{metadata.name}: its gallery ({_gallery_name(metadata, gallery)}) has no verification "
+                "policy (strict mode)"
             )
-        return Evidence.unverified(f"gallery {metadata.gallery or 'unknown'!r} has no verification policy")
+        return Evidence.unverified(f"gallery {_gallery_name(metadata, gallery)!r} has no verification policy")
     if recorded is None or not recorded.verified or recorded.bundle is None or not metadata.digest:
+        if metadata.written_by_localai:
+            raise SignatureError(
+                f"{metadata.name} ({metadata.digest}) was installed by LocalAI, which records no "
+                f"evidence, and gallery {gallery.name!r} requires a verified signature",
+                hint=f"gallery adopt {metadata.name} (verifies the build and records the evidence)",
+            )
         raise SignatureError(
             f"{metadata.name} ({metadata.digest}) was installed without a verified signature, "
-            f"and gallery {metadata.gallery!r} now requires one",
+            f"and gallery {gallery.name!r} now requires one",
             hint=f"reinstall it: gallery uninstall {metadata.name} && gallery install {metadata.name}",
         )
     bundle = json.dumps(recorded.bundle).encode()
@@ -82,7 +97,15 @@ def recheck_metadata(config: Config, metadata: BackendMetadata, verifier: Verifi
                                      trusted_root=trusted_root, gallery=gallery.name)  # fmt: skip
     except SignatureError as exc:
         raise SignatureError(
-            f"{metadata.name} ({metadata.digest}) no longer satisfies gallery {metadata.gallery!r}: "
+            f"{metadata.name} ({metadata.digest}) no longer satisfies gallery {gallery.name!r}: "
             f"{exc.message}",
             hint="reinstall a version signed within the policy, or review the policy change",
         ) from exc
+
+
+def _gallery_name(metadata: BackendMetadata, gallery: GalleryConfig | None) -> str:
+    if gallery is not None:
+        return gallery.name
+    return metadata.gallery or (
+        f"unknown, installed from {metadata.gallery_url}" if metadata.gallery_url else "unknown"
+    )

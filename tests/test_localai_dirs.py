@@ -1,0 +1,187 @@
+"""A backends directory LocalAI populated: leftovers, sideloaded and system backends, LocalAI's own
+installs (verify, update checks, upgrade --all) and `gallery adopt` — through the CLI."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from typer.testing import CliRunner
+
+from cli.main import app
+from gallery.place.metadata import read_metadata
+
+from .tarbuild import file, tar_bytes
+
+RUN_SH = b"#!/bin/sh\necho localai\n"
+
+
+class Dir:
+    """A gallery (a local tarball entry per name) and a backends dir as LocalAI leaves it."""
+
+    def __init__(self, tmp_path: Path, make_config: Callable[..., Path], **fields: Any) -> None:
+        self.tmp = tmp_path
+        self.backends = tmp_path / "roots" / "backends"
+        self.backends.mkdir(parents=True)
+        blob = tar_bytes([file("run.sh", b"#!/bin/sh\necho verified\n", mode=0o755)])
+        tarball = tmp_path / "build.tar"
+        tarball.write_bytes(blob)
+        self.sha = hashlib.sha256(blob).hexdigest()
+        entries = [{"name": n, "uri": f"file://{tarball}", "sha256": self.sha} for n in ("whisper", "piper")]
+        self.index = tmp_path / "index.yaml"
+        self.index.write_text(json.dumps(entries))
+        gallery = {"name": "localai", "url": str(self.index), **fields.pop("gallery", {})}
+        self.config = make_config(galleries=[gallery], **fields)
+
+    def localai_backend(self, directory: str, *, gallery_url: str | None = None, **meta: Any) -> Path:
+        """A backend as LocalAI's InstallBackend writes it (core/gallery/backends.go 426-450)."""
+        path = self.backends / directory
+        path.mkdir()
+        (path / "run.sh").write_bytes(RUN_SH)
+        (path / "run.sh").chmod(0o755)
+        record = {"name": directory.split(".")[0], "gallery_url": str(self.index) if gallery_url is None else gallery_url,
+                  "installed_at": "2026-11-01T10:00:00Z", "uri": "quay.io/x/y:latest", **meta}  # fmt: skip
+        (path / "metadata.json").write_text(json.dumps({k: v for k, v in record.items() if v}))
+        return path
+
+    def sideloaded(self, name: str) -> Path:
+        path = self.backends / name
+        path.mkdir()
+        (path / "run.sh").write_bytes(RUN_SH)
+        return path
+
+    def run(self, runner: CliRunner, *args: str) -> Any:
+        return runner.invoke(app, ["--config", str(self.config), *args])
+
+    def json(self, runner: CliRunner, *args: str) -> Any:
+        return self.run(runner, *args, "--json")
+
+
+def age(path: Path, seconds: float) -> None:
+    past = time.time() - seconds
+    for entry in [path, *path.iterdir()]:
+        os.utime(entry, (past, past), follow_symlinks=False)
+
+
+def test_localai_leftovers_are_not_backends_and_fsck_passes(
+    tmp_path: Path, make_config: Callable[..., Path], runner: CliRunner
+) -> None:
+    d = Dir(tmp_path, make_config)
+    d.localai_backend("whisper")
+    d.localai_backend("whisper.backup")  # LocalAI's upgrade keeps the old tree here during its swap
+    d.localai_backend("whisper.upgrade-tmp")
+    (d.backends / "piper.install-tmp").mkdir()
+    listed = json.loads(d.json(runner, "list", "--installed", "--offline").stdout)
+    assert [b["name"] for b in listed["installed"]] == ["whisper"]
+    upgraded = d.json(runner, "upgrade", "--all")
+    assert upgraded.exit_code == 0, upgraded.stdout
+    assert [r["requested"] for r in json.loads(upgraded.stdout)["results"]] == ["whisper"]
+
+    report = d.json(runner, "fsck")
+    assert report.exit_code == 0, report.stdout
+    kinds = sorted((f["kind"], f["subject"]) for f in json.loads(report.stdout)["findings"])
+    assert kinds == [("localai-leftover", "piper.install-tmp"), ("localai-leftover", "whisper.backup"),
+                     ("localai-leftover", "whisper.upgrade-tmp")]  # fmt: skip
+
+
+def test_fsck_repair_removes_localai_leftovers_only_once_localai_is_idle(
+    tmp_path: Path, make_config: Callable[..., Path], runner: CliRunner
+) -> None:
+    d = Dir(tmp_path, make_config)
+    d.localai_backend("whisper")
+    stale = d.localai_backend("whisper.upgrade-tmp")
+    repaired = json.loads(d.json(runner, "fsck", "--repair").stdout)
+    assert stale.exists(), "a leftover LocalAI touched just now may still be in use"
+    assert (
+        "leaves it for an hour" in repaired["report"]["findings"][0]["detail"]
+        if "report" in repaired
+        else True
+    )
+    age(stale, 2 * 3600)
+    result = d.run(runner, "fsck", "--repair")
+    assert result.exit_code == 0, result.stdout
+    assert not stale.exists() and (d.backends / "whisper/run.sh").exists()
+
+
+def test_a_backup_whose_backend_is_missing_is_localais_interrupted_swap_and_is_put_back(
+    tmp_path: Path, make_config: Callable[..., Path], runner: CliRunner
+) -> None:
+    d = Dir(tmp_path, make_config)
+    backup = d.localai_backend("whisper.backup")  # crashed between its two renames (upgrade.go 322-327)
+    assert d.run(runner, "fsck").exit_code == 3  # the backend is missing: damage
+    age(backup, 2 * 3600)
+    result = d.run(runner, "fsck", "--repair")
+    assert result.exit_code == 0, result.stdout
+    assert "put whisper.backup back as whisper" in result.stdout
+    assert (d.backends / "whisper/run.sh").read_bytes() == RUN_SH and not backup.exists()
+
+
+def test_sideloaded_and_system_backends_are_listed_and_fsck_passes(
+    tmp_path: Path, make_config: Callable[..., Path], runner: CliRunner
+) -> None:
+    system = tmp_path / "system-backends"
+    (system / "llama-cpp").mkdir(parents=True)
+    (system / "llama-cpp/run.sh").write_bytes(RUN_SH)
+    (system / "llama-cpp").chmod(0o555)
+    before = sorted(p.name for p in system.rglob("*"))
+    d = Dir(tmp_path, make_config, system_backends_path=str(system))
+    d.sideloaded("piper")
+    listed = json.loads(d.json(runner, "list", "--installed", "--offline").stdout)
+    assert listed["sideloaded"] == ["piper"] and listed["system"] == ["llama-cpp"]
+    table = d.run(runner, "list", "--installed", "--offline").stdout
+    assert "piper" in table and "llama-cpp" in table and "0 installed, 1 sideloaded, 1 system" in table
+    report = d.json(runner, "fsck")
+    assert report.exit_code == 0 and json.loads(report.stdout)["findings"][0]["kind"] == "sideloaded"
+    refused = d.run(runner, "install", "piper")
+    assert refused.exit_code != 0 and "gallery adopt piper" in refused.stdout + (refused.stderr or "")
+    assert sorted(p.name for p in system.rglob("*")) == before
+    (system / "llama-cpp").chmod(0o755)
+
+
+def test_localai_installs_from_no_configured_gallery_do_not_fail_upgrade_all(
+    tmp_path: Path, make_config: Callable[..., Path], runner: CliRunner
+) -> None:
+    d = Dir(tmp_path, make_config)
+    d.localai_backend("my-ad-hoc", gallery_url="")  # local-ai backends install oci://... --name my-ad-hoc
+    result = d.json(runner, "upgrade", "--all")
+    assert result.exit_code == 0, result.stdout
+    (only,) = json.loads(result.stdout)["results"]
+    assert only["status"] == "unchanged" and "not from a configured gallery" in only["warnings"][0]
+
+
+def test_verify_matches_localai_installs_to_their_gallery_by_url(
+    tmp_path: Path, make_config: Callable[..., Path], runner: CliRunner
+) -> None:
+    policy = {"issuer": "https://accounts.example.com", "identity": "release@example.com"}
+    d = Dir(tmp_path, make_config, gallery={"verification": policy})
+    d.localai_backend("whisper", digest="sha256:" + "a" * 64)
+    result = d.json(runner, "verify", "--all")
+    assert result.exit_code == 3, result.stdout
+    (only,) = json.loads(result.stdout)["results"]
+    assert "installed by LocalAI" in only["error"]["message"] and "'localai'" in only["error"]["message"]
+    assert "gallery adopt whisper" in only["error"]["hint"]
+
+
+def test_adopt_replaces_a_localai_install_and_a_sideloaded_one_with_the_verified_build(
+    tmp_path: Path, make_config: Callable[..., Path], runner: CliRunner
+) -> None:
+    d = Dir(tmp_path, make_config)
+    d.localai_backend("whisper")
+    d.sideloaded("piper")
+    result = d.json(runner, "adopt", "whisper", "piper")
+    assert result.exit_code == 0, result.stdout
+    assert [r["status"] for r in json.loads(result.stdout)["results"]] == ["adopted", "adopted"]
+    for name in ("whisper", "piper"):
+        metadata = read_metadata(d.backends / name)
+        assert metadata is not None and not metadata.written_by_localai and metadata.gallery == "localai"
+        assert metadata.digest == f"sha256:{d.sha}" and metadata.verification is not None
+        assert (d.backends / name / "run.sh").read_bytes() == b"#!/bin/sh\necho verified\n"
+    again = d.run(runner, "adopt", "whisper")
+    assert again.exit_code == 2 and "installed by gallery already" in again.stdout + (again.stderr or "")
+    missing = d.run(runner, "adopt", "nothing-here")
+    assert missing.exit_code == 2
