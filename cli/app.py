@@ -164,8 +164,11 @@ def run_batch(
     with make_http_client(config) as client:
         if progress and out.err.is_terminal and not out.as_json:
             with RichProgress(out.err) as bars:
-                batch = run(installer(config, client, bars))
+                batch_installer = installer(config, client, bars)
+                batch = run(batch_installer)
         else:
-            batch = run(installer(config, client))
+            batch_installer = installer(config, client)
+            batch = run(batch_installer)
+        batch = batch_installer.notify(batch)
     out.batch_result(batch)
     return batch.exit_code

@@ -149,11 +149,14 @@ class Output:
             )
 
     def batch_result(self, batch: BatchResult) -> None:
+        hook = batch.hook
         if self.as_json:
             self.json(batch.to_json())
             for result in batch.results:
                 if result.error is not None:
                     self.error(result.error.message, result.error.hint)
+            if hook is not None and not hook.ok:
+                self.err.print(f"[yellow]warning:[/yellow] {clean(hook.describe())}", highlight=False)
             return
         for result in batch.results:
             for warning in result.warnings:
@@ -182,6 +185,9 @@ class Output:
                 f"{clean(result.name or result.requested)}: {result.status}{detail}{verified}{fetched}",
                 highlight=False,
             )
+        if hook is not None:
+            mark = "" if hook.ok else "[yellow]warning:[/yellow] "
+            self.err.print(f"{mark}{clean(hook.describe())}", highlight=False)
 
     def recovery(self, report: RecoveryReport) -> None:
         for action in report.actions:

@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from gallery.errors import DowngradeRefused, GalleryError, InstallFailed
 
-__all__ = ["BatchResult", "InstallResult", "Status", "UpdateCheck"]
+__all__ = ["BatchResult", "HookOutcome", "InstallResult", "Status", "UpdateCheck"]
 
 Status = Literal[
     "locked",
@@ -97,8 +97,37 @@ class UpdateCheck:
 
 
 @dataclass(frozen=True)
+class HookOutcome:
+    """What the ``on_change`` command did: its exit code (``None``: it did not run to the end)."""
+
+    argv: tuple[str, ...]
+    exit_code: int | None
+    seconds: float
+    output: str  # the end of its stdout and stderr
+    error: str | None = None  # why it could not run, or was stopped
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0
+
+    def describe(self) -> str:
+        command = " ".join(self.argv)
+        if self.error is not None:
+            return f"on_change hook {command!r} failed: {self.error}"
+        if self.exit_code != 0:
+            last = self.output.strip().splitlines()[-1:] or [""]
+            return f"on_change hook {command!r} exited {self.exit_code}" + (f": {last[0]}" if last[0] else "")
+        return f"on_change hook {command!r} ran ({self.seconds:.1f} s)"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"argv": list(self.argv), "exit_code": self.exit_code, "seconds": round(self.seconds, 3),
+                "output": self.output, "error": self.error, "ok": self.ok}  # fmt: skip
+
+
+@dataclass(frozen=True)
 class BatchResult:
     results: tuple[InstallResult, ...]
+    hook: HookOutcome | None = None  # on_change, when the batch changed something
 
     @property
     def exit_code(self) -> int:
@@ -110,5 +139,6 @@ class BatchResult:
             "results": [r.to_json() for r in self.results],
             "bytes_fetched": sum(r.bytes_fetched for r in self.results),
             "failed": sum(1 for r in self.results if r.error is not None),
+            "hook": None if self.hook is None else self.hook.to_json(),
             "exit_code": self.exit_code,
         }

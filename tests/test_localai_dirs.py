@@ -185,3 +185,36 @@ def test_adopt_replaces_a_localai_install_and_a_sideloaded_one_with_the_verified
     assert again.exit_code == 2 and "installed by gallery already" in again.stdout + (again.stderr or "")
     missing = d.run(runner, "adopt", "nothing-here")
     assert missing.exit_code == 2
+
+
+def test_on_change_runs_after_a_change_with_what_changed_and_its_outcome_is_in_the_result(
+    tmp_path: Path, make_config: Callable[..., Path], runner: CliRunner
+) -> None:
+    record = tmp_path / "hook.txt"
+    hook = ["/bin/sh", "-c", f'echo "$GALLERY_CHANGED|$GALLERY_OPERATIONS|$HOME" >> {record}; echo restarted']
+    d = Dir(tmp_path, make_config, on_change=hook)
+    first = d.json(runner, "install", "whisper", "piper")
+    assert first.exit_code == 0, first.stdout
+    outcome = json.loads(first.stdout)["hook"]
+    assert outcome["ok"] and outcome["exit_code"] == 0 and outcome["output"] == "restarted\n"
+    assert record.read_text() == "whisper piper|installed installed|\n"  # nothing of ours leaks into its env
+    again = d.json(runner, "install", "whisper")  # nothing changed: no hook
+    assert json.loads(again.stdout)["hook"] is None and record.read_text().count("\n") == 1
+    d.run(runner, "uninstall", "piper")
+    assert record.read_text().splitlines()[-1] == "piper|uninstalled|"
+
+
+def test_a_failing_or_hanging_hook_is_reported_and_does_not_undo_the_change(
+    tmp_path: Path, make_config: Callable[..., Path], runner: CliRunner
+) -> None:
+    d = Dir(tmp_path, make_config, on_change=["/bin/sh", "-c", "echo cannot reach LocalAI >&2; exit 7"])
+    failed = d.run(runner, "install", "whisper")
+    assert failed.exit_code == 0 and (d.backends / "whisper/run.sh").exists()
+    assert "on_change hook" in failed.stderr and "exited 7: cannot reach LocalAI" in failed.stderr
+    slow = Dir(tmp_path / "slow", make_config, on_change=["/bin/sleep", "30"], on_change_timeout=0.5,
+               backends_path=str(tmp_path / "slow/roots/backends"))  # fmt: skip
+    result = slow.json(runner, "install", "whisper")
+    outcome = json.loads(result.stdout)["hook"]
+    assert (
+        result.exit_code == 0 and outcome["exit_code"] is None and "timed out after 0.5 s" in outcome["error"]
+    )

@@ -280,6 +280,10 @@ class Config(_Model):
     """Caps on everything read from outside."""
     refuse_escaping_symlinks: bool = False
     """Refuse symlinks that point outside the backend (by default they are data, never followed)."""
+    on_change: tuple[str, ...] = ()
+    """Argv (no shell) run after a command changed installed backends, e.g. to restart LocalAI."""
+    on_change_timeout: Annotated[float, Field(gt=0, le=3600)] = 60.0
+    """Seconds the `on_change` command may run before it is killed."""
     galleries: tuple[GalleryConfig, ...] = ()
     """The galleries, in priority order (a name in an earlier gallery wins)."""
 

@@ -27,6 +27,7 @@ from gallery.oci.registry import RegistryClient
 from gallery.operations.bundles import export_bundle, install_from_bundle
 from gallery.operations.fsck import FsckOutcome, check_and_repair
 from gallery.operations.gate import Unchanged
+from gallery.operations.hooks import run_on_change
 from gallery.operations.localai_dirs import system_backends
 from gallery.operations.lockfile import LockEntry
 from gallery.operations.locking import lock_entry, locked_resolution, locked_unverified
@@ -234,6 +235,11 @@ class Installer:
             for backend in backends
             if backend.meta_backend_for is None and not self._ad_hoc(backend)
         }
+
+    def notify(self, batch: BatchResult) -> BatchResult:
+        """Run the ``on_change`` hook when ``batch`` changed what is installed; its outcome is in
+        the returned batch."""
+        return run_on_change(batch, self.config.on_change, timeout=self.config.on_change_timeout)
 
     def sideloaded(self) -> list[str]:
         """Backends put into ``backends_path`` by hand (run.sh, no metadata): LocalAI loads them."""
