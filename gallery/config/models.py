@@ -14,6 +14,7 @@ import re
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 from pydantic import (
     BaseModel,
@@ -46,6 +47,16 @@ __all__ = [
 
 CONFIG_FORMAT_VERSION = 1
 _MAX_CONFIG_BYTES = 1024 * 1024
+
+
+def _without_password(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    return url.replace(f":{parts.password}@", ":***@", 1)
+
+
+_HELPER_RE = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 _CAPABILITY_RE = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 _PLATFORM_RE = re.compile(r"[a-z0-9]+/[a-z0-9_]+(?:/[a-z0-9]+)?")
 _MIRROR_RE = re.compile(r"[^/\s]+(?:/[a-z0-9._/-]+)?")
@@ -266,6 +277,14 @@ class Config(_Model):
     """Per registry, mirrors tried before it (like containers-registries.conf); the registry comes last."""
     docker_config: Path | None = None
     """A Docker config.json to take registry credentials from (never read from HOME)."""
+    credential_helpers: dict[str, str] = Field(default_factory=dict)
+    """Per registry host, a Docker credential helper (a name such as `pass`, or a path)."""
+    credential_helper_env: dict[str, str] = Field(default_factory=dict)
+    """The whole environment credential helpers run with (e.g. `HOME`); nothing is inherited."""
+    proxy: str | None = None
+    """HTTP(S) proxy for every connection, `http://[user:password@]host:port` (never from the environment)."""
+    no_proxy: tuple[str, ...] = ()
+    """Hosts reached directly despite `proxy`: `host`, `host:port`, or `.domain` for its subdomains."""
     tls_ca_bundle: Path | None = None
     """PEM file of extra certificate authorities for HTTPS (a private CA), trusted beside the public ones."""
     keep_generations: Annotated[int, Field(ge=0, le=100)] = 1
@@ -351,6 +370,32 @@ class Config(_Model):
                 raise ValueError(f"registry_mirrors names {key!r} twice (docker.io aliases are one registry)")
             normalised[key] = tuple(mirrors)
         return normalised
+
+    @field_validator("proxy")
+    @classmethod
+    def _proxy(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname or parts.path not in ("", "/"):
+            raise ValueError(f"proxy {_without_password(value)!r} is not http(s)://[user:password@]host:port")
+        return value
+
+    @field_validator("credential_helpers")
+    @classmethod
+    def _helpers(cls, value: dict[str, str]) -> dict[str, str]:
+        checked = {}
+        for host, helper in value.items():
+            try:
+                key = validate_registry_host(host)
+            except ReferenceParseError as exc:
+                raise ValueError(f"credential_helpers[{host!r}]: {exc}") from exc
+            if not (_HELPER_RE.fullmatch(helper) or (helper.startswith("/") and "\0" not in helper)):
+                raise ValueError(
+                    f"credential_helpers[{host!r}]: {helper!r} is not a helper name or absolute path"
+                )
+            checked[key] = helper
+        return checked
 
     @model_validator(mode="after")
     def _unique_galleries(self) -> Config:

@@ -92,7 +92,7 @@ def make_http_client(config: Config, *, transport: httpx.BaseTransport | None = 
     environment. Redirects are not followed by default: each caller decides, because credentials
     must never follow a redirect to another host.
     """
-    inner = transport or httpx.HTTPTransport(verify=make_tls_context(config.tls_ca_bundle), trust_env=False)
+    inner = transport or _transport(config)
     return httpx.Client(
         trust_env=False,
         transport=SpeedFloorTransport(
@@ -102,6 +102,46 @@ def make_http_client(config: Config, *, transport: httpx.BaseTransport | None = 
         timeout=httpx.Timeout(config.timeouts.read, connect=config.timeouts.connect),
         headers={"User-Agent": f"gallery/{__version__}"},
     )
+
+
+def _transport(config: Config) -> httpx.BaseTransport:
+    """Direct, or through the configured ``proxy`` for every host ``no_proxy`` does not name."""
+    tls = make_tls_context(config.tls_ca_bundle)
+    direct = httpx.HTTPTransport(verify=tls, trust_env=False)
+    if config.proxy is None:
+        return direct
+    proxied = httpx.HTTPTransport(verify=tls, trust_env=False, proxy=httpx.Proxy(config.proxy))
+    return ProxyRouting(proxied, direct, config.no_proxy)
+
+
+class ProxyRouting(httpx.BaseTransport):
+    """``no_proxy`` hosts go direct (``host``, ``host:port``, or ``.domain`` for its subdomains);
+    everything else through the proxy. The proxy's own credentials (in its URL) go only to it."""
+
+    def __init__(
+        self, proxied: httpx.BaseTransport, direct: httpx.BaseTransport, no_proxy: tuple[str, ...]
+    ) -> None:
+        self._proxied = proxied
+        self._direct = direct
+        self._no_proxy = tuple(entry.lower() for entry in no_proxy)
+
+    def bypasses(self, url: httpx.URL) -> bool:
+        host = url.host.lower()
+        with_port = f"{host}:{url.port}" if url.port else host
+        for entry in self._no_proxy:
+            if entry.startswith(".") and (host.endswith(entry) or host == entry[1:]):
+                return True
+            if entry in (host, with_port):
+                return True
+        return False
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        transport = self._direct if self.bypasses(request.url) else self._proxied
+        return transport.handle_request(request)
+
+    def close(self) -> None:
+        self._proxied.close()
+        self._direct.close()
 
 
 class SpeedFloorTransport(httpx.BaseTransport):

@@ -11,6 +11,7 @@ import os
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
+from urllib.parse import urlsplit
 from typing import Any, Literal
 
 import httpx
@@ -296,6 +297,12 @@ def run_doctor(config: Config, *, client: httpx.Client, detector: CapabilityDete
             checks.append(_check_trusted_root(f"gallery {gallery.name}: trusted_root", gallery.trusted_root))
     if config.docker_config is not None:
         checks.append(_check_json_file("docker_config", config.docker_config))
+    if config.proxy is not None:
+        proxy = urlsplit(config.proxy)
+        direct = f"; direct to {', '.join(config.no_proxy)}" if config.no_proxy else ""
+        checks.append(
+            Check("proxy", "ok", f"every connection through {proxy.hostname}:{proxy.port or 80}{direct}")
+        )
     checks.append(_check_directory("backends_path", config.backends_path))
     checks.append(_check_directory("cache_path", config.cache_path))
     pending = pending_names(config.backends_path)

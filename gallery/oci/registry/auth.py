@@ -19,6 +19,7 @@ import httpx
 
 from gallery.oci.references import DOCKER_HUB
 from gallery.oci.registry.capped import capped_body
+from gallery.oci.registry.credentials import Credentials
 from gallery.oci.registry.endpoint import Endpoint
 from gallery.oci.registry.errors import RegistryError, RegistryUnauthorized
 
@@ -31,7 +32,7 @@ _CHALLENGE_RE = re.compile(r'(\w+)="([^"]*)"')
 class RegistryAuth:
     """The ``Authorization`` to send per (API host, scope); safe to share between threads."""
 
-    def __init__(self, client: httpx.Client, credentials: dict[str, tuple[str, str]]) -> None:
+    def __init__(self, client: httpx.Client, credentials: Credentials) -> None:
         self._client = client
         self._credentials = credentials
         self._cached: dict[tuple[str, str], str] = {}
@@ -51,7 +52,7 @@ class RegistryAuth:
         with self._lock:
             self._cached.pop((endpoint.host, scope), None)
         registry = DOCKER_HUB if endpoint.host == "registry-1.docker.io" else endpoint.host
-        credentials = self._credentials.get(registry)
+        credentials = self._credentials.get(registry)  # may run a credential helper
         authorization = _answer_challenge(self._client, endpoint, challenge, scope, credentials)
         if authorization is not None:
             with self._lock:

@@ -41,7 +41,8 @@ from gallery.oci.models import (
 from gallery.oci.references import DOCKER_HUB, OciReference
 from gallery.oci.registry.auth import RegistryAuth
 from gallery.oci.registry.capped import capped_body
-from gallery.oci.registry.endpoint import Endpoint, load_docker_credentials
+from gallery.oci.registry.credentials import CredentialHelpers, Credentials
+from gallery.oci.registry.endpoint import Endpoint, load_docker_config
 from gallery.oci.registry.errors import ManifestNotFound, RegistryError, RegistryUnauthorized, registry_error
 from gallery.oci.registry.retry import (
     TRANSIENT_STATUS,
@@ -64,24 +65,32 @@ class RegistryClient:
     client: httpx.Client
     insecure_registries: frozenset[str] = frozenset()
     credentials: dict[str, tuple[str, str]] = field(default_factory=dict)
+    credential_source: Credentials | None = None  # auths and credential helpers (from_config)
     max_manifest_bytes: int = 4 * 1024 * 1024
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     # Hosts that gave no response (after retries): skipped from then on (one round per run).
     _unreachable: set[str] = field(default_factory=set)
 
     def __post_init__(self) -> None:
-        self._auth = RegistryAuth(self.client, self.credentials)
+        self._auth = RegistryAuth(self.client, self.credential_source or Credentials(self.credentials))
         self._lock = threading.Lock()  # guards _unreachable (threads of preload --jobs share one client)
 
     @classmethod
     def from_config(
         cls, config: Config, client: httpx.Client, *, retry: RetryPolicy | None = None
     ) -> RegistryClient:
-        credentials = load_docker_credentials(config.docker_config) if config.docker_config else {}
+        docker = load_docker_config(config.docker_config) if config.docker_config else None
+        helpers = CredentialHelpers(
+            per_host={**(docker.cred_helpers if docker else {}), **config.credential_helpers},
+            default=docker.creds_store if docker else None,
+            env=config.credential_helper_env,
+        )
+        auths = docker.auths if docker else {}
         return cls(
             client=client,
             insecure_registries=frozenset(config.insecure_registries),
-            credentials=credentials,
+            credentials=auths,
+            credential_source=Credentials(auths, helpers),
             max_manifest_bytes=config.limits.max_manifest_bytes,
             retry=retry or RetryPolicy(),
         )
