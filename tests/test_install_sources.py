@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 import sys
 import tarfile
@@ -33,7 +34,7 @@ RUN_SH = file("run.sh", b"#!/bin/sh\necho tarball\n", mode=0o755)
 
 def installer_for(tmp_path: Path, entries: list[dict[str, Any]], **fields: Any) -> Installer:
     index = tmp_path / "index" / "index.yaml"
-    index.parent.mkdir(exist_ok=True)
+    index.parent.mkdir(parents=True, exist_ok=True)
     index.write_text(yaml.safe_dump(entries))
     data = {
         "format_version": 1,
@@ -217,3 +218,90 @@ def test_a_damaged_cached_blob_is_evicted_and_fetched_again(tmp_path: Path) -> N
     assert result.bytes_fetched == len(layer)  # fetched again from the source
     assert cached.read_bytes() == layer
     assert (tmp_path / "backends/b/data").read_bytes() == b"good" * 1000
+
+
+def docker_save_tar(path: Path, manifest: object, members: dict[str, bytes]) -> Path:
+    """A docker-save tar of the format before Docker 25 (manifest.json, no oci-layout), by hand."""
+    import io
+    import json as _json
+
+    with tarfile.open(path, "w") as archive:
+        for name, data in {"manifest.json": _json.dumps(manifest).encode(), **members}.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+    return path
+
+
+def test_a_docker_save_tar_installs_and_its_malformed_variants_are_refused(tmp_path: Path) -> None:
+    layer = tar_bytes([RUN_SH])
+    members = {"c0ffee.json": b'{"architecture":"amd64","os":"linux"}', "abc/layer.tar": layer}
+    good = docker_save_tar(
+        tmp_path / "good.tar", [{"Config": "c0ffee.json", "Layers": ["abc/layer.tar"]}], members
+    )
+    two = docker_save_tar(
+        tmp_path / "two.tar", [{"Config": "c0ffee.json", "Layers": ["abc/layer.tar"]}] * 2, members
+    )
+    escaping = docker_save_tar(tmp_path / "escaping.tar", [{"Config": "c0ffee.json", "Layers": ["../../etc/passwd"]}],
+                               members)  # fmt: skip
+    neither = tmp_path / "neither.tar"
+    with tarfile.open(neither, "w"):
+        pass
+    entries = [{"name": n, "uri": f"ocifile://{p}"} for n, p in
+               (("good", good), ("two", two), ("escaping", escaping), ("neither", neither))]  # fmt: skip
+    installer = installer_for(tmp_path, entries)
+    result = installer.install_one("good")
+    assert result.error is None, result.error
+    assert (tmp_path / "backends/good/run.sh").read_bytes() == RUN_SH.data
+    metadata = read_metadata(tmp_path / "backends/good")
+    assert metadata is not None and metadata.layers[0].digest == f"sha256:{sha(layer)}"
+    assert "exactly one image (manifest.json has 2)" in str(installer.install_one("two").error)
+    assert "../../etc/passwd" in str(installer.install_one("escaping").error)
+    assert "nor a docker-save tar" in str(installer.install_one("neither").error)
+    assert not (tmp_path / "backends/escaping").exists()
+
+
+def test_a_local_directory_uri_is_copied_through_the_extractors_rules(tmp_path: Path) -> None:
+    from .fsfaults import permissions_tree
+
+    source = tmp_path / "sideload"
+    (source / "lib/deep").mkdir(parents=True)
+    (source / "run.sh").write_bytes(RUN_SH.data)
+    (source / "run.sh").chmod(0o755)
+    (source / "lib/libx.so.1").write_bytes(b"\x7fELF")
+    (source / "lib/libx.so").symlink_to("libx.so.1")
+    os.link(source / "lib/libx.so.1", source / "lib/deep/hard.so")
+    (source / "lib/deep/private").write_text("p")
+    (source / "lib/deep/private").chmod(0o600)
+    installer = installer_for(
+        tmp_path, [{"name": "d", "uri": str(source)}, {"name": "u", "uri": f"file://{source}/"}]
+    )
+    result = installer.install_one("d")
+    assert result.error is None, result.error
+    assert result.verified is False and any("sha256" in w for w in result.warnings)
+    installed = {k: v for k, v in permissions_tree(tmp_path / "backends/d").items() if k != "metadata.json"}
+    assert installed == permissions_tree(source)
+    assert installer.install_one("u").error is None
+    # What the extractor refuses from a tar it refuses from a directory: a link out of the tree.
+    (source / "escape").symlink_to("/etc/passwd")
+    strict = installer_for(
+        tmp_path / "strict", [{"name": "d", "uri": str(source)}], refuse_escaping_symlinks=True
+    )
+    assert "escape" in str(strict.install_one("d").error)
+    os.mkfifo(source / "pipe")
+    refused = installer_for(tmp_path / "fifo", [{"name": "d", "uri": str(source)}]).install_one("d")
+    assert refused.error is not None and "pipe is not a file, directory or symlink" in str(refused.error)
+
+
+def test_a_local_directory_is_refused_in_strict_mode_and_from_a_remote_index(tmp_path: Path) -> None:
+    from gallery.catalog.index import parse_index
+    from gallery.config.safe_yaml import YamlLimits
+
+    (tmp_path / "dir").mkdir()
+    strict = installer_for(tmp_path, [{"name": "d", "uri": str(tmp_path / "dir")}], require_integrity=True)
+    assert "strict" in str(strict.install_one("d").error).lower()
+    assert not (tmp_path / "backends/d").exists()
+    remote = parse_index(
+        yaml.safe_dump([{"name": "d", "uri": "/srv/dir"}]).encode(), limits=YamlLimits(), local=False
+    )
+    assert remote.entries == () and "local" in remote.problems[0].reason

@@ -218,3 +218,39 @@ def test_a_failing_or_hanging_hook_is_reported_and_does_not_undo_the_change(
     assert (
         result.exit_code == 0 and outcome["exit_code"] is None and "timed out after 0.5 s" in outcome["error"]
     )
+
+
+def test_install_uri_is_an_ad_hoc_install_under_the_named_gallerys_policy(
+    tmp_path: Path, make_config: Callable[..., Path], runner: CliRunner, registry: Any
+) -> None:
+    from .registry_server import LAYER_GZIP
+    from .tarbuild import gz
+
+    digest, _ = registry.push_image(
+        "adhoc/app", "v1", [(gz(tar_bytes([file("run.sh", RUN_SH, mode=0o755)])), LAYER_GZIP)]
+    )
+    ref = f"{registry.host}/adhoc/app:v1"
+    d = Dir(tmp_path, make_config, insecure_registries=[registry.host])
+    result = d.json(
+        runner, "install", "--uri", ref, "--name", "my-app", "--alias", "app", "--gallery", "localai"
+    )
+    assert result.exit_code == 0, result.stdout
+    metadata = read_metadata(d.backends / "my-app")
+    assert metadata is not None and metadata.ad_hoc and metadata.alias == "app" and metadata.uri == ref
+    assert metadata.gallery == "localai" and metadata.digest == digest
+    upgraded = json.loads(d.json(runner, "upgrade", "--all").stdout)["results"]
+    assert [r["status"] for r in upgraded] == ["unchanged"] and "install --uri" in upgraded[0]["warnings"][0]
+    # The named gallery's policy applies: strict mode without one refuses before writing.
+    strict = Dir(tmp_path / "strict", make_config, insecure_registries=[registry.host], require_integrity=True,
+                 backends_path=str(tmp_path / "strict/roots/backends"))  # fmt: skip
+    refused = strict.run(runner, "install", "--uri", ref, "--name", "my-app", "--gallery", "localai")
+    assert refused.exit_code == 3 and not (strict.backends / "my-app").exists()
+    policy = {"issuer": "https://accounts.example.com", "identity": "release@example.com"}
+    signed = Dir(tmp_path / "signed", make_config, insecure_registries=[registry.host], gallery={"verification": policy},
+                 backends_path=str(tmp_path / "signed/roots/backends"))  # fmt: skip
+    unsigned = signed.run(runner, "install", "--uri", ref, "--name", "my-app", "--gallery", "localai")
+    assert unsigned.exit_code == 3 and not (signed.backends / "my-app").exists()
+    usage = d.run(runner, "install", "--uri", ref, "--name", "x")
+    assert usage.exit_code == 2 and "--gallery" in usage.stderr
+    unknown = d.run(runner, "install", "--uri", ref, "--name", "x", "--gallery", "nope")
+    assert unknown.exit_code == 2 and "no gallery named 'nope'" in unknown.stderr

@@ -98,7 +98,8 @@ def _copy(source: str, destination: str, *options: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "route", ["layout", "oci-archive", "registry oci", "registry docker v2s2", "registry zstd"]
+    "route",
+    ["layout", "oci-archive", "docker-archive", "registry oci", "registry docker v2s2", "registry zstd"],
 )
 def test_an_umoci_image_installs_exactly_as_umoci_unpacks_it(
     route: str, registry: Registry, tmp_path: Path
@@ -107,9 +108,11 @@ def test_an_umoci_image_installs_exactly_as_umoci_unpacks_it(
     repo = f"producers/{route.replace(' ', '-')}"
     if route == "layout":
         uri = f"ocifile://{layout}"
-    elif route == "oci-archive":
+    elif route in ("oci-archive", "docker-archive"):
+        # docker-archive: the docker-save format of Docker before 25 (manifest.json, layer tars,
+        # no oci-layout), what LocalAI's ocifile:// reads.
         archive = tmp_path / "image.tar"
-        _copy(f"oci:{layout}:t", f"oci-archive:{archive}:t")
+        _copy(f"oci:{layout}:t", f"{route}:{archive}:" + ("t" if route == "oci-archive" else "p:t"))
         uri = f"ocifile://{archive}"
     else:
         source = f"oci:{layout}:t"

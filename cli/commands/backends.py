@@ -16,21 +16,49 @@ from ..render import Output
 @app.command("install")
 def install_command(
     ctx: typer.Context,
-    names: Annotated[list[str], typer.Argument(help="Backend names, aliases or GALLERY@NAME.")],
+    names: Annotated[list[str] | None, typer.Argument(help="Backend names, aliases or GALLERY@NAME.")] = None,
     from_: Annotated[
         Path | None,
         typer.Option("--from", help="Install from a bundle written by 'gallery export' (offline)."),
+    ] = None,
+    uri: Annotated[
+        str | None,
+        typer.Option(
+            "--uri",
+            help="Install this image reference, ocifile://, tarball or directory "
+            "instead of a gallery entry (with --name and --gallery).",
+        ),
+    ] = None,
+    name: Annotated[str | None, typer.Option("--name", help="With --uri: the backend's name.")] = None,
+    alias: Annotated[
+        str | None, typer.Option("--alias", help="With --uri: an alias LocalAI resolves.")
+    ] = None,
+    gallery: Annotated[
+        str | None,
+        typer.Option("--gallery", help="With --uri: the gallery whose verification policy applies."),
+    ] = None,
+    sha256: Annotated[
+        str | None, typer.Option("--sha256", help="With --uri of a tarball: its sha256.")
     ] = None,
     fail_fast: FailFast = False,
     as_json: JsonFlag = False,
 ) -> None:
     """Install backends: pinned by digest, verified under the gallery's policy, extracted safely."""
     out = Output(as_json=as_json)
+    if uri is not None and (names or from_ is not None or name is None or gallery is None):
+        out.error("--uri takes --name and --gallery, and no backend names or --from",
+                  "gallery install --uri REF --name NAME --gallery GALLERY [--alias A]")  # fmt: skip
+        raise typer.Exit(2)
+    if uri is None and not names:
+        out.error("give backend names (or --uri REF --name NAME --gallery GALLERY)", "see 'gallery list'")
+        raise typer.Exit(2)
 
     def run(installer: Installer) -> BatchResult:
+        if uri is not None and name is not None and gallery is not None:
+            return installer.install_uri(uri, name, gallery=gallery, alias=alias, sha256=sha256)
         if from_ is not None:
-            return installer.install_from(from_, names, fail_fast=fail_fast)
-        return installer.install(names, fail_fast=fail_fast)
+            return installer.install_from(from_, names or [], fail_fast=fail_fast)
+        return installer.install(names or [], fail_fast=fail_fast)
 
     execute(ctx, out, lambda config: run_batch(config, out, run, progress=True))
 

@@ -101,6 +101,8 @@ class Resolution:
     # Where the entry came from: only an index read from this machine's disk (or a bundle, a lock
     # file, the blob cache) may name local paths.
     origin: Literal["local", "remote"] = "remote"
+    # An entry made up from a reference on the command line (install --uri), not from an index.
+    ad_hoc: bool = False
 
 
 def resolve_backend(catalog: Catalog, requested: str, *, capabilities: CapabilitySelector) -> Resolution:

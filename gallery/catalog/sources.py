@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
-from urllib.parse import unquote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 from gallery.digests import is_sha256_hex
 from gallery.oci.references import OciReference, ReferenceParseError, parse_reference
@@ -85,6 +85,11 @@ def parse_backend_uri(uri: str) -> BackendSource:
     lowered = text.lower()
     if lowered.startswith(("http://", "https://", "file://")):
         return _parse_tarball_url(text)
+    if text.startswith("/"):
+        # A local path, as LocalAI's index may give one (a tarball, or a directory to copy).
+        if "\x00" in text or "#" in text:
+            raise SourceParseError("a local path may not contain NUL or '#'")
+        return TarballSource(url="file://" + quote(text))
     if lowered.startswith("ocifile://"):
         path = text[len("ocifile://") :]
         if not path or "\x00" in path:

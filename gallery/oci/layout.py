@@ -1,8 +1,12 @@
 """OCI image layouts on disk (``ocifile://``), read with the same checks as a registry (edge module).
 
 A layout is a directory with ``oci-layout``, ``index.json`` and ``blobs/sha256/<hex>``, or a tar
-of one (``skopeo copy ... oci-archive:`` / ``gallery export``), read in place: members are read
-through ``tarfile.extractfile`` and never extracted, and only regular-file members count. Its
+of one (``skopeo copy ... oci-archive:`` / ``gallery export``, and ``docker save`` since Docker
+25), read in place: members are read through ``tarfile.extractfile`` and never extracted, and only
+regular-file members count. A ``docker save`` tar of the older format (``manifest.json`` naming a
+config and layer tars, no ``oci-layout``: Docker before 25, ``podman save``; what LocalAI's
+``ocifile://`` means) is read too: its one image becomes an OCI manifest built from the files'
+own sha256, so it installs like a layout; it carries no registry digest a signature could name. Its
 ``index.json`` must name exactly one image (a manifest, or an image index from which the platform
 manifest is selected). Every document and blob read from it is size-capped and hashed against the
 digest that named it, exactly as if it came from a registry: a layout on a USB stick is no more
@@ -11,6 +15,8 @@ trusted than a mirror.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import tarfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -22,10 +28,20 @@ from gallery.errors import DigestMismatch, SourceUnavailable
 from gallery.files import read_at_most
 from gallery.oci.models import Descriptor, ImageIndex, ImageManifest, parse_document
 from gallery.prepare.blobcache import BlobWriter
+from gallery.prepare.compression import Compression, sniff_compression
 
 __all__ = ["LayoutError", "OciLayout"]
 
 _CHUNK = 1024 * 1024
+_MAX_MEMBERS = 100_000
+_OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+_OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+_OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
+_LAYER_TYPES: dict[Compression, str] = {
+    "none": "application/vnd.oci.image.layer.v1.tar",
+    "gzip": "application/vnd.oci.image.layer.v1.tar+gzip",
+    "zstd": "application/vnd.oci.image.layer.v1.tar+zstd",
+}
 
 
 class LayoutError(SourceUnavailable):
@@ -38,6 +54,9 @@ class OciLayout:
         self.max_manifest_bytes = max_manifest_bytes
         self._archive: tarfile.TarFile | None = None
         self._members: dict[str, tarfile.TarInfo] = {}
+        # A docker-save archive: the documents built for it, and where each digest's bytes are.
+        self._synthetic: dict[str, bytes] = {}
+        self._paths: dict[str, str] = {}
 
     def close(self) -> None:
         if self._archive is not None:
@@ -56,8 +75,7 @@ class OciLayout:
                 self._archive = tarfile.open(self.root, mode="r:*")  # noqa: SIM115 - kept open, closed by close()
                 for info in self._archive:
                     name = info.name.removeprefix("./")
-                    wanted = name in ("oci-layout", "index.json") or name.startswith("blobs/sha256/")
-                    if info.isreg() and wanted:
+                    if info.isreg() and len(self._members) < _MAX_MEMBERS:
                         self._members.setdefault(name, info)
             except (OSError, tarfile.TarError) as exc:
                 raise LayoutError(f"{self}: not a readable OCI layout directory or tar: {exc}") from exc
@@ -78,7 +96,12 @@ class OciLayout:
             with self._open("oci-layout"):
                 pass
         except OSError as exc:
-            raise LayoutError(f"{self.root} is not an OCI image layout (no oci-layout file)") from exc
+            if not self.root.is_dir() and "manifest.json" in self._members:
+                return self._docker_save_index()
+            raise LayoutError(
+                f"{self.root} is not an OCI image layout (no oci-layout file) nor a docker-save tar "
+                "(no manifest.json)"
+            ) from exc
         index = parse_document(self._read_capped("index.json"), where=f"{self}/index.json")
         if not isinstance(index, ImageIndex):
             raise LayoutError(f"{self}: index.json is not an image index")
@@ -118,7 +141,7 @@ class OciLayout:
 
     def get_document_bytes(self, digest: str) -> bytes:
         """The exact bytes of a manifest or index, capped and checked against ``digest``."""
-        data = self._read_capped(self._blob_path(digest))
+        data = self._synthetic.get(digest) or self._read_capped(self._blob_path(digest))
         actual = sha256_digest(data)
         if actual != digest:
             raise DigestMismatch(f"{self}: blob {digest} hashes to {actual}")
@@ -142,7 +165,66 @@ class OciLayout:
     def _blob_path(self, digest: str) -> str:
         if not is_digest(digest):
             raise DigestMismatch(f"{self}: {digest!r} is not a sha256 digest")
-        return "blobs/sha256/" + digest.removeprefix("sha256:")
+        return self._paths.get(digest) or "blobs/sha256/" + digest.removeprefix("sha256:")
+
+    def _docker_save_index(self) -> ImageIndex:
+        """The one image of a docker-save tar as an OCI index naming a manifest built from it."""
+        if not self._synthetic:
+            self._build_docker_save_manifest()
+        top = next(iter(self._synthetic))
+        manifest = {"mediaType": _OCI_MANIFEST, "digest": top, "size": len(self._synthetic[top])}
+        index = {"schemaVersion": 2, "mediaType": _OCI_INDEX, "manifests": [manifest]}
+        document = parse_document(json.dumps(index).encode(), where=f"{self}/manifest.json")
+        assert isinstance(document, ImageIndex)
+        return document
+
+    def _build_docker_save_manifest(self) -> None:
+        try:
+            images = json.loads(self._read_capped("manifest.json"))
+        except ValueError as exc:
+            raise LayoutError(f"{self}: manifest.json is not JSON: {exc}") from exc
+        if not isinstance(images, list) or len(images) != 1 or not isinstance(images[0], dict):
+            count = len(images) if isinstance(images, list) else "no list of"
+            raise LayoutError(
+                f"{self}: a docker-save tar must hold exactly one image (manifest.json has {count})"
+            )
+        image = images[0]
+        config_name, layer_names = image.get("Config"), image.get("Layers")
+        if not isinstance(config_name, str) or not isinstance(layer_names, list) or not layer_names:
+            raise LayoutError(f"{self}: manifest.json names no Config or no Layers")
+        config_name = config_name.removeprefix("./")
+        config_bytes = self._read_capped(config_name)
+        config_digest = sha256_digest(config_bytes)
+        self._paths[config_digest] = config_name
+        layers = []
+        for name in layer_names:
+            if not isinstance(name, str):
+                raise LayoutError(f"{self}: manifest.json names a layer that is not a path")
+            name = name.removeprefix("./")
+            digest, size, compression = self._hash_member(name)
+            self._paths[digest] = name
+            layers.append({"mediaType": _LAYER_TYPES[compression], "digest": digest, "size": size})
+        manifest = {"schemaVersion": 2, "mediaType": _OCI_MANIFEST,
+                    "config": {"mediaType": _OCI_CONFIG, "digest": config_digest, "size": len(config_bytes)},
+                    "layers": layers}  # fmt: skip
+        data = json.dumps(manifest, sort_keys=True, separators=(",", ":")).encode()
+        self._synthetic[sha256_digest(data)] = data
+
+    def _hash_member(self, name: str) -> tuple[str, int, Compression]:
+        hasher = hashlib.sha256()
+        size = 0
+        try:
+            with self._open(name) as handle:
+                head = handle.read(_CHUNK)
+                compression = sniff_compression(head)
+                chunk = head
+                while chunk:
+                    hasher.update(chunk)
+                    size += len(chunk)
+                    chunk = handle.read(_CHUNK)
+        except OSError as exc:
+            raise LayoutError(f"{self}: cannot read layer {name}: {exc.strerror or exc}") from exc
+        return f"sha256:{hasher.hexdigest()}", size, compression
 
     def _read_capped(self, relative: str) -> bytes:
         try:

@@ -218,6 +218,7 @@ def _metadata(verified: Verified, resolution: Resolution, files: Any) -> Backend
             for layer in pinned.manifest.layers
         ),
         verification=verified.evidence,
+        ad_hoc=True if resolution.ad_hoc else None,
     ).model_copy(  # our own records: validating tens of thousands of dicts would copy each
         update={"files": tuple(f.to_json() for f in files if f.path != "metadata.json")}
     )

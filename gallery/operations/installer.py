@@ -17,12 +17,14 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import httpx
+from pydantic import ValidationError
 
 from gallery.catalog.capability import CapabilityDetector
-from gallery.catalog.galleries import Catalog
+from gallery.catalog.galleries import Catalog, GalleryState
+from gallery.catalog.index import IndexEntry
 from gallery.catalog.resolve import Resolution, resolve_backend
 from gallery.config.models import Config
-from gallery.errors import OperationalError
+from gallery.errors import OperationalError, UsageError
 from gallery.oci.registry import RegistryClient
 from gallery.operations.bundles import export_bundle, install_from_bundle
 from gallery.operations.fsck import FsckOutcome, check_and_repair
@@ -41,6 +43,7 @@ from gallery.place.swap import RecoveryReport, Step, recover_pending
 from gallery.prepare.blobcache import BlobCache
 from gallery.progress import NoProgress, ProgressReporter
 from gallery.results import BatchResult, InstallResult, UpdateCheck
+from gallery.validation import describe_validation
 from gallery.verify.evidence import Verifier
 from gallery.verify.recheck import recorded_gallery
 
@@ -102,6 +105,23 @@ class Installer:
 
     def install_one(self, requested: str) -> InstallResult:
         return timed(requested, lambda: self._runner.place(self._resolve(requested), INSTALL))
+
+    def install_uri(
+        self, uri: str, name: str, *, gallery: str, alias: str | None = None, sha256: str | None = None
+    ) -> BatchResult:
+        """Install an image reference, OCI layout, tarball or directory that no index lists, as
+        ``name``, under gallery ``gallery``'s verification policy (LocalAI's ``backends install
+        REF --name``): the same gate, candidates (tag fallbacks) and swap as any install.
+
+        Raises:
+            UsageError: no such gallery, or the entry would be invalid.
+        """
+
+        def action() -> InstallResult:
+            made = ad_hoc_resolution(self.config, uri, name, gallery=gallery, alias=alias, sha256=sha256)
+            return self._runner.place(made, INSTALL)
+
+        return BatchResult((timed(name, action),))
 
     def upgrade(
         self,
@@ -261,11 +281,43 @@ class Installer:
         return f"{gallery.name}@{installed.name}" if gallery is not None else installed.name
 
     def _ad_hoc(self, installed: BackendMetadata) -> bool:
-        """Installed by LocalAI from no configured gallery (an ad-hoc ``local-ai backends install``)."""
+        """Installed from a reference, not a gallery entry: ``install --uri``, or by LocalAI from
+        no configured gallery (an ad-hoc ``local-ai backends install``)."""
+        if installed.ad_hoc:
+            return True
         return installed.written_by_localai and recorded_gallery(installed, self.config) is None
 
 
+def ad_hoc_resolution(
+    config: Config, uri: str, name: str, *, gallery: str, alias: str | None, sha256: str | None
+) -> Resolution:
+    """The resolution of ``install --uri``: an entry of gallery ``gallery`` that its index does
+    not have (so no ``-development`` fallback), given by the operator (so it may name local paths).
+
+    Raises:
+        UsageError: no such gallery, or the entry would be invalid.
+    """
+    gallery_config = config.gallery(gallery)
+    if gallery_config is None:
+        known = ", ".join(g.name for g in config.galleries) or "none"
+        raise UsageError(f"no gallery named {gallery!r} (configured: {known})",
+                         hint="--gallery names the gallery whose verification policy applies")  # fmt: skip
+    fields = {"name": name, "uri": uri, "alias": alias, "sha256": sha256}
+    try:
+        entry = IndexEntry.model_validate({k: v for k, v in fields.items() if v is not None})
+    except ValidationError as exc:
+        raise UsageError(f"install --uri {uri}: {describe_validation(exc)}") from exc
+    state = GalleryState(gallery_config, None, None)
+    return Resolution(requested=name, gallery=state, entry=entry, meta=None, capability=None, via_alias=False,
+                      shadowed_in=(), origin="local", ad_hoc=True)  # fmt: skip
+
+
 def _not_from_a_gallery(installed: BackendMetadata) -> InstallResult:
+    if installed.ad_hoc:
+        warning = f"installed from {installed.uri} with install --uri, not a gallery entry: not upgraded"
+        return InstallResult(
+            installed.name, "unchanged", installed.name, installed.digest, warnings=(warning,)
+        )
     source = (
         f"gallery {installed.gallery_url}" if installed.gallery_url else installed.uri or "an image reference"
     )

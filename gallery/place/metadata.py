@@ -57,6 +57,7 @@ class BackendMetadata(BaseModel):
     files: tuple[dict[str, Any], ...] = ()
     verification: Evidence | None = None
     meta_backend_for: str | None = None
+    ad_hoc: bool | None = None  # installed from a reference (install --uri), not a gallery entry
 
     @field_validator("digest", "resolved_digest", "manifest_digest")
     @classmethod

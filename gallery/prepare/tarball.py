@@ -1,5 +1,8 @@
 """Tarball backends (``http(s)://`` and ``file://``), fetched into the blob cache by sha256 (edge module).
 
+A ``file://`` path (or an absolute path) naming a directory is packed into a tar stream on the
+way (``gallery.prepare.directory``), so it takes the same road.
+
 The expected sha256 comes from the entry's ``sha256`` or the URI's ``#sha256=`` fragment. The bytes
 are hashed while they are written; a mismatch is an integrity failure and nothing is cached. A
 tarball then installs exactly like a one-layer image whose digest is its sha256 (compression is
@@ -22,6 +25,7 @@ from gallery.net.retry import TRANSIENT_STATUS, RetryPolicy, TransientStatus, re
 from gallery.oci.models import EMPTY_CONFIG, Descriptor, ImageManifest
 from gallery.prepare.blobcache import BlobCache, BlobWriter
 from gallery.prepare.compression import sniff_compression
+from gallery.prepare.directory import pack_directory
 from gallery.prepare.pin import PinnedImage
 
 __all__ = ["TarballTooLarge", "TarballUnavailable", "pin_tarball", "read_signature", "stream_url"]
@@ -221,7 +225,12 @@ def stream_url(
     parts = urlsplit(url)
     try:
         if parts.scheme.lower() == "file":
-            with Path(unquote(parts.path)).open("rb") as handle:
+            local = Path(unquote(parts.path))
+            if local.is_dir() and not local.is_symlink():
+                restart()
+                pack_directory(local, take)
+                return
+            with local.open("rb") as handle:
                 while chunk := handle.read(_CHUNK):
                     take(chunk)
             return
