@@ -18,6 +18,7 @@ import yaml
 from gallery.catalog.capability import HostFacts
 from gallery.config.models import load_config
 from gallery.operations.installer import Installer
+from gallery.place.fsops import FsOps
 from gallery.place.metadata import read_metadata
 from gallery.verify.signatures import SigstoreVerifier
 
@@ -305,3 +306,66 @@ def test_a_local_directory_is_refused_in_strict_mode_and_from_a_remote_index(tmp
         yaml.safe_dump([{"name": "d", "uri": "/srv/dir"}]).encode(), limits=YamlLimits(), local=False
     )
     assert remote.entries == () and "local" in remote.problems[0].reason
+
+
+class NoLinks(FsOps):
+    """A filesystem that refuses symlinks and hard links, as CIFS/SMB mounts do (EPERM)."""
+
+    def symlink(self, target: str, path: Path) -> None:
+        raise PermissionError(1, "Operation not permitted", str(path))
+
+    def hardlink(self, source: Path, path: Path) -> None:
+        raise PermissionError(1, "Operation not permitted", str(path))
+
+
+def test_link_fallback_copies_links_on_a_filesystem_without_links(tmp_path: Path) -> None:
+    from .tarbuild import hardlink, symlink
+
+    hard = hardlink("lib/libx-hard.so", "lib/libx.so.1")
+    # The symlink comes before its target, and through another symlink: resolved at the end.
+    blob = tar_bytes([RUN_SH, symlink("lib/libx.so", "libx.so.2"), symlink("lib/libx.so.2", "libx.so.1"),
+                      file("lib/libx.so.1", b"\x7fELF", mode=0o755), hard])  # fmt: skip
+    path = tmp_path / "links.tar"
+    path.write_bytes(blob)
+    entries = [{"name": "l", "uri": f"file://{path}", "sha256": sha(blob)}]
+
+    def installer(**fields: Any) -> Installer:
+        made = installer_for(tmp_path, entries, **fields)
+        return Installer(made.config, client=httpx.Client(trust_env=False), verifier=SigstoreVerifier(),
+                         detector=lambda: HostFacts("linux", "amd64"), fs=NoLinks())  # fmt: skip
+
+    refused = installer().install_one("l")
+    assert refused.error is not None and "refuses symlinks" in str(refused.error)
+    assert "link_fallback: copy" in (refused.error.hint or "")
+    assert not (tmp_path / "backends/l").exists()
+    result = installer(link_fallback="copy").install_one("l")
+    assert result.error is None, result.error
+    root = tmp_path / "backends/l"
+    for copied in ("lib/libx.so", "lib/libx.so.2", "lib/libx-hard.so"):
+        assert not (root / copied).is_symlink() and (root / copied).read_bytes() == b"\x7fELF"
+        assert (root / copied).stat().st_mode & 0o777 == 0o755 and (root / copied).stat().st_nlink == 1
+    metadata = read_metadata(root)
+    assert metadata is not None and metadata.copied_links == (
+        "lib/libx-hard.so",
+        "lib/libx.so",
+        "lib/libx.so.2",
+    )
+    assert all(f["type"] == "file" for f in metadata.files if f["path"].startswith("lib/libx"))
+    assert installer(link_fallback="copy").fsck().report.exit_code == 0  # the copies are what was recorded
+
+
+@pytest.mark.parametrize(("target", "why"), [("/etc/passwd", "leaves the backend"), ("../../x", "leaves the backend"),
+                                             ("lib", "not a regular file"), ("missing", "not a regular file")])  # fmt: skip
+def test_link_fallback_refuses_links_it_cannot_copy(tmp_path: Path, target: str, why: str) -> None:
+    from .tarbuild import directory, symlink
+
+    blob = tar_bytes([RUN_SH, directory("lib"), symlink("link", target)])
+    path = tmp_path / "bad.tar"
+    path.write_bytes(blob)
+    made = installer_for(
+        tmp_path, [{"name": "b", "uri": f"file://{path}", "sha256": sha(blob)}], link_fallback="copy"
+    )
+    refused = Installer(made.config, client=httpx.Client(trust_env=False), verifier=SigstoreVerifier(),
+                        detector=lambda: HostFacts("linux", "amd64"), fs=NoLinks()).install_one("b")  # fmt: skip
+    assert refused.error is not None and why in str(refused.error), refused.error
+    assert not (tmp_path / "backends/b").exists()

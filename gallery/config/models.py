@@ -13,7 +13,7 @@ import platform as _platform
 import re
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -297,6 +297,8 @@ class Config(_Model):
     """Network and lock timeouts."""
     limits: Limits = Field(default_factory=Limits)
     """Caps on everything read from outside."""
+    link_fallback: Literal["none", "copy"] = "none"
+    """`copy`: where the filesystem refuses symlinks or hard links (CIFS, SMB), links to files are copied."""
     refuse_escaping_symlinks: bool = False
     """Refuse symlinks that point outside the backend (by default they are data, never followed)."""
     on_change: tuple[str, ...] = ()

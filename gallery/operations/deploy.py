@@ -92,7 +92,10 @@ class Deployer:
                 raise UnsafeArchiveError(
                     f"{pinned.label} ({pinned.manifest_digest}): the image has no run.sh file"
                 )
-            write_metadata(staging, metadata(files))
+            record = metadata(files)
+            if builder.copied_links:
+                record = record.model_copy(update={"copied_links": tuple(sorted(builder.copied_links))})
+            write_metadata(staging, record)
             staging.chmod(0o755)  # staging is private while being built; the backend is not
         except OSError as exc:
             remove_tree(staging)
@@ -174,7 +177,7 @@ class Deployer:
 
     def _extract(self, pinned: PinnedImage, staging: Path) -> TreeBuilder:
         cache = self._session.cache
-        builder = TreeBuilder(staging, self._session.limits)
+        builder = TreeBuilder(staging, self._session.limits, links=self._session.swapper.fs)
         for layer in pinned.manifest.layers:
             compression = compression_for_media_type(layer.media_type)
             if compression is None:  # pin refused other media types; never extract one blindly

@@ -62,6 +62,7 @@ class Session:
             max_path_length=config.limits.max_path_length,
             refuse_escaping_symlinks=config.refuse_escaping_symlinks,
             max_depth=config.limits.max_depth,
+            link_fallback=config.link_fallback,
         )
         self._catalog = catalog
         self._lock = threading.Lock()

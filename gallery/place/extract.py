@@ -26,6 +26,7 @@ extraction filters are not used (3.11.7 has known bypasses): these checks are th
 
 from __future__ import annotations
 
+import errno
 import gzip
 import hashlib
 import math
@@ -43,7 +44,7 @@ from gallery.place.tarheaders import SafeTarInfo, header_type_name
 from gallery.prepare.compression import DECOMPRESSION_ERRORS
 from gallery.trees import remove_tree
 
-__all__ = ["ExtractLimits", "FileRecord", "TreeBuilder"]
+__all__ = ["ExtractLimits", "FileRecord", "LinkMaker", "TreeBuilder"]
 
 _MAX_COMPONENT = 255
 # Seconds a 64-bit time_t holds with room to spare; a pax mtime may say inf, nan or 1e300.
@@ -70,6 +71,9 @@ class ExtractLimits:
     max_path_length: int
     refuse_escaping_symlinks: bool = False
     max_depth: int = 256
+    # "copy": where the filesystem refuses symlinks or hard links (CIFS/SMB, FAT), a link to a
+    # regular file of the backend is written as a copy of it (recorded in metadata).
+    link_fallback: Literal["none", "copy"] = "none"
 
 
 FileType = Literal["file", "dir", "symlink", "hardlink"]
@@ -99,11 +103,16 @@ class FileRecord:
 class TreeBuilder:
     """Applies tar layers, in order, to one staging directory that only this object writes to."""
 
-    def __init__(self, root: Path, limits: ExtractLimits) -> None:
+    def __init__(self, root: Path, limits: ExtractLimits, *, links: LinkMaker | None = None) -> None:
         if not stat.S_ISDIR(os.lstat(root).st_mode):
             raise ValueError(f"staging root {root} is not a directory")
         self.root = root
         self.limits = limits
+        self._links = links or LinkMaker()
+        # Symlinks the filesystem refused, to be written as copies once every layer is applied
+        # (a link may come before its target): path -> target. An empty placeholder holds the path.
+        self._pending_links: dict[str, str] = {}
+        self.copied_links: list[str] = []
         self.files = 0
         self.bytes = 0
         self._records: dict[str, FileRecord] = {}
@@ -140,7 +149,14 @@ class TreeBuilder:
             ) from exc
 
     def finish(self) -> tuple[FileRecord, ...]:
-        """Apply directory modes and times (deepest first) and return the records, sorted."""
+        """Write refused symlinks as copies (``link_fallback``), apply directory modes and times
+        (deepest first) and return the records, sorted.
+
+        Raises:
+            UnsafeArchiveError: a refused symlink whose target is not a regular file of the backend.
+        """
+        for rel in sorted(self._pending_links):
+            self._copy_for_link(rel)
         for rel in sorted(self._dir_times, key=lambda p: p.count("/"), reverse=True):
             record = self._records.get(rel)
             path = self.root / rel
@@ -250,7 +266,14 @@ class TreeBuilder:
                     layer, member.name, f"symlink to {target!r} leaves the backend (refuse_escaping_symlinks)"
                 )
         self._clear(rel)
-        os.symlink(target, self.root / rel)
+        try:
+            self._links.symlink(target, self.root / rel)
+        except OSError as exc:
+            self._link_refused(exc, rel, layer, member.name, "symlinks")
+            _write_placeholder(self.root / rel)
+            self._pending_links[rel] = target
+            self._records[rel] = FileRecord(rel, "symlink", 0o777, target=target)
+            return
         self._records[rel] = FileRecord(rel, "symlink", 0o777, target=target)
 
     def _make_hardlink(self, member: tarfile.TarInfo, rel: str, layer: str) -> None:
@@ -269,10 +292,65 @@ class TreeBuilder:
                 f"hardlink to {member.linkname!r}, which is not a regular file in this backend",
             )
         self._clear(rel)
-        os.link(self.root / target_rel, self.root / rel, follow_symlinks=False)
+        try:
+            self._links.hardlink(self.root / target_rel, self.root / rel)
+        except OSError as exc:
+            self._link_refused(exc, rel, layer, member.name, "hard links")
+            self._records[rel] = self._copy_file(target_rel, rel, record)
+            self.copied_links.append(rel)
+            return
         self._records[rel] = FileRecord(
             rel, "hardlink", record.mode, record.size, record.sha256, target=target_rel
         )
+
+    def _link_refused(self, exc: OSError, rel: str, layer: str, member: str, what: str) -> None:
+        """Go on with a copy when the filesystem refuses links and ``link_fallback`` allows it."""
+        if exc.errno not in _LINKS_UNSUPPORTED:
+            raise exc
+        if self.limits.link_fallback != "copy":
+            raise OperationalError(
+                f"layer {layer}: {member}: the filesystem of {self.root.parent} refuses {what} "
+                f"({exc.strerror or exc})",
+                hint="set 'link_fallback: copy' in the config to write such links as copies",
+            ) from exc
+
+    def _copy_for_link(self, rel: str) -> None:
+        """The copy standing for a refused symlink: its target, followed inside the backend
+        through other refused symlinks, must be a regular file of the backend."""
+        target = self._pending_links[rel]
+        current, hops = rel, 0
+        while True:
+            resolved = posixpath.normpath(posixpath.join(posixpath.dirname(current), target))
+            if target.startswith("/") or resolved == ".." or resolved.startswith("../") or hops > 40:
+                why = "it leaves the backend (link_fallback copies only links to files inside it)"
+                raise UnsafeArchiveError(f"{rel}: symlink to {target!r} cannot be copied: {why}")
+            if resolved not in self._pending_links:
+                break
+            current, target, hops = resolved, self._pending_links[resolved], hops + 1
+        record = self._records.get(resolved)
+        if record is None or record.type not in ("file", "hardlink") or not _is_regular(self.root / resolved):
+            raise UnsafeArchiveError(f"{rel}: symlink to {self._pending_links[rel]!r} cannot be copied: "
+                                     "its target is not a regular file of the backend")  # fmt: skip
+        os.unlink(self.root / rel)
+        self._records[rel] = self._copy_file(resolved, rel, record)
+        self.copied_links.append(rel)
+
+    def _copy_file(self, source_rel: str, rel: str, record: FileRecord) -> FileRecord:
+        """A copy of the backend's regular file ``source_rel`` at ``rel`` (never through a link)."""
+        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+        source = os.open(self.root / source_rel, flags)
+        try:
+            fd = os.open(self.root / rel, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                         0o600)  # fmt: skip
+            try:
+                while chunk := os.read(source, _COPY_CHUNK):
+                    _write_all(fd, chunk)
+                os.fchmod(fd, record.mode)
+            finally:
+                os.close(fd)
+        finally:
+            os.close(source)
+        return FileRecord(rel, "file", record.mode, record.size, record.sha256)
 
     def _whiteout(self, parent: str, name: str, layer: str, member_name: str, this_layer: set[str]) -> None:
         if parent and not self._real_parents(parent, layer=layer, member=member_name):
@@ -365,6 +443,7 @@ class TreeBuilder:
         and the ``O_EXCL`` create that follows would refuse it anyway."""
         if rel in self._records and _lstat(self.root / rel) is not None:
             self._remove(rel)
+        self._pending_links.pop(rel, None)
 
     def _remove(self, rel: str) -> None:
         """Delete ``rel`` (a directory recursively) without following any link, and forget it."""
@@ -378,6 +457,7 @@ class TreeBuilder:
         for key in [k for k in self._records if k == rel or k.startswith(prefix)]:
             del self._records[key]
             self._dir_times.pop(key, None)
+            self._pending_links.pop(key, None)
 
     def _mtime_ns(self, member: tarfile.TarInfo, layer: str) -> int:
         """The member's time in nanoseconds; a pax ``mtime`` of inf, nan or 1e300 is refused."""
@@ -419,3 +499,21 @@ def _write_all(fd: int, data: bytes) -> None:
     while view:
         written = os.write(fd, view)
         view = view[written:]
+
+
+_LINKS_UNSUPPORTED = frozenset({errno.EPERM, errno.EOPNOTSUPP, errno.ENOSYS, errno.EMLINK})
+
+
+class LinkMaker:
+    """How links are made in staging (``FsOps`` is one); tests subclass it to play a filesystem
+    without links."""
+
+    def symlink(self, target: str, path: Path) -> None:
+        os.symlink(target, path)
+
+    def hardlink(self, source: Path, path: Path) -> None:
+        os.link(source, path, follow_symlinks=False)
+
+
+def _write_placeholder(path: Path) -> None:
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600))

@@ -14,6 +14,7 @@ import os
 from pathlib import Path
 
 from gallery.files import atomic_write_bytes, fsync_directory, sync_filesystem
+from gallery.place.extract import LinkMaker
 from gallery.trees import remove_tree, scanned_tree
 
 __all__ = ["FsOps"]
@@ -39,8 +40,9 @@ def _load_renameat2() -> object | None:
 _RENAMEAT2 = _load_renameat2()
 
 
-class FsOps:
-    """The real filesystem. Subclass (in tests) to inject faults or record the order of calls."""
+class FsOps(LinkMaker):
+    """The real filesystem. Subclass (in tests) to inject faults or record the order of calls;
+    it also makes the links of extraction (``LinkMaker``)."""
 
     def __init__(self, *, exchange_supported: bool = True) -> None:
         self._exchange = exchange_supported and _RENAMEAT2 is not None

@@ -58,6 +58,7 @@ class BackendMetadata(BaseModel):
     verification: Evidence | None = None
     meta_backend_for: str | None = None
     ad_hoc: bool | None = None  # installed from a reference (install --uri), not a gallery entry
+    copied_links: tuple[str, ...] | None = None  # links written as copies (link_fallback: copy)
 
     @field_validator("digest", "resolved_digest", "manifest_digest")
     @classmethod
