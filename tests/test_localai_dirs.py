@@ -254,3 +254,16 @@ def test_install_uri_is_an_ad_hoc_install_under_the_named_gallerys_policy(
     assert usage.exit_code == 2 and "--gallery" in usage.stderr
     unknown = d.run(runner, "install", "--uri", ref, "--name", "x", "--gallery", "nope")
     assert unknown.exit_code == 2 and "no gallery named 'nope'" in unknown.stderr
+
+
+def test_list_installed_checks_localai_installs_for_updates_against_their_gallery(
+    tmp_path: Path, make_config: Callable[..., Path], runner: CliRunner
+) -> None:
+    d = Dir(tmp_path, make_config)
+    d.localai_backend("whisper", digest="sha256:" + "b" * 64)  # what LocalAI installed back then
+    d.localai_backend("my-ad-hoc", gallery_url="")
+    listed = json.loads(d.json(runner, "list", "--installed").stdout)["installed"]
+    by_name = {b["name"]: b for b in listed}
+    assert by_name["whisper"]["update"]["available"] is True
+    assert by_name["whisper"]["update"]["digest"] == f"sha256:{d.sha}"
+    assert by_name["my-ad-hoc"]["update"] is None
