@@ -99,6 +99,9 @@ class Output:
                 f"({cap['capability_source']}) -> {clean(entry.name)}",
                 highlight=False,
             )
+            for skipped in cap.get("passed_over", []):
+                why = f"{skipped['capability']} -> {clean(skipped['entry'])}: {clean(skipped['reason'])}"
+                p(f"    passed over {why}", highlight=False)
         for label, value in (("version", entry.version), ("license", entry.license), ("alias", entry.alias)):
             if value:
                 p(f"  {label}: {clean(value)}", highlight=False)

@@ -362,3 +362,14 @@ def test_localai_runs_every_meta_backend_we_install(tmp_path: Path) -> None:
             assert localai_fields["name"] == name and localai_fields.get("version") == concrete.version
             assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", localai_fields["installed_at"])
         assert len(installed) + len(refused) == len(metas)
+
+
+def test_a_build_for_a_newer_cuda_is_passed_over_and_the_choice_says_so() -> None:
+    """ds4 maps plain 'nvidia' to a CUDA 13 build: on a CUDA 12 host that is passed over (a CUDA 13
+    build needs a 580 driver), with the reason kept in the choice for `show`."""
+    meta = STATE.entry("ds4")
+    assert meta is not None and "nvidia-cuda-12" not in meta.capabilities
+    choice, entry = resolve_meta(meta, STATE.entry, capabilities=fixed("nvidia-cuda-12"), gallery="localai")
+    assert [(s.key, s.target) for s in choice.skipped] == [("nvidia", meta.capabilities["nvidia"])]
+    assert "a CUDA 13 build (this host has CUDA 12)" in choice.skipped[0].reason
+    assert entry.name == meta.capabilities["default"]

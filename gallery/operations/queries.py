@@ -252,7 +252,14 @@ def show_backend(
         meta=resolution.meta,
         capability=None
         if choice is None
-        else {"capability": choice.key, "capability_source": choice.source, "tried": list(choice.tried)},
+        else {
+            "capability": choice.key,
+            "capability_source": choice.source,
+            "tried": list(choice.tried),
+            "passed_over": [
+                {"capability": s.key, "entry": s.target, "reason": s.reason} for s in choice.skipped
+            ],
+        },
         via_alias=resolution.via_alias,
         shadowed_in=resolution.shadowed_in,
         candidates=tuple(views),
