@@ -22,8 +22,12 @@ INDEX = Path(__file__).resolve().parent.parent / "tests" / "assets" / "localai" 
 
 def load_once(data: bytes) -> Catalog:
     parsed = parse_index(data, limits=YamlLimits(), local=False)
-    loaded = LoadedIndex("localai", "https://example.invalid/index.yaml", False, datetime.now(UTC), parsed, ())
-    state = GalleryState(GalleryConfig(name="localai", url="https://example.invalid/index.yaml"), loaded, None)
+    loaded = LoadedIndex(
+        "localai", "https://example.invalid/index.yaml", False, datetime.now(UTC), parsed, ()
+    )
+    state = GalleryState(
+        GalleryConfig(name="localai", url="https://example.invalid/index.yaml"), loaded, None
+    )
     catalog = Catalog((state,))
     catalog.named("llama-cpp")
     catalog.aliased("llama-cpp")
