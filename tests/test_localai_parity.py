@@ -306,7 +306,7 @@ def localai_index_with_local_builds(tmp_path: Path) -> Path:
     return index
 
 
-def installer_on(host: Host, tmp_path: Path, index: Path) -> Installer:
+def installer_on(host: Host, tmp_path: Path, index: Path, capability: str = "auto") -> Installer:
     import httpx
     import yaml
 
@@ -315,7 +315,7 @@ def installer_on(host: Host, tmp_path: Path, index: Path) -> Installer:
 
     root = build_root(host, tmp_path / "root")
     data = {"format_version": 1, "backends_path": "./backends", "cache_path": "../cache", "capability_root": str(root),
-            "platform": host.platform, "keep_generations": 0,
+            "platform": host.platform, "keep_generations": 0, "capability": capability,
             "galleries": [{"name": "localai", "url": str(index)}]}  # fmt: skip
     (tmp_path / "gallery.yaml").write_text(yaml.safe_dump(data))
     config = load_config(tmp_path / "gallery.yaml")
@@ -323,45 +323,60 @@ def installer_on(host: Host, tmp_path: Path, index: Path) -> Installer:
                      detector=host_detector(config.capability_root, config.platform))  # fmt: skip
 
 
+# Capability keys of LocalAI's index (and LocalAI's darwin-x86) that no modelled host reports:
+# installed with the key configured, listed by LocalAI with that capability.
+CONFIGURED = ("nvidia", "nvidia-l4t", "nvidia-l4t-cuda-12", "darwin-x86", "cpu", "metal-darwin-arm64")
+
+
+def test_every_capability_of_the_index_is_covered() -> None:
+    keys = {key for meta in METAS for key in meta.capabilities} | {"darwin-x86"}
+    reported = {system_capability(h.localai) for h in HOSTS}
+    assert keys <= reported | set(CONFIGURED) and set(CONFIGURED) <= keys
+
+
 def test_localai_runs_every_meta_backend_we_install(tmp_path: Path) -> None:
-    """Every meta-backend of LocalAI's index, installed on each modelled host, resolves through
-    LocalAI's own listing (a port of ListSystemBackends) to a run.sh that exists; the meta
-    directory has exactly LocalAI's fields and values."""
+    """Every meta-backend of LocalAI's index, installed on each modelled host and for every other
+    capability key it uses, resolves through LocalAI's own listing (a port of
+    ListSystemBackends) to a run.sh that exists; the meta directory has exactly LocalAI's fields
+    and values."""
+    index = localai_index_with_local_builds(tmp_path)
+    cases = [(host, "auto", system_capability(host.localai)) for host in HOSTS]
+    cases += [(HOSTS[-3], key, key) for key in CONFIGURED]  # the CPU-only host, the key configured
+    for number, (host, configured, capability) in enumerate(cases):
+        work = tmp_path / f"case{number}"
+        work.mkdir()
+        installs_and_lists(installer_on(host, work, index, configured), work / "backends", capability,
+                           f"{host.name} ({configured})")  # fmt: skip
+
+
+def installs_and_lists(installer: Installer, backends: Path, capability: str, label: str) -> None:
     import json
 
-    index = localai_index_with_local_builds(tmp_path)
     metas = [m.name for m in METAS]
-    for number, host in enumerate(HOSTS):
-        work = tmp_path / f"host{number}"
-        work.mkdir()
-        installer = installer_on(host, work, index)
-        batch = installer.install(metas)
-        installed = {meta for meta, r in zip(metas, batch.results, strict=True) if r.error is None}
-        refused = {
-            meta: str(r.error) for meta, r in zip(metas, batch.results, strict=True) if r.error is not None
-        }
-        # Only maps with no build for this host are refused, and LocalAI would have nothing or
-        # an incompatible build for them too.
-        for error in refused.values():
-            assert "no build that can run on this host" in error or "no capability for this host" in error, (
-                error
-            )
-        listing = list_system_backends(work / "backends", system_capability(host.localai))
-        for name in installed:
-            assert name in listing and is_backend_runnable(listing[name]), (
-                f"{host.name}: LocalAI cannot run {name}"
-            )
-            meta_dir = json.loads((work / "backends" / name / "metadata.json").read_text())
-            assert "meta_backend_for" in meta_dir, (host.name, name, meta_dir)
-            concrete = STATE.entry(meta_dir["meta_backend_for"])
-            assert concrete is not None
-            localai_fields = {k: meta_dir.get(k) for k in LOCALAI_METADATA_FIELDS if k in meta_dir}
-            assert set(localai_fields) == {"name", "meta_backend_for", "gallery_url", "installed_at"} | (
-                {"version"} if concrete.version else set()
-            ), name
-            assert localai_fields["name"] == name and localai_fields.get("version") == concrete.version
-            assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", localai_fields["installed_at"])
-        assert len(installed) + len(refused) == len(metas)
+    batch = installer.install(metas)
+    installed = {meta for meta, r in zip(metas, batch.results, strict=True) if r.error is None}
+    refused = {
+        meta: str(r.error) for meta, r in zip(metas, batch.results, strict=True) if r.error is not None
+    }
+    # Only maps with no build for this capability are refused.
+    for error in refused.values():
+        assert "no build that can run on this host" in error or "no capability for this host" in error, error
+    assert installed, label
+    listing = list_system_backends(backends, capability)
+    for name in installed:
+        assert name in listing and is_backend_runnable(listing[name]), f"{label}: LocalAI cannot run {name}"
+        meta_dir = json.loads((backends / name / "metadata.json").read_text())
+        assert "meta_backend_for" in meta_dir, (label, name, meta_dir)
+        concrete = STATE.entry(meta_dir["meta_backend_for"])
+        assert concrete is not None
+        localai_fields = {k: meta_dir.get(k) for k in LOCALAI_METADATA_FIELDS if k in meta_dir}
+        expected = {"name", "meta_backend_for", "gallery_url", "installed_at"} | (
+            {"version"} if concrete.version else set()
+        )
+        assert set(localai_fields) == expected, name
+        assert localai_fields["name"] == name and localai_fields.get("version") == concrete.version
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", localai_fields["installed_at"])
+    assert len(installed) + len(refused) == len(metas)
 
 
 def test_a_build_for_a_newer_cuda_is_passed_over_and_the_choice_says_so() -> None:
