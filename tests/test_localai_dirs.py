@@ -267,3 +267,20 @@ def test_list_installed_checks_localai_installs_for_updates_against_their_galler
     assert by_name["whisper"]["update"]["available"] is True
     assert by_name["whisper"]["update"]["digest"] == f"sha256:{d.sha}"
     assert by_name["my-ad-hoc"]["update"] is None
+
+
+def test_a_localai_gallery_url_matches_our_gallery_in_either_spelling(tmp_path: Path) -> None:
+    from gallery.config.models import Config
+    from gallery.place.metadata import BackendMetadata
+    from gallery.verify.recheck import recorded_gallery
+
+    config = Config.model_validate({"format_version": 1, "galleries": [
+        {"name": "localai", "url": "https://raw.githubusercontent.com/mudler/LocalAI/master/backend/index.yaml"}]})  # fmt: skip
+    localai = BackendMetadata(name="x", gallery_url="github:mudler/LocalAI/backend/index.yaml@master")
+    found = recorded_gallery(localai, config)
+    assert found is not None and found.name == "localai"
+    assert (
+        recorded_gallery(BackendMetadata(name="x", gallery_url="https://elsewhere.example/i.yaml"), config)
+        is None
+    )
+    assert recorded_gallery(BackendMetadata(name="x"), config) is None

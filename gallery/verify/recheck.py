@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from pathlib import Path
 
+from gallery.catalog.sources import SourceParseError, parse_index_location
 from gallery.config.models import Config, GalleryConfig
 from gallery.errors import BackendNotFound, GalleryError, IntegrityError, SignatureError
 from gallery.place.metadata import BackendMetadata
@@ -52,8 +54,16 @@ def recorded_gallery(metadata: BackendMetadata, config: Config) -> GalleryConfig
     gallery's URL only (``gallery_url``), matched against each gallery's ``url``."""
     if metadata.gallery:
         return config.gallery(metadata.gallery)
-    url = (metadata.gallery_url or "").rstrip("/")
-    return next((g for g in config.galleries if url and g.url.rstrip("/") == url), None)
+    url = _location(metadata.gallery_url or "")
+    return next((g for g in config.galleries if url and _location(g.url) == url), None)
+
+
+def _location(url: str) -> str:
+    """A gallery URL as fetched (``github:`` shorthand expanded), for comparing two spellings."""
+    try:
+        return parse_index_location(url, base_dir=Path("/")).target.rstrip("/") if url else ""
+    except SourceParseError:
+        return url.rstrip("/")
 
 
 def recheck_metadata(config: Config, metadata: BackendMetadata, verifier: Verifier) -> Evidence:
