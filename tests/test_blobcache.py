@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -81,3 +82,39 @@ def test_a_download_of_no_expected_digest_is_never_committed(tmp_path: Path) -> 
         writer.commit()
     assert not blobs.has(DIGEST)
     assert not (tmp_path / "cache" / "blobs").exists() or not any((tmp_path / "cache" / "blobs").rglob("*"))
+
+
+def test_a_complete_partial_is_committed_without_asking_the_registry(tmp_path: Path, registry: Any) -> None:
+    """A process killed between a blob's last byte and its commit leaves a complete partial.
+    Resuming it must not ask for ``Range: bytes=SIZE-``: distribution 2.8 answers 416 with a body
+    shorter than the Content-Length it sends, which reads as a truncated download on every retry
+    (the flaky killed-worker test of December). A complete partial that is the wrong blob is
+    dropped and fetched whole."""
+    import httpx
+
+    from gallery.oci.models import Descriptor
+    from gallery.oci.references import parse_reference
+    from gallery.oci.registry import RegistryClient, RetryPolicy
+
+    from .registry_server import LAYER_GZIP
+
+    layer = DATA + b"pushed"
+    _, _ = registry.push_image("cache/complete", "v1", [(layer, LAYER_GZIP)])
+    digest = "sha256:" + hashlib.sha256(layer).hexdigest()
+    descriptor = Descriptor.model_validate({"mediaType": LAYER_GZIP, "digest": digest, "size": len(layer)})
+    ref = parse_reference(f"{registry.host}/cache/complete:v1")
+    seen: list[str | None] = []
+
+    def record(request: httpx.Request) -> None:
+        seen.append(request.headers.get("Range"))
+
+    client = RegistryClient(httpx.Client(trust_env=False, event_hooks={"request": [record]}),
+                            insecure_registries=frozenset({registry.host}), retry=RetryPolicy(attempts=1, initial_wait=0))  # fmt: skip
+    blobs = cache(tmp_path)
+    for partial, requests in ((layer, []), (b"x" * len(layer), [None])):
+        blobs.partial_path(digest).parent.mkdir(parents=True, exist_ok=True)
+        blobs.partial_path(digest).write_bytes(partial)
+        seen.clear()
+        client.fetch_blob(client.endpoint(registry.host), ref, descriptor, blobs.writer(digest, len(layer)))
+        assert blobs.path(digest).read_bytes() == layer and seen == requests
+        blobs.evict(digest)

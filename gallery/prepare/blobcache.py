@@ -89,6 +89,20 @@ class BlobWriter:
             self.offset += len(chunk)
         if digest is None or (size is not None and self.offset > size):
             self.restart()
+        elif self.offset == size and not self.complete:
+            self.restart()  # every byte there, and not the blob: garbage
+
+    @property
+    def complete(self) -> bool:
+        """Every byte of the blob is there and hashes to its digest: a resumed partial (a process
+        killed between its last byte and the commit) that only needs committing. Asking a
+        registry for ``Range: bytes=SIZE-`` instead gets a 416 whose body distribution 2.8 sends
+        under the blob's Content-Length, which reads as a truncated response."""
+        return (
+            self.digest is not None
+            and self.offset == self.size
+            and "sha256:" + self._hash.hexdigest() == self.digest
+        )
 
     def restart(self) -> None:
         """Drop what was written (the server ignored Range, or the partial is bad)."""

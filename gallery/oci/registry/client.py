@@ -277,6 +277,8 @@ class RegistryClient:
     ) -> None:
         for attempt in self.retry.retrying():
             with attempt:
+                if writer.complete:  # resumed with every byte already there: nothing to ask for
+                    return
                 headers = {"Range": f"bytes={writer.offset}-"} if writer.offset else {}
                 with self._open(
                     endpoint, repo, "GET", f"blobs/{descriptor.digest}", headers=headers
