@@ -26,7 +26,6 @@ extraction filters are not used (3.11.7 has known bypasses): these checks are th
 
 from __future__ import annotations
 
-import errno
 import gzip
 import hashlib
 import math
@@ -37,14 +36,16 @@ import tarfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Literal
+from typing import IO, Literal
 
 from gallery.errors import OperationalError, UnsafeArchiveError
+from gallery.place.linkfallback import LinkFallback, LinkMaker
+from gallery.place.records import FileRecord
 from gallery.place.tarheaders import SafeTarInfo, header_type_name
 from gallery.prepare.compression import DECOMPRESSION_ERRORS
 from gallery.trees import remove_tree
 
-__all__ = ["ExtractLimits", "FileRecord", "LinkMaker", "TreeBuilder"]
+__all__ = ["ExtractLimits", "FileRecord", "LinkMaker", "TreeBuilder"]  # FileRecord, LinkMaker: re-exported
 
 _MAX_COMPONENT = 255
 # Seconds a 64-bit time_t holds with room to spare; a pax mtime may say inf, nan or 1e300.
@@ -76,30 +77,6 @@ class ExtractLimits:
     link_fallback: Literal["none", "copy"] = "none"
 
 
-FileType = Literal["file", "dir", "symlink", "hardlink"]
-
-
-@dataclass(frozen=True, slots=True)
-class FileRecord:
-    """One installed path, as recorded in metadata.json ``files``."""
-
-    path: str
-    type: FileType
-    mode: int
-    size: int = 0
-    sha256: str | None = None
-    target: str | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        data: dict[str, Any] = {"path": self.path, "type": self.type, "mode": f"{self.mode:04o}"}
-        if self.type in ("file", "hardlink"):
-            data["size"] = self.size
-            data["sha256"] = self.sha256
-        if self.target is not None:
-            data["target"] = self.target
-        return data
-
-
 class TreeBuilder:
     """Applies tar layers, in order, to one staging directory that only this object writes to."""
 
@@ -109,14 +86,16 @@ class TreeBuilder:
         self.root = root
         self.limits = limits
         self._links = links or LinkMaker()
-        # Symlinks the filesystem refused, to be written as copies once every layer is applied
-        # (a link may come before its target): path -> target. An empty placeholder holds the path.
-        self._pending_links: dict[str, str] = {}
-        self.copied_links: list[str] = []
+        self._fallback = LinkFallback(root, enabled=limits.link_fallback == "copy")
         self.files = 0
         self.bytes = 0
         self._records: dict[str, FileRecord] = {}
         self._dir_times: dict[str, tuple[int, int]] = {}
+
+    @property
+    def copied_links(self) -> list[str]:
+        """Links the filesystem refused, written as copies (``link_fallback: copy``)."""
+        return self._fallback.copied
 
     # -- public -----------------------------------------------------------------------------
 
@@ -155,8 +134,7 @@ class TreeBuilder:
         Raises:
             UnsafeArchiveError: a refused symlink whose target is not a regular file of the backend.
         """
-        for rel in sorted(self._pending_links):
-            self._copy_for_link(rel)
+        self._fallback.copy_deferred(self._records)
         for rel in sorted(self._dir_times, key=lambda p: p.count("/"), reverse=True):
             record = self._records.get(rel)
             path = self.root / rel
@@ -177,16 +155,14 @@ class TreeBuilder:
     def _apply_member(
         self, archive: tarfile.TarFile, member: tarfile.TarInfo, layer: str, this_layer: set[str]
     ) -> None:
-        rel = self._normalise(member.name, layer)
+        rel = _normalise(member.name, layer, self.limits)
         self.files += 1
         if self.files > self.limits.max_files:
-            raise self._refuse(
-                layer, member.name, f"more than limits.max_files ({self.limits.max_files}) entries"
-            )
+            raise _refuse(layer, member.name, f"more than limits.max_files ({self.limits.max_files}) entries")
         if rel == "":
             if member.isdir():
                 return
-            raise self._refuse(layer, member.name, "the archive root must be a directory")
+            raise _refuse(layer, member.name, "the archive root must be a directory")
         parent, name = posixpath.split(rel)
         if name.startswith(_WHITEOUT_PREFIX):
             self._whiteout(parent, name, layer, member.name, this_layer)
@@ -198,7 +174,7 @@ class TreeBuilder:
         elif member.issparse():
             # tarfile would expand the map into a dense file; no image builder writes sparse
             # members, so one here is refused rather than given a code path of its own.
-            raise self._refuse(layer, member.name, "sparse files are not supported")
+            raise _refuse(layer, member.name, "sparse files are not supported")
         elif member.isreg():
             self._write_file(archive, member, rel, layer)
         elif member.issym():
@@ -206,7 +182,7 @@ class TreeBuilder:
         elif member.islnk():
             self._make_hardlink(member, rel, layer)
         else:
-            raise self._refuse(layer, member.name, f"{header_type_name(member.type)} is not allowed")
+            raise _refuse(layer, member.name, f"{header_type_name(member.type)} is not allowed")
 
     def _make_dir(self, rel: str, member: tarfile.TarInfo, layer: str) -> None:
         path = self.root / rel
@@ -222,7 +198,7 @@ class TreeBuilder:
 
     def _write_file(self, archive: tarfile.TarFile, member: tarfile.TarInfo, rel: str, layer: str) -> None:
         if self.bytes + member.size > self.limits.max_bytes:
-            raise self._refuse(
+            raise _refuse(
                 layer,
                 member.name,
                 f"extracted size would exceed limits.max_extract_bytes ({self.limits.max_bytes})",
@@ -230,7 +206,7 @@ class TreeBuilder:
         self._clear(rel)
         source = archive.extractfile(member)
         if source is None:
-            raise self._refuse(layer, member.name, "file data is missing")
+            raise _refuse(layer, member.name, "file data is missing")
         digest = hashlib.sha256()
         written = 0
         fd = os.open(
@@ -242,7 +218,7 @@ class TreeBuilder:
                 digest.update(chunk)
                 _write_all(fd, chunk)
             if written != member.size:
-                raise self._refuse(layer, member.name, f"truncated: {written} of {member.size} bytes")
+                raise _refuse(layer, member.name, f"truncated: {written} of {member.size} bytes")
             os.fchmod(fd, _safe_mode(member.mode))
             ns = self._mtime_ns(member, layer)
             os.utime(fd, ns=(ns, ns))
@@ -254,30 +230,25 @@ class TreeBuilder:
     def _make_symlink(self, member: tarfile.TarInfo, rel: str, layer: str) -> None:
         target = member.linkname
         if not target or "\x00" in target or not _is_utf8(target):
-            raise self._refuse(layer, member.name, "symlink target is empty, has a NUL byte or is not UTF-8")
+            raise _refuse(layer, member.name, "symlink target is empty, has a NUL byte or is not UTF-8")
         if len(target) > self.limits.max_path_length:
-            raise self._refuse(
-                layer, member.name, f"symlink target longer than {self.limits.max_path_length}"
-            )
+            raise _refuse(layer, member.name, f"symlink target longer than {self.limits.max_path_length}")
         if self.limits.refuse_escaping_symlinks:
             resolved = posixpath.normpath(posixpath.join(posixpath.dirname(rel), target))
             if target.startswith("/") or resolved == ".." or resolved.startswith("../"):
-                raise self._refuse(
+                raise _refuse(
                     layer, member.name, f"symlink to {target!r} leaves the backend (refuse_escaping_symlinks)"
                 )
         self._clear(rel)
         try:
             self._links.symlink(target, self.root / rel)
         except OSError as exc:
-            self._link_refused(exc, rel, layer, member.name, "symlinks")
-            _write_placeholder(self.root / rel)
-            self._pending_links[rel] = target
-            self._records[rel] = FileRecord(rel, "symlink", 0o777, target=target)
-            return
+            self._fallback.refused(exc, f"layer {layer}: {member.name}", "symlinks")
+            self._fallback.defer(rel, target)
         self._records[rel] = FileRecord(rel, "symlink", 0o777, target=target)
 
     def _make_hardlink(self, member: tarfile.TarInfo, rel: str, layer: str) -> None:
-        target_rel = self._normalise(member.linkname, layer)
+        target_rel = _normalise(member.linkname, layer, self.limits)
         record = self._records.get(target_rel)
         if (
             target_rel == rel
@@ -286,7 +257,7 @@ class TreeBuilder:
             or not self._real_parents(posixpath.dirname(target_rel))
             or not _is_regular(self.root / target_rel)
         ):
-            raise self._refuse(
+            raise _refuse(
                 layer,
                 member.name,
                 f"hardlink to {member.linkname!r}, which is not a regular file in this backend",
@@ -295,62 +266,12 @@ class TreeBuilder:
         try:
             self._links.hardlink(self.root / target_rel, self.root / rel)
         except OSError as exc:
-            self._link_refused(exc, rel, layer, member.name, "hard links")
-            self._records[rel] = self._copy_file(target_rel, rel, record)
-            self.copied_links.append(rel)
+            self._fallback.refused(exc, f"layer {layer}: {member.name}", "hard links")
+            self._records[rel] = self._fallback.copy(target_rel, rel, record)
             return
         self._records[rel] = FileRecord(
             rel, "hardlink", record.mode, record.size, record.sha256, target=target_rel
         )
-
-    def _link_refused(self, exc: OSError, rel: str, layer: str, member: str, what: str) -> None:
-        """Go on with a copy when the filesystem refuses links and ``link_fallback`` allows it."""
-        if exc.errno not in _LINKS_UNSUPPORTED:
-            raise exc
-        if self.limits.link_fallback != "copy":
-            raise OperationalError(
-                f"layer {layer}: {member}: the filesystem of {self.root.parent} refuses {what} "
-                f"({exc.strerror or exc})",
-                hint="set 'link_fallback: copy' in the config to write such links as copies",
-            ) from exc
-
-    def _copy_for_link(self, rel: str) -> None:
-        """The copy standing for a refused symlink: its target, followed inside the backend
-        through other refused symlinks, must be a regular file of the backend."""
-        target = self._pending_links[rel]
-        current, hops = rel, 0
-        while True:
-            resolved = posixpath.normpath(posixpath.join(posixpath.dirname(current), target))
-            if target.startswith("/") or resolved == ".." or resolved.startswith("../") or hops > 40:
-                why = "it leaves the backend (link_fallback copies only links to files inside it)"
-                raise UnsafeArchiveError(f"{rel}: symlink to {target!r} cannot be copied: {why}")
-            if resolved not in self._pending_links:
-                break
-            current, target, hops = resolved, self._pending_links[resolved], hops + 1
-        record = self._records.get(resolved)
-        if record is None or record.type not in ("file", "hardlink") or not _is_regular(self.root / resolved):
-            raise UnsafeArchiveError(f"{rel}: symlink to {self._pending_links[rel]!r} cannot be copied: "
-                                     "its target is not a regular file of the backend")  # fmt: skip
-        os.unlink(self.root / rel)
-        self._records[rel] = self._copy_file(resolved, rel, record)
-        self.copied_links.append(rel)
-
-    def _copy_file(self, source_rel: str, rel: str, record: FileRecord) -> FileRecord:
-        """A copy of the backend's regular file ``source_rel`` at ``rel`` (never through a link)."""
-        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
-        source = os.open(self.root / source_rel, flags)
-        try:
-            fd = os.open(self.root / rel, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-                         0o600)  # fmt: skip
-            try:
-                while chunk := os.read(source, _COPY_CHUNK):
-                    _write_all(fd, chunk)
-                os.fchmod(fd, record.mode)
-            finally:
-                os.close(fd)
-        finally:
-            os.close(source)
-        return FileRecord(rel, "file", record.mode, record.size, record.sha256)
 
     def _whiteout(self, parent: str, name: str, layer: str, member_name: str, this_layer: set[str]) -> None:
         if parent and not self._real_parents(parent, layer=layer, member=member_name):
@@ -366,37 +287,12 @@ class TreeBuilder:
             return
         victim = name[len(_WHITEOUT_PREFIX) :]
         if victim in ("", ".", "..") or victim.startswith(_WHITEOUT_PREFIX):
-            raise self._refuse(layer, member_name, "malformed whiteout")
+            raise _refuse(layer, member_name, "malformed whiteout")
         victim_rel = posixpath.join(parent, victim) if parent else victim
         if _lstat(self.root / victim_rel) is not None:
             self._remove(victim_rel)
 
     # -- paths ------------------------------------------------------------------------------
-
-    def _normalise(self, name: str, layer: str) -> str:
-        if "\x00" in name:
-            raise self._refuse(layer, name, "NUL byte in path")
-        if not _is_utf8(name):  # tarfile keeps undecodable bytes as surrogates (found by fuzzing)
-            raise self._refuse(layer, name, "path is not valid UTF-8")
-        if name.startswith("/"):
-            raise self._refuse(layer, name, "absolute path")
-        parts = [part for part in name.split("/") if part not in ("", ".")]
-        if ".." in parts:
-            raise self._refuse(layer, name, "'..' in path")
-        rel = "/".join(parts)
-        if len(rel) > self.limits.max_path_length:
-            raise self._refuse(
-                layer, name[:200], f"path longer than limits.max_path_length ({self.limits.max_path_length})"
-            )
-        if len(parts) > self.limits.max_depth:
-            raise self._refuse(
-                layer,
-                name[:200],
-                f"nested deeper than limits.max_depth ({self.limits.max_depth}) directories",
-            )
-        if any(len(p.encode()) > _MAX_COMPONENT for p in parts):
-            raise self._refuse(layer, name[:200], f"a path component longer than {_MAX_COMPONENT} bytes")
-        return rel
 
     def _ensure_parents(self, parent: str, layer: str, member: str, this_layer: set[str]) -> None:
         """Create missing parents as real directories; refuse any parent that is not one.
@@ -417,9 +313,9 @@ class TreeBuilder:
                 self._records.setdefault(current, FileRecord(current, "dir", 0o755))
                 self._dir_times.setdefault(current, (0, 0))
             elif stat.S_ISLNK(info.st_mode):
-                raise self._refuse(layer, member, f"would write through the symlink {current!r}")
+                raise _refuse(layer, member, f"would write through the symlink {current!r}")
             elif not stat.S_ISDIR(info.st_mode):
-                raise self._refuse(layer, member, f"parent {current!r} is not a directory")
+                raise _refuse(layer, member, f"parent {current!r} is not a directory")
 
     def _real_parents(self, parent: str, *, layer: str | None = None, member: str | None = None) -> bool:
         """Whether every component of ``parent`` exists as a real directory (never following links).
@@ -433,7 +329,7 @@ class TreeBuilder:
             if info is None:
                 return False
             if stat.S_ISLNK(info.st_mode) and layer is not None:
-                raise self._refuse(layer, member or parent, f"whiteout through the symlink {part!r}")
+                raise _refuse(layer, member or parent, f"whiteout through the symlink {part!r}")
             if not stat.S_ISDIR(info.st_mode):
                 return False
         return True
@@ -443,7 +339,7 @@ class TreeBuilder:
         and the ``O_EXCL`` create that follows would refuse it anyway."""
         if rel in self._records and _lstat(self.root / rel) is not None:
             self._remove(rel)
-        self._pending_links.pop(rel, None)
+        self._fallback.forget(rel)
 
     def _remove(self, rel: str) -> None:
         """Delete ``rel`` (a directory recursively) without following any link, and forget it."""
@@ -457,17 +353,14 @@ class TreeBuilder:
         for key in [k for k in self._records if k == rel or k.startswith(prefix)]:
             del self._records[key]
             self._dir_times.pop(key, None)
-            self._pending_links.pop(key, None)
+            self._fallback.forget(key)
 
     def _mtime_ns(self, member: tarfile.TarInfo, layer: str) -> int:
         """The member's time in nanoseconds; a pax ``mtime`` of inf, nan or 1e300 is refused."""
         mtime = member.mtime
         if not (isinstance(mtime, int | float) and math.isfinite(mtime) and _MIN_TIME <= mtime <= _MAX_TIME):
-            raise self._refuse(layer, member.name, f"modification time {mtime!r} is out of range")
+            raise _refuse(layer, member.name, f"modification time {mtime!r} is out of range")
         return int(mtime) * 10**9
-
-    def _refuse(self, layer: str, member: str, reason: str) -> UnsafeArchiveError:
-        return UnsafeArchiveError(f"layer {layer}: member {member!r}: {reason}")
 
 
 def _is_utf8(text: str) -> bool:
@@ -501,19 +394,31 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[written:]
 
 
-_LINKS_UNSUPPORTED = frozenset({errno.EPERM, errno.EOPNOTSUPP, errno.ENOSYS, errno.EMLINK})
+def _normalise(name: str, layer: str, limits: ExtractLimits) -> str:
+    if "\x00" in name:
+        raise _refuse(layer, name, "NUL byte in path")
+    if not _is_utf8(name):  # tarfile keeps undecodable bytes as surrogates (found by fuzzing)
+        raise _refuse(layer, name, "path is not valid UTF-8")
+    if name.startswith("/"):
+        raise _refuse(layer, name, "absolute path")
+    parts = [part for part in name.split("/") if part not in ("", ".")]
+    if ".." in parts:
+        raise _refuse(layer, name, "'..' in path")
+    rel = "/".join(parts)
+    if len(rel) > limits.max_path_length:
+        raise _refuse(
+            layer, name[:200], f"path longer than limits.max_path_length ({limits.max_path_length})"
+        )
+    if len(parts) > limits.max_depth:
+        raise _refuse(
+            layer,
+            name[:200],
+            f"nested deeper than limits.max_depth ({limits.max_depth}) directories",
+        )
+    if any(len(p.encode()) > _MAX_COMPONENT for p in parts):
+        raise _refuse(layer, name[:200], f"a path component longer than {_MAX_COMPONENT} bytes")
+    return rel
 
 
-class LinkMaker:
-    """How links are made in staging (``FsOps`` is one); tests subclass it to play a filesystem
-    without links."""
-
-    def symlink(self, target: str, path: Path) -> None:
-        os.symlink(target, path)
-
-    def hardlink(self, source: Path, path: Path) -> None:
-        os.link(source, path, follow_symlinks=False)
-
-
-def _write_placeholder(path: Path) -> None:
-    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600))
+def _refuse(layer: str, member: str, reason: str) -> UnsafeArchiveError:
+    return UnsafeArchiveError(f"layer {layer}: member {member!r}: {reason}")

@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 
 from gallery.files import atomic_write_bytes, fsync_directory, sync_filesystem
-from gallery.place.extract import LinkMaker
+from gallery.place.linkfallback import LinkMaker
 from gallery.trees import remove_tree, scanned_tree
 
 __all__ = ["FsOps"]

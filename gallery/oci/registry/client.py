@@ -41,8 +41,8 @@ from gallery.oci.models import (
 from gallery.oci.references import DOCKER_HUB, OciReference
 from gallery.oci.registry.auth import RegistryAuth
 from gallery.oci.registry.capped import capped_body
-from gallery.oci.registry.credentials import CredentialHelpers, Credentials
-from gallery.oci.registry.endpoint import Endpoint, load_docker_config
+from gallery.oci.registry.credentials import Credentials, configured_credentials
+from gallery.oci.registry.endpoint import Endpoint
 from gallery.oci.registry.errors import ManifestNotFound, RegistryError, RegistryUnauthorized, registry_error
 from gallery.oci.registry.retry import (
     TRANSIENT_STATUS,
@@ -79,21 +79,9 @@ class RegistryClient:
     def from_config(
         cls, config: Config, client: httpx.Client, *, retry: RetryPolicy | None = None
     ) -> RegistryClient:
-        docker = load_docker_config(config.docker_config) if config.docker_config else None
-        helpers = CredentialHelpers(
-            per_host={**(docker.cred_helpers if docker else {}), **config.credential_helpers},
-            default=docker.creds_store if docker else None,
-            env=config.credential_helper_env,
-        )
-        auths = docker.auths if docker else {}
-        return cls(
-            client=client,
-            insecure_registries=frozenset(config.insecure_registries),
-            credentials=auths,
-            credential_source=Credentials(auths, helpers),
-            max_manifest_bytes=config.limits.max_manifest_bytes,
-            retry=retry or RetryPolicy(),
-        )
+        source = configured_credentials(config)
+        return cls(client, frozenset(config.insecure_registries), source.static, source,
+                   config.limits.max_manifest_bytes, retry or RetryPolicy())  # fmt: skip
 
     # -- endpoints --------------------------------------------------------------------------
 

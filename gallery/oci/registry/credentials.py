@@ -20,10 +20,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gallery.config.models import Config
 from gallery.errors import OperationalError
 from gallery.oci.references import DOCKER_HUB
+from gallery.oci.registry.endpoint import load_docker_config
 
-__all__ = ["CredentialHelpers", "Credentials", "helper_program"]
+__all__ = ["CredentialHelpers", "Credentials", "configured_credentials", "helper_program"]
 
 _HELPER_DIRS = ("/usr/local/bin", "/usr/bin", "/bin")
 _MAX_HELPER_OUTPUT = 64 * 1024
@@ -109,21 +111,37 @@ def _parse(output: bytes, program: Path, registry: str) -> tuple[str, str] | Non
     return (user, secret) if user else None
 
 
+def configured_credentials(config: Config) -> Credentials:
+    """The config's credentials: ``docker_config``'s ``auths``, its ``credHelpers`` and
+    ``credsStore``, and ``credential_helpers`` (which win), run with ``credential_helper_env``.
+
+    Raises:
+        OperationalError: ``docker_config`` cannot be read.
+    """
+    docker = load_docker_config(config.docker_config) if config.docker_config else None
+    helpers = CredentialHelpers(
+        per_host={**(docker.cred_helpers if docker else {}), **config.credential_helpers},
+        default=docker.creds_store if docker else None,
+        env=config.credential_helper_env,
+    )
+    return Credentials(docker.auths if docker else {}, helpers)
+
+
 class Credentials:
     """Per registry: static ``auths`` first, else its helper (asked once per host per run)."""
 
     def __init__(
         self, static: Mapping[str, tuple[str, str]], helpers: CredentialHelpers | None = None
     ) -> None:
-        self._static = dict(static)
+        self.static = dict(static)
         self._helpers = helpers
         self._asked: dict[str, tuple[str, str] | None] = {}
         self._lock = threading.Lock()
 
     def get(self, registry: str) -> tuple[str, str] | None:
         """Raises: OperationalError (a helper failed; nothing is remembered)."""
-        if registry in self._static:
-            return self._static[registry]
+        if registry in self.static:
+            return self.static[registry]
         if self._helpers is None or self._helpers.helper_for(registry) is None:
             return None
         with self._lock:  # one helper run per host, also when preload's threads ask at once
