@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated, Any, NoReturn
 
 import click
 import httpx
@@ -35,6 +35,7 @@ from gallery import (
     recover_pending,
 )
 
+from .argv import with_global_options_first
 from .progress import RichProgress
 from .render import Output
 
@@ -48,6 +49,9 @@ class _NoEnvironmentGroup(TyperGroup):
 
     def _main_shell_completion(self, *args: object, **kwargs: object) -> None:
         return None
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:  # typer's vendored click.Context
+        return super().parse_args(ctx, with_global_options_first(self, ctx, args))
 
 
 # sigstore-python logs warnings (e.g. "this bundle contains a root CA"); with no handler, Python's

@@ -1,0 +1,53 @@
+"""Global options before or after the command (issue 20): the argv rewrite, on the real app."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from cli.argv import with_global_options_first
+from cli.main import app
+
+GROUP = typer.main.get_command(app)
+
+
+def rewrite(*args: str) -> list[str]:
+    return with_global_options_first(GROUP, GROUP.make_context("gallery", ["list"]), list(args))
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        (["list", "--config", "x.yaml"], ["--config", "x.yaml", "list"]),
+        (["list", "--config=x.yaml", "--debug", "--offline"], ["--config=x.yaml", "--debug", "list", "--offline"]),
+        (["-c", "x.yaml", "install", "a", "--no-require-integrity"], ["-c", "x.yaml", "--no-require-integrity", "install", "a"]),
+        (["--json", "list"], ["list", "--json"]),
+        (["--json", "cache", "prune"], ["cache", "prune", "--json"]),
+        # lock has a --capability of its own: it stays lock's
+        (["lock", "a", "-o", "l.json", "--capability", "nvidia"], ["lock", "a", "-o", "l.json", "--capability", "nvidia"]),
+        (["install", "--capability", "nvidia", "a"], ["--capability", "nvidia", "install", "a"]),
+        (["install", "a", "--", "--config"], ["install", "a", "--", "--config"]),
+        (["--version"], ["--version"]),
+        (["nosuchcommand", "--config", "x"], ["nosuchcommand", "--config", "x"]),
+    ],
+)  # fmt: skip
+def test_global_options_move_before_the_command_and_json_after_it(
+    given: list[str], expected: list[str]
+) -> None:
+    assert rewrite(*given) == expected
+
+
+def test_the_same_command_either_way_through_the_cli(
+    make_config: Callable[..., Path], runner: CliRunner
+) -> None:
+    config = str(make_config())
+    before = runner.invoke(app, ["--config", config, "list", "--installed", "--offline", "--json"])
+    after = runner.invoke(app, ["list", "--installed", "--offline", "--config", config, "--json"])
+    first = runner.invoke(app, ["--json", "--config", config, "list", "--installed", "--offline"])
+    assert before.exit_code == after.exit_code == first.exit_code == 0, (after.output, first.output)
+    assert json.loads(before.stdout) == json.loads(after.stdout) == json.loads(first.stdout)
