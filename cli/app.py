@@ -29,6 +29,7 @@ from gallery import (
     ProgressReporter,
     SigstoreVerifier,
     __version__,
+    closest,
     host_detector,
     load_config,
     make_http_client,
@@ -52,6 +53,14 @@ class _NoEnvironmentGroup(TyperGroup):
 
     def parse_args(self, ctx: Any, args: list[str]) -> list[str]:  # typer's vendored click.Context
         return super().parse_args(ctx, with_global_options_first(self, ctx, args))
+
+    def resolve_command(self, ctx: Any, args: list[str]) -> Any:
+        name = args[0] if args else ""
+        if name and not name.startswith("-") and self.get_command(ctx, name) is None:
+            suggestion = closest(name, self.list_commands(ctx))
+            if suggestion is not None:
+                ctx.fail(f"No such command {name!r}. Did you mean {suggestion!r}?")
+        return super().resolve_command(ctx, args)
 
 
 # sigstore-python logs warnings (e.g. "this bundle contains a root CA"); with no handler, Python's

@@ -52,6 +52,7 @@ from gallery.place.swap import RecoveryReport, recover_pending
 from gallery.progress import NoProgress, ProgressReporter
 from gallery.results import BatchResult, InstallResult, UpdateCheck
 from gallery.schemas import SchemaName, json_schema
+from gallery.suggest import closest
 from gallery.verify.evidence import Evidence
 from gallery.verify.policy import VerificationPolicy
 from gallery.verify.signatures import SigstoreVerifier
@@ -97,6 +98,7 @@ __all__ = [
     "VerificationPolicy",
     "__version__",
     "checksum_index",
+    "closest",
     "config_reference",
     "describe_backend",
     "detect_host_facts",

@@ -51,3 +51,37 @@ def test_the_same_command_either_way_through_the_cli(
     first = runner.invoke(app, ["--json", "--config", config, "list", "--installed", "--offline"])
     assert before.exit_code == after.exit_code == first.exit_code == 0, (after.output, first.output)
     assert json.loads(before.stdout) == json.loads(after.stdout) == json.loads(first.stdout)
+
+
+def test_typos_get_the_closest_spelling(
+    make_config: Callable[..., Path], runner: CliRunner, localai_index: Path
+) -> None:
+    command = runner.invoke(app, ["instal", "x"])
+    assert command.exit_code == 2 and "Did you mean 'install'?" in command.output
+    config = make_config(galleries=[{"name": "localai", "url": str(localai_index)}])
+    name = runner.invoke(app, ["--config", str(config), "install", "lama-cpp"])
+    assert name.exit_code == 2 and "did you mean 'llama-cpp'?" in name.stderr
+    key = make_config(name="typo.yaml", keep_generation=2)
+    wrong_key = runner.invoke(app, ["--config", str(key), "list"])
+    assert (
+        wrong_key.exit_code == 2
+        and "keep_generation: unknown key (did you mean 'keep_generations'?)" in wrong_key.stderr
+    )
+    capability = runner.invoke(
+        app, ["--config", str(config), "--capability", "nvidai", "install", "llama-cpp"]
+    )
+    assert capability.exit_code == 2 and "did you mean 'nvidia'?" in capability.stderr
+    assert not (Path(config).parent / "roots/backends/llama-cpp").exists()
+    doctor = runner.invoke(app, ["--config", str(config), "--capability", "nvidai", "doctor", "--json"])
+    checks = [c for c in json.loads(doctor.stdout)["checks"] if c["check"] == "capability"]
+    assert doctor.exit_code == 2 and any(c["status"] == "error" and "nvidia" in c["message"] for c in checks)
+
+
+def test_rollback_of_what_is_not_installed_says_so_like_uninstall(
+    make_config: Callable[..., Path], runner: CliRunner
+) -> None:
+    config = str(make_config())
+    rollback = runner.invoke(app, ["--config", config, "rollback", "nothing"])
+    uninstall = runner.invoke(app, ["--config", config, "uninstall", "nothing"])
+    assert rollback.exit_code == uninstall.exit_code == 2
+    assert "no installed backend named 'nothing'" in rollback.stderr

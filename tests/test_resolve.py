@@ -39,7 +39,6 @@ LOCALAI = Catalog((gallery("localai", build_localai_like_index().text),))
         ("default", "cpu-llama-cpp"),
         ("nvidia-cuda-13", "cuda13-llama-cpp"),
         ("cpu", "cpu-llama-cpp"),
-        ("unknown-accelerator", "cpu-llama-cpp"),
     ],
 )
 def test_meta_backend_follows_the_configured_capability(capability: str, concrete: str) -> None:
@@ -144,3 +143,17 @@ def test_only_the_skipped_name_in_the_asked_gallery_is_explained() -> None:
         resolve_backend(SKIPPING, "absent", capabilities=fixed("default"))
     with pytest.raises(BackendNotFound):
         resolve_backend(SKIPPING, "two@broken", capabilities=fixed("default"))
+
+
+def test_a_configured_capability_nobody_knows_is_refused_with_the_closest_key() -> None:
+    from gallery.errors import UsageError
+
+    with pytest.raises(UsageError, match=r"capability 'nvidai' is not one .* \(did you mean 'nvidia'\?\)"):
+        resolve_backend(LOCALAI, "llama-cpp", capabilities=fixed("nvidai"))
+    with pytest.raises(UsageError, match="'unknown-accelerator' is not one"):
+        resolve_backend(LOCALAI, "llama-cpp", capabilities=fixed("unknown-accelerator"))
+    # A key only the galleries use is fine, and so is a CUDA key of any major.
+    assert (
+        resolve_backend(LOCALAI, "llama-cpp", capabilities=fixed("nvidia-cuda-14")).entry.name
+        == "cuda13-llama-cpp"
+    )

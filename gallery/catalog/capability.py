@@ -29,6 +29,7 @@ __all__ = [
     "detect_host_facts",
     "host_detector",
     "incompatibility",
+    "is_detectable",
     "preferred_capabilities",
     "skipped_builds",
     "stepped_down",
@@ -240,6 +241,16 @@ def run_nvidia_smi(root: Path) -> int | None:
             return None
         return sum(int(line) for line in lines) * 1024 * 1024
     return None
+
+
+# Every key detection (ours and LocalAI's) can report, besides the CUDA ones (any major).
+DETECTABLE = frozenset({"nvidia", "nvidia-l4t", "amd", "intel", "vulkan", "metal", "metal-darwin-arm64",
+                        "darwin-x86", "default", "cpu"})  # fmt: skip
+
+
+def is_detectable(key: str) -> bool:
+    """A key this host, or another, could be detected as (``nvidia-cuda-13`` included)."""
+    return key in DETECTABLE or _CUDA_KEY_RE.fullmatch(key) is not None
 
 
 def stepped_down(key: str) -> list[str]:

@@ -21,10 +21,12 @@ from typing import Literal
 
 from gallery.catalog.capability import (
     DEFAULT_MIN_GPU_MEMORY,
+    DETECTABLE,
     CapabilityChoice,
     CapabilityDetector,
     choose_capability,
     incompatibility,
+    is_detectable,
     preferred_capabilities,
     skipped_builds,
     stepped_down,
@@ -38,7 +40,9 @@ from gallery.errors import (
     IndexFormatError,
     IndexUnavailable,
     TrustRefusal,
+    UsageError,
 )
+from gallery.suggest import closest, did_you_mean
 
 __all__ = ["CapabilitySelector", "Resolution", "resolve_backend", "resolve_meta"]
 
@@ -58,6 +62,11 @@ class CapabilitySelector:
         self._preferences: tuple[str, ...] | None = None
         self._source = "config"
         self._lock = threading.Lock()
+
+    @property
+    def configured(self) -> str:
+        """``capability`` as configured (``auto``: detected)."""
+        return self._configured
 
     @property
     def source(self) -> str:
@@ -117,6 +126,7 @@ def resolve_backend(catalog: Catalog, requested: str, *, capabilities: Capabilit
     meta: IndexEntry | None = None
     choice: CapabilityChoice | None = None
     if entry.is_meta:
+        check_configured_capability(capabilities.configured, catalog)
         meta = entry
         choice, entry = resolve_meta(entry, state.entry, capabilities=capabilities, gallery=state.name)
     return Resolution(
@@ -128,6 +138,25 @@ def resolve_backend(catalog: Catalog, requested: str, *, capabilities: Capabilit
         via_alias=via_alias,
         shadowed_in=shadowed,
         origin="local" if state.loaded is not None and state.loaded.local else "remote",
+    )
+
+
+def check_configured_capability(configured: str, catalog: Catalog) -> None:
+    """A configured capability must be one detection can report or one a gallery's meta-backends
+    use: a typo (``nvidai``) would otherwise quietly install the CPU build.
+
+    Raises:
+        UsageError: with the closest known key.
+    """
+    if configured == "auto" or is_detectable(configured):
+        return
+    used = {key for g in catalog.galleries for e in g.entries for key in e.capabilities}
+    if configured in used:
+        return
+    raise UsageError(
+        f"capability {configured!r} is not one detection reports nor one the galleries use"
+        + did_you_mean(configured, {*DETECTABLE, *used}),
+        hint="fix 'capability' in the config (or --capability); 'gallery doctor' shows the detected one",
     )
 
 
@@ -238,4 +267,8 @@ def _find(catalog: Catalog, requested: str) -> tuple[GalleryState, IndexEntry, b
             malformed_only=all(g.error is not None and g.error.malformed_only for g in unavailable),
             untrusted=any(g.error is not None and g.error.untrusted for g in unavailable),
         )
-    raise BackendNotFound(f"no backend named {requested!r} in any gallery", hint="see 'gallery list'")
+    spellings = [e.name for g in catalog.galleries for e in g.entries]
+    spellings += [e.alias for g in catalog.galleries for e in g.entries if e.alias]
+    suggestion = closest(name, spellings)
+    hint = f"did you mean {suggestion!r}? (see 'gallery list')" if suggestion else "see 'gallery list'"
+    raise BackendNotFound(f"no backend named {requested!r} in any gallery", hint=hint)

@@ -470,6 +470,6 @@ def _validate(raw: dict[str, Any], *, source: str, base_dir: Path | None) -> Con
         return Config.model_validate(raw, context={"base_dir": base_dir})
     except ValidationError as exc:
         raise ConfigError(
-            f"{source}: invalid config: " + describe_validation(exc),
+            f"{source}: invalid config: " + describe_validation(exc, model=Config),
             hint="see docs/config.md for every key",
         ) from exc

@@ -127,6 +127,8 @@ def rollback(session: Session, name: str) -> InstallResult:
     current = session.store.get(name)
     if current is not None and current.meta_backend_for is not None:
         name = current.meta_backend_for
+    if current is None and not session.store.state.kept(name):
+        raise BackendNotFound(f"no installed backend named {name!r}", hint="see 'gallery list --installed'")
     with backend_lock(session.store.state.root, name, timeout=session.config.timeouts.lock):
         session.swapper.recover(name)
         session.swapper.rollback(name)

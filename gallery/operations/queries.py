@@ -21,9 +21,10 @@ from gallery.catalog.capability import CapabilityDetector
 from gallery.catalog.fetch import LoadedIndex
 from gallery.catalog.galleries import Catalog, load_catalog
 from gallery.catalog.index import IndexEntry
-from gallery.catalog.resolve import CapabilitySelector, resolve_backend
+from gallery.catalog.resolve import CapabilitySelector, check_configured_capability, resolve_backend
 from gallery.catalog.sources import OciSource
 from gallery.config.models import Config, GalleryConfig
+from gallery.errors import GalleryError
 from gallery.operations.installer import Installer
 from gallery.place.metadata import BackendMetadata
 from gallery.place.swap import pending_names
@@ -357,7 +358,12 @@ def run_doctor(config: Config, *, client: httpx.Client, detector: CapabilityDete
         else:
             checks.append(Check(name, "ok", json.dumps(gallery.verification.describe(), sort_keys=True)))
 
-    checks += _index_checks(load_catalog(config, client=client))
+    catalog = load_catalog(config, client=client)
+    try:
+        check_configured_capability(config.capability, catalog)
+    except GalleryError as exc:
+        checks.append(Check("capability", "error", exc.message, exc.code()))
+    checks += _index_checks(catalog)
     return DoctorReport(checks=tuple(checks))
 
 
