@@ -132,7 +132,7 @@ def reported_errors(ctx: typer.Context, out: Output) -> Iterator[None]:
     except GalleryError as exc:
         if options.debug:
             raise
-        out.error(exc.message, exc.hint)
+        out.failure(exc.message, exc.hint, exc.code())
         raise typer.Exit(exc.code()) from None
     except (click.exceptions.Exit, click.exceptions.Abort, click.exceptions.ClickException):
         raise  # a command's own exit (typer.Exit is a RuntimeError): not a bug
@@ -140,7 +140,7 @@ def reported_errors(ctx: typer.Context, out: Output) -> Iterator[None]:
         if options.debug:
             raise
         unexpected = InternalError.wrap(exc)
-        out.error(unexpected.message, unexpected.hint)
+        out.failure(unexpected.message, unexpected.hint, unexpected.code())
         raise typer.Exit(unexpected.code()) from None
 
 

@@ -46,12 +46,21 @@ class Output:
 
     def __init__(self, *, as_json: bool) -> None:
         self.as_json = as_json
+        self.printed_json = False
         # An explicit empty environment: the CLI reads no environment variables, rich included.
         self.out = Console(file=sys.stdout, _environ={}, soft_wrap=True)
         self.err = Console(file=sys.stderr, _environ={}, soft_wrap=True)
 
     def json(self, data: Any) -> None:
         sys.stdout.write(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+        self.printed_json = True
+
+    def failure(self, message: str, hint: str | None, code: int) -> None:
+        """A command that failed as a whole: its error line, and with ``--json`` (when no result
+        was printed) the JSON object tools expect: ``{"error": {message, hint}, "exit_code"}``."""
+        self.error(message, hint)
+        if self.as_json and not self.printed_json:
+            self.json({"error": {"message": message, "hint": hint}, "exit_code": code})
 
     def notices(self, notices: tuple[Notice, ...] | list[Notice]) -> None:
         for notice in notices:
@@ -222,7 +231,7 @@ class Output:
         self.out.print(
             f"{report.backends_checked} backends and {report.blobs_checked} cached blobs checked; "
             + (
-                f"{damage} problems remain (gallery fsck --repair fixes what it safely can)"
+                f"{plural(damage, 'problem')} remain (gallery fsck --repair fixes what it safely can)"
                 if damage
                 else "no damage"
             ),
@@ -253,7 +262,7 @@ class Output:
                            highlight=False)  # fmt: skip
         pending = [c for c in report.changes if c.kind in ("sha256 added", "pinned")]
         if report.written:
-            self.out.print(f"wrote {len(pending)} changes", highlight=False)
+            self.out.print(f"wrote {plural(len(pending), 'change')}", highlight=False)
         elif pending:
             self.out.print(f"{len(pending)} changes not written (use --write)", highlight=False)
 
@@ -340,3 +349,8 @@ def _update_text(update: UpdateCheck | None) -> str:
         )
     signer = f", signed by {update.signer}" if update.signer else ", unverified"
     return f"{update.digest} is on offer{signer} ('gallery upgrade NAME')"
+
+
+def plural(count: int, noun: str) -> str:
+    """``1 problem``, ``2 problems``."""
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"

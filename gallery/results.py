@@ -55,7 +55,7 @@ class InstallResult:
     def to_json(self) -> dict[str, Any]:
         return {
             "requested": self.requested,
-            "name": self.name,
+            "name": self.name or self.requested,
             "status": self.status,
             "digest": self.digest,
             "candidate": self.candidate,

@@ -85,3 +85,28 @@ def test_rollback_of_what_is_not_installed_says_so_like_uninstall(
     uninstall = runner.invoke(app, ["--config", config, "uninstall", "nothing"])
     assert rollback.exit_code == uninstall.exit_code == 2
     assert "no installed backend named 'nothing'" in rollback.stderr
+
+
+def test_json_mode_always_prints_an_object_even_for_a_config_error(tmp_path: Path, runner: CliRunner) -> None:
+    missing = runner.invoke(app, ["--config", str(tmp_path / "absent.yaml"), "list", "--json"])
+    assert missing.exit_code == 2
+    document = json.loads(missing.stdout)
+    assert document["exit_code"] == 2 and "cannot read config" in document["error"]["message"]
+
+
+def test_a_failed_result_names_what_was_asked_for(
+    make_config: Callable[..., Path], runner: CliRunner
+) -> None:
+    result = runner.invoke(app, ["--config", str(make_config()), "install", "nothing", "--json"])
+    (failed,) = json.loads(result.stdout)["results"]
+    assert failed["name"] == "nothing" and failed["status"] == "failed"
+
+
+def test_counts_read_as_english() -> None:
+    from cli.render import plural
+
+    assert (plural(1, "problem"), plural(2, "problem"), plural(0, "change")) == (
+        "1 problem",
+        "2 problems",
+        "0 changes",
+    )
