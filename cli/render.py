@@ -170,6 +170,8 @@ class Output:
             if hook is not None and not hook.ok:
                 self.err.print(f"[yellow]warning:[/yellow] {clean(hook.describe())}", highlight=False)
             return
+        if not batch.results:
+            self.out.print("nothing to do (no backends installed)", highlight=False)
         for result in batch.results:
             for warning in result.warnings:
                 self.err.print(f"[yellow]warning:[/yellow] {clean(warning)}", highlight=False)
@@ -250,21 +252,25 @@ class Output:
             )
         errors = sum(1 for f in report.findings if f.level == "error")
         warnings = len(report.findings) - errors
-        self.out.print(f"{report.entries} entries; {errors} errors, {warnings} warnings", highlight=False)
+        self.out.print(f"{plural(report.entries, 'entry')}; {plural(errors, 'error')}, "
+                       f"{plural(warnings, 'warning')}", highlight=False)  # fmt: skip
 
     def checksum_report(self, report: ChecksumReport) -> None:
         if self.as_json:
             self.json(report.to_json())
             return
+        # Without --write nothing was added or pinned yet: say what would be.
+        unwritten = {"sha256 added": "sha256 to add", "pinned": "to pin"}
         for change in report.changes:
             style = "red" if change.kind in ("sha256 MISMATCH", "failed") else "green"
-            self.out.print(f"{clean(change.entry)}: [{style}]{change.kind}[/{style}] {clean(change.detail)}",
+            kind = change.kind if report.written else unwritten.get(change.kind, change.kind)
+            self.out.print(f"{clean(change.entry)}: [{style}]{kind}[/{style}] {clean(change.detail)}",
                            highlight=False)  # fmt: skip
         pending = [c for c in report.changes if c.kind in ("sha256 added", "pinned")]
         if report.written:
             self.out.print(f"wrote {plural(len(pending), 'change')}", highlight=False)
         elif pending:
-            self.out.print(f"{len(pending)} changes not written (use --write)", highlight=False)
+            self.out.print(f"{plural(len(pending), 'change')} not written (use --write)", highlight=False)
 
     def bundle_evidence(self, evidence: Evidence) -> None:
         if self.as_json:
@@ -352,5 +358,7 @@ def _update_text(update: UpdateCheck | None) -> str:
 
 
 def plural(count: int, noun: str) -> str:
-    """``1 problem``, ``2 problems``."""
-    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+    """``1 problem``, ``2 problems``, ``2 entries``."""
+    if count == 1:
+        return f"{count} {noun}"
+    return f"{count} {noun[:-1]}ies" if noun.endswith("y") else f"{count} {noun}s"

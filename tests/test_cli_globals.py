@@ -110,3 +110,24 @@ def test_counts_read_as_english() -> None:
         "2 problems",
         "0 changes",
     )
+
+
+def test_what_was_not_done_is_not_said_done(
+    tmp_path: Path, make_config: Callable[..., Path], runner: CliRunner
+) -> None:
+    from .tarbuild import file, tar_bytes
+
+    config = str(make_config())
+    nothing = runner.invoke(app, ["--config", config, "upgrade", "--all"])
+    assert nothing.exit_code == 0 and "nothing to do (no backends installed)" in nothing.stdout
+    tarball = tmp_path / "t.tar"
+    tarball.write_bytes(tar_bytes([file("run.sh", b"#!/bin/sh\n", mode=0o755)]))
+    index = tmp_path / "index.yaml"
+    index.write_text(f"- name: t\n  uri: file://{tarball}\n")
+    dry = runner.invoke(app, ["--config", config, "checksum", str(index)])
+    assert "t: sha256 to add" in dry.stdout and "1 change not written (use --write)" in dry.stdout
+    assert "sha256 added" not in dry.stdout
+    written = runner.invoke(app, ["--config", config, "checksum", str(index), "--write"])
+    assert "t: sha256 added" in written.stdout and "wrote 1 change" in written.stdout
+    lint = runner.invoke(app, ["lint", str(index)])
+    assert "1 entry; 0 errors, 0 warnings" in lint.stdout
