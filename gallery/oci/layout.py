@@ -174,9 +174,7 @@ class OciLayout:
         top = next(iter(self._synthetic))
         manifest = {"mediaType": _OCI_MANIFEST, "digest": top, "size": len(self._synthetic[top])}
         index = {"schemaVersion": 2, "mediaType": _OCI_INDEX, "manifests": [manifest]}
-        document = parse_document(json.dumps(index).encode(), where=f"{self}/manifest.json")
-        assert isinstance(document, ImageIndex)
-        return document
+        return ImageIndex.model_validate(index)
 
     def _build_docker_save_manifest(self) -> None:
         try:
