@@ -26,22 +26,15 @@ from typing import IO
 from gallery.digests import is_digest, sha256_digest
 from gallery.errors import DigestMismatch, SourceUnavailable
 from gallery.files import read_at_most
-from gallery.oci.models import Descriptor, ImageIndex, ImageManifest, parse_document
+from gallery.oci.models import OCI_INDEX, OCI_MANIFEST, Descriptor, ImageIndex, ImageManifest, parse_document
 from gallery.prepare.blobcache import BlobWriter
-from gallery.prepare.compression import Compression, sniff_compression
+from gallery.prepare.compression import LAYER_MEDIA_TYPES, Compression, sniff_compression
 
 __all__ = ["LayoutError", "OciLayout"]
 
 _CHUNK = 1024 * 1024
 _MAX_MEMBERS = 100_000
-_OCI_INDEX = "application/vnd.oci.image.index.v1+json"
-_OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 _OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
-_LAYER_TYPES: dict[Compression, str] = {
-    "none": "application/vnd.oci.image.layer.v1.tar",
-    "gzip": "application/vnd.oci.image.layer.v1.tar+gzip",
-    "zstd": "application/vnd.oci.image.layer.v1.tar+zstd",
-}
 
 
 class LayoutError(SourceUnavailable):
@@ -172,8 +165,8 @@ class OciLayout:
         if not self._synthetic:
             self._build_docker_save_manifest()
         top = next(iter(self._synthetic))
-        manifest = {"mediaType": _OCI_MANIFEST, "digest": top, "size": len(self._synthetic[top])}
-        index = {"schemaVersion": 2, "mediaType": _OCI_INDEX, "manifests": [manifest]}
+        manifest = {"mediaType": OCI_MANIFEST, "digest": top, "size": len(self._synthetic[top])}
+        index = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [manifest]}
         return ImageIndex.model_validate(index)
 
     def _build_docker_save_manifest(self) -> None:
@@ -201,8 +194,8 @@ class OciLayout:
             name = name.removeprefix("./")
             digest, size, compression = self._hash_member(name)
             self._paths[digest] = name
-            layers.append({"mediaType": _LAYER_TYPES[compression], "digest": digest, "size": size})
-        manifest = {"schemaVersion": 2, "mediaType": _OCI_MANIFEST,
+            layers.append({"mediaType": LAYER_MEDIA_TYPES[compression], "digest": digest, "size": size})
+        manifest = {"schemaVersion": 2, "mediaType": OCI_MANIFEST,
                     "config": {"mediaType": _OCI_CONFIG, "digest": config_digest, "size": len(config_bytes)},
                     "layers": layers}  # fmt: skip
         data = json.dumps(manifest, sort_keys=True, separators=(",", ":")).encode()

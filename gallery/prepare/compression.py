@@ -17,6 +17,7 @@ from isal import igzip_threaded, isal_zlib
 
 __all__ = [
     "DECOMPRESSION_ERRORS",
+    "LAYER_MEDIA_TYPES",
     "Compression",
     "compression_for_media_type",
     "decompressing",
@@ -47,6 +48,14 @@ _MEDIA_TYPES: dict[str, Compression] = {
     "application/vnd.docker.image.rootfs.diff.tar": "none",
     "application/vnd.docker.image.rootfs.diff.tar.gzip": "gzip",
     "application/vnd.docker.image.rootfs.diff.tar.zstd": "zstd",
+}
+
+
+# The OCI layer media type for each compression, for layers described here (tarballs, docker-save).
+LAYER_MEDIA_TYPES: dict[Compression, str] = {
+    "none": "application/vnd.oci.image.layer.v1.tar",
+    "gzip": "application/vnd.oci.image.layer.v1.tar+gzip",
+    "zstd": "application/vnd.oci.image.layer.v1.tar+zstd",
 }
 
 

@@ -24,18 +24,13 @@ from gallery.net.client import capped_chunks, stream_get
 from gallery.net.retry import TRANSIENT_STATUS, RetryPolicy, TransientStatus, retry_after
 from gallery.oci.models import EMPTY_CONFIG, Descriptor, ImageManifest
 from gallery.prepare.blobcache import BlobCache, BlobWriter
-from gallery.prepare.compression import sniff_compression
+from gallery.prepare.compression import LAYER_MEDIA_TYPES, sniff_compression
 from gallery.prepare.directory import pack_directory
 from gallery.prepare.pin import PinnedImage
 
 __all__ = ["TarballTooLarge", "TarballUnavailable", "pin_tarball", "read_signature", "stream_url"]
 
 _CHUNK = 1024 * 1024
-_LAYER_TYPES = {
-    "gzip": "application/vnd.oci.image.layer.v1.tar+gzip",
-    "zstd": "application/vnd.oci.image.layer.v1.tar+zstd",
-    "none": "application/vnd.oci.image.layer.v1.tar",
-}
 
 
 class TarballUnavailable(SourceUnavailable):
@@ -109,7 +104,7 @@ def pin_tarball(
     with path.open("rb") as handle:
         compression = sniff_compression(handle.read(4))
     layer = Descriptor.model_validate(
-        {"mediaType": _LAYER_TYPES[compression], "digest": digest, "size": path.stat().st_size}
+        {"mediaType": LAYER_MEDIA_TYPES[compression], "digest": digest, "size": path.stat().st_size}
     )
     manifest = ImageManifest.model_validate({"schemaVersion": 2, "config": EMPTY_CONFIG, "layers": [layer]})
     return PinnedImage(
