@@ -367,20 +367,23 @@ def choose_capability(
 
     ``incompatible(key, target)`` says why a target cannot run on this host (``None``: it can);
     the targets passed over are kept in the choice so the user sees why."""
-    skipped = skipped_builds(capabilities, preferences, incompatible)
-    passed_over = {s.key for s in skipped}
+    skipped: list[SkippedBuild] = []
     for key in preferences:
-        if key in capabilities and key not in passed_over:
-            before = tuple(s for s in skipped if preferences.index(s.key) < preferences.index(key))
-            return CapabilityChoice(key=key, target=capabilities[key], source=source,
-                                    tried=tuple(preferences), skipped=before)  # fmt: skip
+        if key not in capabilities:
+            continue
+        target = capabilities[key]
+        reason = incompatible(key, target) if incompatible is not None else None
+        if reason is None:
+            return CapabilityChoice(key=key, target=target, source=source, tried=tuple(preferences),
+                                    skipped=tuple(skipped))  # fmt: skip
+        skipped.append(SkippedBuild(key, target, reason))
     return None
 
 
 def skipped_builds(
     capabilities: Mapping[str, str], preferences: Sequence[str], incompatible: BuildCheck | None
 ) -> tuple[SkippedBuild, ...]:
-    """The preferred keys whose build cannot run here, best first."""
+    """The preferred keys whose build cannot run here, best first (what a refusal lists)."""
     if incompatible is None:
         return ()
     found = []

@@ -33,7 +33,7 @@ from gallery.operations.hooks import run_on_change
 from gallery.operations.localai_dirs import system_backends
 from gallery.operations.lockfile import LockEntry
 from gallery.operations.locking import lock_entry, locked_resolution, locked_unverified
-from gallery.operations.maintenance import adopt, repair, rollback, uninstall, verify_backends
+from gallery.operations.maintenance import adopt, qualified_name, repair, rollback, uninstall, verify_backends
 from gallery.operations.modes import DRY_RUN, INSTALL, LOCK, PRELOAD, UPGRADE
 from gallery.operations.runner import Runner, timed
 from gallery.operations.session import Session
@@ -154,7 +154,7 @@ class Installer:
         def action() -> InstallResult:
             installed = self.session.store.concrete(name)
             mode = DRY_RUN if dry_run else UPGRADE
-            requested = self._qualified(installed)
+            requested = qualified_name(installed, self.config)
             return self._runner.place(self._resolve(requested), mode, allow_downgrade=allow_downgrade)
 
         return timed(name, action)
@@ -274,12 +274,6 @@ class Installer:
     def _resolve(self, requested: str) -> Resolution:
         return resolve_backend(self.catalog, requested, capabilities=self.session.selector)
 
-    def _qualified(self, installed: BackendMetadata) -> str:
-        """``GALLERY@NAME`` when the backend's gallery is still configured (LocalAI's: matched by
-        its URL), so a name another gallery shadows upgrades from where it came from."""
-        gallery = recorded_gallery(installed, self.config)
-        return f"{gallery.name}@{installed.name}" if gallery is not None else installed.name
-
     def _ad_hoc(self, installed: BackendMetadata) -> bool:
         """Installed from a reference, not a gallery entry: ``install --uri``, or by LocalAI from
         no configured gallery (an ad-hoc ``local-ai backends install``)."""
@@ -315,13 +309,11 @@ def ad_hoc_resolution(
 def _not_from_a_gallery(installed: BackendMetadata) -> InstallResult:
     if installed.ad_hoc:
         warning = f"installed from {installed.uri} with install --uri, not a gallery entry: not upgraded"
-        return InstallResult(
-            installed.name, "unchanged", installed.name, installed.digest, warnings=(warning,)
+    else:
+        source = (
+            f"gallery {installed.gallery_url}" if installed.gallery_url else installed.uri or "a reference"
         )
-    source = (
-        f"gallery {installed.gallery_url}" if installed.gallery_url else installed.uri or "an image reference"
-    )
-    warning = f"installed by LocalAI from {source}, not from a configured gallery: not upgraded"
+        warning = f"installed by LocalAI from {source}, not from a configured gallery: not upgraded"
     return InstallResult(installed.name, "unchanged", installed.name, installed.digest, warnings=(warning,))
 
 

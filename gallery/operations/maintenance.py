@@ -24,7 +24,7 @@ from gallery.results import BatchResult, InstallResult
 from gallery.verify.evidence import Verifier
 from gallery.verify.recheck import recorded_gallery, verify_installed
 
-__all__ = ["adopt", "repair", "rollback", "uninstall", "verify_backends"]
+__all__ = ["adopt", "qualified_name", "repair", "rollback", "uninstall", "verify_backends"]
 
 
 def repair(runner: Runner, name: str, resolve: Callable[[str], Resolution]) -> InstallResult:
@@ -51,9 +51,15 @@ def repair(runner: Runner, name: str, resolve: Callable[[str], Resolution]) -> I
         return runner.place(
             resolution, REPAIR, wanted=digest, unverified_pin=unverified, candidates=(candidate,)
         )
-    gallery = installed.gallery
-    requested = f"{gallery}@{name}" if gallery and session.config.gallery(gallery) else name
-    return runner.place(resolve(requested), REPAIR, wanted=digest, unverified_pin=unverified)
+    return runner.place(resolve(qualified_name(installed, session.config)), REPAIR, wanted=digest,
+                        unverified_pin=unverified)  # fmt: skip
+
+
+def qualified_name(installed: BackendMetadata, config: Config) -> str:
+    """``GALLERY@NAME`` when the backend's gallery is still configured (LocalAI's: matched by its
+    URL), so a name another gallery shadows is looked up where it came from."""
+    gallery = recorded_gallery(installed, config)
+    return f"{gallery.name}@{installed.name}" if gallery is not None else installed.name
 
 
 def adopt(runner: Runner, name: str, resolve: Callable[[str], Resolution]) -> InstallResult:
@@ -80,10 +86,11 @@ def adopt(runner: Runner, name: str, resolve: Callable[[str], Resolution]) -> In
         raise UsageError(f"{name} was installed by gallery already", hint=f"use 'gallery verify {name}'")
     if installed is not None and installed.meta_backend_for:
         return adopt(runner, installed.meta_backend_for, resolve)
-    gallery = recorded_gallery(installed, session.config) if installed is not None else None
-    requested = f"{gallery.name}@{name}" if gallery is not None else name
-    wanted = installed.digest if installed is not None and installed.digest else None
-    return runner.place(resolve(requested), ADOPT, wanted=wanted)
+    if installed is None:  # sideloaded: what the galleries call it
+        return runner.place(resolve(name), ADOPT)
+    return runner.place(
+        resolve(qualified_name(installed, session.config)), ADOPT, wanted=installed.digest or None
+    )
 
 
 def _recorded(session: Session, installed: BackendMetadata) -> tuple[Resolution, Candidate]:
