@@ -9,7 +9,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import IO
 
-__all__ = ["atomic_write_bytes", "fsync_directory", "sync_filesystem"]
+__all__ = ["atomic_write_bytes", "fsync_directory", "sync_filesystem", "write_all"]
 
 
 def fsync_directory(path: Path) -> None:
@@ -89,3 +89,11 @@ def read_at_most(handle: IO[bytes], limit: int) -> bytes:
         chunks.append(chunk)
         received += len(chunk)
     return b"".join(chunks)
+
+
+def write_all(fd: int, data: bytes) -> None:
+    """All of ``data`` to ``fd`` (``os.write`` may write less)."""
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]

@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import IO, Literal
 
 from gallery.errors import OperationalError, UnsafeArchiveError
+from gallery.files import write_all
 from gallery.place.linkfallback import LinkFallback, LinkMaker
 from gallery.place.records import FileRecord
 from gallery.place.tarheaders import SafeTarInfo, header_type_name
@@ -216,7 +217,7 @@ class TreeBuilder:
             while chunk := source.read(_COPY_CHUNK):
                 written += len(chunk)
                 digest.update(chunk)
-                _write_all(fd, chunk)
+                write_all(fd, chunk)
             if written != member.size:
                 raise _refuse(layer, member.name, f"truncated: {written} of {member.size} bytes")
             os.fchmod(fd, _safe_mode(member.mode))
@@ -385,13 +386,6 @@ def _is_regular(path: Path) -> bool:
 
 def _safe_mode(mode: int) -> int:
     return mode & 0o777
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        written = os.write(fd, view)
-        view = view[written:]
 
 
 def _normalise(name: str, layer: str, limits: ExtractLimits) -> str:

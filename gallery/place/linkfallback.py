@@ -18,6 +18,7 @@ from collections.abc import MutableMapping
 from pathlib import Path
 
 from gallery.errors import OperationalError, UnsafeArchiveError
+from gallery.files import write_all
 from gallery.place.records import FileRecord
 
 __all__ = ["LinkFallback", "LinkMaker"]
@@ -75,9 +76,7 @@ class LinkFallback:
             fd = os.open(self._root / rel, _CREATE, 0o600)
             try:
                 while chunk := os.read(source, _CHUNK):
-                    view = memoryview(chunk)
-                    while view:
-                        view = view[os.write(fd, view) :]
+                    write_all(fd, chunk)
                 os.fchmod(fd, record.mode)
             finally:
                 os.close(fd)
