@@ -304,7 +304,7 @@ def _check_leftovers(run: _Scan, state: StateDir) -> None:
             run.add(finding)
 
 
-def _check_localai_leftovers(run: _Scan, store: BackendStore, now: float | None = None) -> None:
+def _check_localai_leftovers(run: _Scan, store: BackendStore) -> None:
     """LocalAI's staging and backup directories. A backup whose backend is missing is LocalAI's
     interrupted swap (the backup is the only copy): damage, repaired by putting it back."""
     for leftover in store.leftovers():
@@ -316,13 +316,14 @@ def _check_localai_leftovers(run: _Scan, store: BackendStore, now: float | None 
             detail += f", and {leftover.backend} itself is missing"
         finding = Finding("localai-leftover", leftover.path.name, detail, damage=restore)
         if run.repair:
-            finding = _repair_localai_leftover(finding, leftover, store, restore, now)
+            finding = _repair_localai_leftover(finding, leftover, store, restore)
         run.add(finding)
 
 
-def _repair_localai_leftover(finding: Finding, leftover: Leftover, store: BackendStore, restore: bool,
-                             now: float | None) -> Finding:  # fmt: skip
-    idle = leftover.idle_for(now)
+def _repair_localai_leftover(
+    finding: Finding, leftover: Leftover, store: BackendStore, restore: bool
+) -> Finding:
+    idle = leftover.idle_for()
     if idle < LOCALAI_IDLE_SECONDS:
         return replace(finding, detail=f"{finding.detail} (changed {idle:.0f} s ago: LocalAI may still be "
                        "working on it; --repair leaves it for an hour)")  # fmt: skip

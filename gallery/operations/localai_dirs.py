@@ -40,7 +40,7 @@ class Leftover:
     backend: str
     kind: Literal["staging", "backup"]
 
-    def idle_for(self, now: float | None = None) -> float:
+    def idle_for(self) -> float:
         """Seconds since the leftover or one of its top-level entries last changed (one level only:
         nothing walks the tree; LocalAI writes at the top while it extracts)."""
         newest = _mtime(self.path)
@@ -52,7 +52,7 @@ class Leftover:
                     newest = max(newest, _lstat_mtime(entry))
         except OSError:
             pass
-        return (now if now is not None else time.time()) - newest
+        return time.time() - newest
 
 
 def _mtime(path: Path) -> float:
