@@ -1,7 +1,7 @@
 """Disk faults: ENOSPC and EIO raised by the write call of each stage, and a read-only backends dir.
 
 Each fault is injected at the lowest call of ``gallery`` itself that reaches the kernel for that
-stage (``BlobWriter.write`` for the download, ``_write_all`` for extraction, ``atomic_write_bytes``
+stage (``BlobWriter.write`` for the download, ``write_all`` for extraction, ``atomic_write_bytes``
 for metadata.json, the swap's ``FsOps``), so the error travels every layer above as a real one
 would. The pyfakefs sweep in tests/test_disk_faults.py fills a fake disk at every byte count, and
 tests/test_swap.py fails every filesystem call of the swap; these cases put the same faults in the
@@ -53,7 +53,7 @@ def download(code: int) -> Injector:
 def extraction(code: int) -> Injector:
     def inject(monkeypatch: pytest.MonkeyPatch, root: Path) -> None:
         # A few files are written first, so the failure lands in the middle of the tree.
-        monkeypatch.setattr(extract, "_write_all", _failing(code, extract._write_all, after=3))
+        monkeypatch.setattr(extract, "write_all", _failing(code, extract.write_all, after=3))
 
     return inject
 
