@@ -1,8 +1,13 @@
 """The typer app and what every command shares: global options, the config, recovery first, one
-error line with its hint, the installer and its progress bars. Commands live in ``commands/``.
+error line with its hint, the installer and its progress display. Commands live in ``commands/``.
 
 Exit codes (docs/cli.md): 0 success, 1 operational failure, 2 usage/config/index-format error,
-3 integrity refusal. An error is one line on stderr (plus a hint); ``--debug`` shows the traceback.
+3 integrity refusal, 130 interrupted. An error is one line on stderr (plus a hint); ``--debug``
+shows the traceback.
+
+Start-up matters (``gallery --version`` in a script, ``--help`` while typing): this module and
+the commands import only typer at load time; the library (``gallery`` resolves its names on first
+use), httpx, rich and sigstore load when a command runs.
 """
 
 from __future__ import annotations
@@ -13,34 +18,37 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
-import click
-import httpx
 import typer
 from typer.core import TyperGroup
 
-from gallery import (
-    BatchResult,
-    Config,
-    GalleryError,
-    Installer,
-    InternalError,
-    ProgressReporter,
-    SigstoreVerifier,
-    __version__,
-    closest,
-    host_detector,
-    load_config,
-    make_http_client,
-    recover_pending,
-)
+import gallery
 
 from .argv import with_global_options_first
-from .progress import RichProgress
 from .render import Output
 
-__all__ = ["FailFast", "JsonFlag", "app", "execute", "installer", "reported_errors", "run_batch"]
+if TYPE_CHECKING:
+    import httpx
+
+__all__ = [
+    "EXIT_CODES",
+    "FailFast",
+    "JsonFlag",
+    "app",
+    "execute",
+    "http_client",
+    "installer",
+    "output_for",
+    "reported_errors",
+    "run_batch",
+]
+
+EXIT_CODES = (
+    "Exit codes: 0 success; 1 operational failure (network, disk, a backend failed); "
+    "2 usage, config or index error; 3 integrity refusal (signature, digest, strict mode); "
+    "130 interrupted (Ctrl-C)."
+)
 
 
 class _NoEnvironmentGroup(TyperGroup):
@@ -54,13 +62,35 @@ class _NoEnvironmentGroup(TyperGroup):
     def parse_args(self, ctx: Any, args: list[str]) -> list[str]:  # typer's vendored click.Context
         return super().parse_args(ctx, with_global_options_first(self, ctx, args))
 
+    def get_command(self, ctx: Any, name: str) -> Any:
+        command = super().get_command(ctx, name)
+        if command is not None:
+            _readable_metavars(command)
+        return command
+
     def resolve_command(self, ctx: Any, args: list[str]) -> Any:
         name = args[0] if args else ""
         if name and not name.startswith("-") and self.get_command(ctx, name) is None:
-            suggestion = closest(name, self.list_commands(ctx))
+            suggestion = gallery.closest(name, self.list_commands(ctx))
             if suggestion is not None:
                 ctx.fail(f"No such command {name!r}. Did you mean {suggestion!r}?")
         return super().resolve_command(ctx, args)
+
+
+def _readable_metavars(command: Any) -> None:
+    """``--jobs JOBS`` and ``NAMES...`` in --help, not typer's Python types (``<int range>``,
+    ``<list[str]>``); options that set their own metavar keep it. Sub-groups too (``cache``)."""
+    for param in getattr(command, "params", ()):
+        if param.metavar is not None or getattr(param, "is_flag", False) or param.name is None:
+            continue
+        if param.param_type_name == "option":
+            longest = max(param.opts, key=len).lstrip("-")
+            param.metavar = longest.upper().replace("-", "_")
+        else:  # typer would still print the argument's Python type after it
+            param.metavar = param.name.upper().rstrip("_")
+            param.display_type_rich = lambda ctx: None
+    for sub in getattr(command, "commands", {}).values():
+        _readable_metavars(sub)
 
 
 # sigstore-python logs warnings (e.g. "this bundle contains a root CA"); with no handler, Python's
@@ -72,6 +102,7 @@ app = typer.Typer(
     name="gallery",
     cls=_NoEnvironmentGroup,
     help="Install backends from signed galleries: pinned by digest, verified, swapped atomically.",
+    epilog=EXIT_CODES,
     add_completion=False,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -81,10 +112,14 @@ app = typer.Typer(
 
 @dataclass
 class Globals:
-    config_path: Path
+    config_path: Path | None
     debug: bool
     require_integrity: bool | None
     capability: str | None
+    quiet: bool = False
+    verbose: bool = False
+    no_color: bool = False
+    location: gallery.ConfigLocation | None = None  # the config file used, once found
 
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Machine-readable result on stdout.")]
@@ -93,7 +128,7 @@ FailFast = Annotated[bool, typer.Option("--fail-fast", help="Stop at the first f
 
 def _version(value: bool) -> None:
     if value:
-        sys.stdout.write(f"gallery {__version__}\n")
+        sys.stdout.write(f"gallery {gallery.__version__}\n")
         raise typer.Exit(0)
 
 
@@ -101,9 +136,23 @@ def _version(value: bool) -> None:
 def _main(
     ctx: typer.Context,
     config: Annotated[
-        Path, typer.Option("--config", "-c", help="Gallery config file (YAML).", dir_okay=False)
-    ] = Path("gallery.yaml"),
-    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
+        Path | None,
+        typer.Option(
+            "--config",
+            "-c",
+            metavar="FILE",
+            help="Gallery config (YAML). Default: ./gallery.yaml, then /etc/gallery/gallery.yaml.",
+            dir_okay=False,
+        ),
+    ] = None,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="Only errors and results: no progress, notices or warnings.")
+    ] = False,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Log every HTTP request (method, URL, status) to stderr.")
+    ] = False,
+    no_color: Annotated[bool, typer.Option("--no-color", help="Plain text, no colours or styles.")] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks (implies --verbose).")] = False,
     require_integrity: Annotated[
         bool | None,
         typer.Option(
@@ -113,13 +162,23 @@ def _main(
     ] = None,
     capability: Annotated[
         str | None,
-        typer.Option("--capability", help="Capability key for meta-backends (overrides the config)."),
+        typer.Option(
+            "--capability", metavar="KEY", help="Capability key for meta-backends (overrides the config)."
+        ),
     ] = None,
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
     ] = False,
 ) -> None:
-    ctx.obj = Globals(config, debug, require_integrity, capability)
+    ctx.obj = Globals(config, debug, require_integrity, capability, quiet, verbose or debug, no_color)
+
+
+def output_for(ctx: typer.Context, as_json: bool) -> Output:
+    """The command's output, shaped by the global options (``-q``, ``--no-color``)."""
+    options: Globals | None = ctx.obj
+    if options is None:
+        return Output(as_json=as_json)
+    return Output(as_json=as_json, quiet=options.quiet, color=not options.no_color)
 
 
 @contextmanager
@@ -129,59 +188,89 @@ def reported_errors(ctx: typer.Context, out: Output) -> Iterator[None]:
     options: Globals = ctx.obj
     try:
         yield
-    except GalleryError as exc:
+    except gallery.GalleryError as exc:
         if options.debug:
             raise
         out.failure(exc.message, exc.hint, exc.code())
         raise typer.Exit(exc.code()) from None
-    except (click.exceptions.Exit, click.exceptions.Abort, click.exceptions.ClickException):
-        raise  # a command's own exit (typer.Exit is a RuntimeError): not a bug
+    except (typer.Exit, typer.Abort, typer.TyperException):
+        raise  # a command's own exit or usage error: not a bug
+    except KeyboardInterrupt:
+        # A batch says per backend what was left; anything else changes nothing before it ends.
+        if options.debug:
+            raise
+        out.failure("interrupted", None, gallery.Interrupted.exit_code)
+        raise typer.Exit(gallery.Interrupted.exit_code) from None
     except Exception as exc:
         if options.debug:
             raise
-        unexpected = InternalError.wrap(exc)
+        unexpected = gallery.InternalError.wrap(exc)
         out.failure(unexpected.message, unexpected.hint, unexpected.code())
         raise typer.Exit(unexpected.code()) from None
 
 
-def execute(ctx: typer.Context, out: Output, action: Callable[[Config], int]) -> NoReturn:
-    """Load the config (flags override it), recover what a crashed command left, run ``action``
-    and exit with its code (errors as ``reported_errors`` says)."""
+def execute(ctx: typer.Context, out: Output, action: Callable[[gallery.Config], int]) -> NoReturn:
+    """Find and load the config (flags override it), recover what a crashed command left, run
+    ``action`` and exit with its code (errors as ``reported_errors`` says)."""
     options: Globals = ctx.obj
+    _skip_pydantic_plugin_discovery()
     with reported_errors(ctx, out):
-        config = load_config(options.config_path).with_overrides(
+        location = options.location = gallery.locate_config(options.config_path)
+        config = gallery.load_config(location.path).with_overrides(
             require_integrity=options.require_integrity, capability=options.capability
         )
         # Every command, readers included, first finishes or undoes what a crashed command left
         # (only where no live process holds the backend's lock: readers never wait).
-        out.recovery(recover_pending(config.backends_path, keep_generations=config.keep_generations))
+        out.recovery(gallery.recover_pending(config.backends_path, keep_generations=config.keep_generations))
         code = action(config)
     raise typer.Exit(code)
 
 
-def installer(config: Config, client: httpx.Client, progress: ProgressReporter | None = None) -> Installer:
-    return Installer(
+def _skip_pydantic_plugin_discovery() -> None:
+    """pydantic looks for plugins by scanning every installed distribution's entry points when
+    it builds its first validator (about 85 ms of each command's start-up here); gallery uses no
+    pydantic plugin. Private API: should it move, start-up is only slower again
+    (bench/operator.py shows it)."""
+    try:
+        from pydantic.plugin import _loader
+    except ImportError:  # pragma: no cover
+        return
+    if getattr(_loader, "_plugins", None) is None:
+        _loader._plugins = {}
+
+
+def http_client(ctx: typer.Context, out: Output, config: gallery.Config) -> httpx.Client:
+    """The command's HTTP client; with ``-v`` every request is logged to stderr."""
+    options: Globals = ctx.obj
+    return gallery.make_http_client(config, request_log=out.request if options.verbose else None)
+
+
+def installer(
+    config: gallery.Config, client: httpx.Client, progress: gallery.ProgressReporter | None = None
+) -> gallery.Installer:
+    return gallery.Installer(
         config,
         client=client,
-        verifier=SigstoreVerifier(),
-        detector=host_detector(config.capability_root, config.platform),
+        verifier=gallery.SigstoreVerifier(),
+        detector=gallery.host_detector(config.capability_root, config.platform),
         progress=progress,
     )
 
 
 def run_batch(
-    config: Config, out: Output, run: Callable[[Installer], BatchResult], *, progress: bool = False
+    ctx: typer.Context,
+    config: gallery.Config,
+    out: Output,
+    run: Callable[[gallery.Installer], gallery.BatchResult],
 ) -> int:
-    """Run one installer batch (``progress``: with progress bars on a terminal, never in JSON
-    mode), render it, and return its exit code."""
-    with make_http_client(config) as client:
-        if progress and out.err.is_terminal and not out.as_json:
-            with RichProgress(out.err) as bars:
-                batch_installer = installer(config, client, bars)
-                batch = run(batch_installer)
-        else:
-            batch_installer = installer(config, client)
-            batch = run(batch_installer)
+    """Run one installer batch with its progress display (a live line per backend on a terminal,
+    a line per phase otherwise, JSON events with ``--json``, nothing with ``-q``), render it, and
+    return its exit code (130 when interrupted: the result says what was left)."""
+    from .progress import progress_display
+
+    with http_client(ctx, out, config) as client, progress_display(out) as display:
+        batch_installer = installer(config, client, display)
+        batch = run(batch_installer)
         batch = batch_installer.notify(batch)
     out.batch_result(batch)
     return batch.exit_code

@@ -16,7 +16,16 @@ __all__ = ["with_global_options_first"]
 
 # Global options of the main callback: the ones taking a value, and the flags.
 _VALUED = ("--config", "-c", "--capability")
-_FLAGS = ("--debug", "--require-integrity", "--no-require-integrity")
+_FLAGS = (
+    "--debug",
+    "--require-integrity",
+    "--no-require-integrity",
+    "--quiet",
+    "-q",
+    "--verbose",
+    "-v",
+    "--no-color",
+)
 
 
 def with_global_options_first(group: Any, ctx: Any, args: Sequence[str]) -> list[str]:

@@ -4,27 +4,43 @@ from __future__ import annotations
 
 import sys
 
-import click
-
-from gallery import InternalError
-
-from . import commands
-from .app import app
-from .render import Output
-
-__all__ = ["app", "commands", "run"]
+__all__ = ["run"]
 
 
 def run() -> None:
     """Console-script entry point; anything no command caught is still one line (``--debug``
-    shows the traceback)."""
+    shows the traceback). ``gallery --version`` answers before typer is even imported: scripts
+    call it to check an installation, and it should cost no more than starting Python."""
+    if sys.argv[1:] == ["--version"]:
+        from gallery import __version__
+
+        sys.stdout.write(f"gallery {__version__}\n")
+        return
+    import typer
+
+    import gallery
+
+    from . import commands  # noqa: F401  (registers every command on the app)
+    from .app import app
+    from .render import Output
+
     try:
         app(prog_name="gallery")
-    except (click.exceptions.Exit, click.exceptions.Abort, click.exceptions.ClickException):
+    except (typer.Exit, typer.Abort, typer.TyperException):
         raise
     except Exception as exc:
         if "--debug" in sys.argv[1:]:
             raise
-        unexpected = InternalError.wrap(exc)
+        unexpected = gallery.InternalError.wrap(exc)
         Output(as_json=False).error(unexpected.message, unexpected.hint)
         sys.exit(unexpected.code())
+
+
+def __getattr__(name: str) -> object:
+    """``cli.main.app``: the typer app with every command registered (tests drive it)."""
+    if name == "app":
+        from . import commands  # noqa: F401
+        from .app import app
+
+        return app
+    raise AttributeError(f"module 'cli.main' has no attribute {name!r}")

@@ -6,28 +6,14 @@ import json
 import re
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import IO, TYPE_CHECKING, Any
 
-from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
+import gallery
 
-from gallery import (
-    BackendMetadata,
-    BatchResult,
-    ChecksumReport,
-    DoctorReport,
-    Evidence,
-    FsckReport,
-    LintReport,
-    ListResult,
-    Notice,
-    PruneResult,
-    RecoveryReport,
-    ShowResult,
-    UpdateCheck,
-    installed_summary,
-)
+from .units import aligned, human_bytes, human_seconds, plural
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 __all__ = ["Output", "clean"]
 
@@ -38,18 +24,41 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 def clean(text: str) -> str:
     """One terminal-safe line: control characters (newlines included) become spaces, markup is escaped."""
+    from rich.markup import escape
+
     return escape(_CONTROL.sub(" ", text))
 
 
 class Output:
     """Results go to stdout (text or JSON); notices and errors go to stderr."""
 
-    def __init__(self, *, as_json: bool) -> None:
+    def __init__(self, *, as_json: bool, quiet: bool = False, color: bool = True) -> None:
+        """``quiet``: errors and results only (no notices, warnings or progress); ``color``:
+        False for plain text without styles."""
         self.as_json = as_json
+        self.quiet = quiet
         self.printed_json = False
-        # An explicit empty environment: the CLI reads no environment variables, rich included.
-        self.out = Console(file=sys.stdout, _environ={}, soft_wrap=True)
-        self.err = Console(file=sys.stderr, _environ={}, soft_wrap=True)
+        self.reported: set[int] = set()  # results already printed (ids), by the progress display
+        self.warned: set[str] = set()
+        self.out = _console(sys.stdout, color)
+        self.err = _console(sys.stderr, color)
+
+    def table(self, headers: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> None:
+        """Cells already ``plain``; written directly (rich renders a thousand rows in seconds)."""
+        lines = aligned(headers, rows)
+        file = self.out.file
+        file.write("\n".join(lines) + "\n")
+        file.flush()
+
+    def request(self, line: str) -> None:
+        """One HTTP request (``-v``), from any thread."""
+        self.err.print(f"[dim]http:[/dim] {clean(line)}", highlight=False)
+
+    def warning(self, message: str) -> None:
+        """``warning: ...`` on stderr, once per message (the progress display may have said it)."""
+        if not self.quiet and message not in self.warned:
+            self.warned.add(message)
+            self.err.print(f"[yellow]warning:[/yellow] {clean(message)}", highlight=False)
 
     def json(self, data: Any) -> None:
         sys.stdout.write(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
@@ -62,8 +71,10 @@ class Output:
         if self.as_json and not self.printed_json:
             self.json({"error": {"message": message, "hint": hint}, "exit_code": code})
 
-    def notices(self, notices: tuple[Notice, ...] | list[Notice]) -> None:
+    def notices(self, notices: tuple[gallery.Notice, ...] | list[gallery.Notice]) -> None:
         for notice in notices:
+            if self.quiet and notice.level != "error":
+                continue
             style = "red" if notice.level == "error" else "yellow"
             self.err.print(f"[{style}]{notice.level}:[/{style}] {clean(notice.message)}", highlight=False)
 
@@ -74,83 +85,29 @@ class Output:
             line += f" [dim](next: {clean(hint)})[/dim]"
         self.err.print(line, highlight=False, soft_wrap=True)
 
-    def list_result(self, result: ListResult) -> None:
+    def list_result(self, result: gallery.ListResult) -> None:
         self.notices(result.notices)
         if self.as_json:
             self.json(result.to_json())
             return
-        table = Table(box=None, pad_edge=False)
-        for column in ("GALLERY", "NAME", "KIND", "ALIAS", "URI / CAPABILITIES"):
-            table.add_column(column, overflow="fold")
+        rows = []
         for row in result.rows:
             entry = row.entry
             target = entry.uri if entry.uri else ", ".join(f"{k}={v}" for k, v in entry.capabilities.items())
-            table.add_row(row.gallery, entry.name, row.kind, entry.alias or "", clean(target))
-        self.out.print(table, highlight=False)
-        self.out.print(f"{len(result.rows)} entries", highlight=False)
+            rows.append((row.gallery, plain(entry.name), row.kind, plain(entry.alias or ""), plain(target)))
+        self.table(("GALLERY", "NAME", "KIND", "ALIAS", "URI / CAPABILITIES"), rows)
+        self.out.print(plural(len(result.rows), "entry"), highlight=False)
 
-    def show_result(self, result: ShowResult) -> None:
+    def show_result(self, result: gallery.ShowResult) -> None:
+        from .show import show_text
+
         self.notices(result.notices)
         if self.as_json:
             self.json(result.to_json())
             return
-        p = self.out.print
-        entry = result.entry
-        p(f"[bold]{clean(entry.name)}[/bold]  (gallery {clean(result.gallery)})", highlight=False)
-        if result.via_alias:
-            p(f"  found by alias {clean(repr(result.requested))}", highlight=False)
-        if result.shadowed_in:
-            p(f"  also in: {', '.join(result.shadowed_in)} (use GALLERY@NAME)", highlight=False)
-        if result.meta is not None and result.capability is not None:
-            cap = result.capability
-            p(
-                f"  meta-backend {clean(result.meta.name)}: capability {cap['capability']} "
-                f"({cap['capability_source']}) -> {clean(entry.name)}",
-                highlight=False,
-            )
-            for skipped in cap.get("passed_over", []):
-                why = f"{skipped['capability']} -> {clean(skipped['entry'])}: {clean(skipped['reason'])}"
-                p(f"    passed over {why}", highlight=False)
-        for label, value in (("version", entry.version), ("license", entry.license), ("alias", entry.alias)):
-            if value:
-                p(f"  {label}: {clean(value)}", highlight=False)
-        if entry.description:
-            p(f"  description: {clean(entry.description.strip().splitlines()[0])}", highlight=False)
-        p("  candidates, in order:", highlight=False)
-        for number, candidate in enumerate(result.candidates, 1):
-            note = f"  ({clean(candidate.note)})" if candidate.note else ""
-            p(
-                f"    {number}. {clean('[' + candidate.kind + ']')} {clean(candidate.uri)}{note}",
-                highlight=False,
-            )
-            if len(candidate.endpoints) > 1:
-                p(f"       registries: {', '.join(candidate.endpoints)}", highlight=False)
-            if candidate.proves:
-                p(f"       must prove: {clean(candidate.proves)}", highlight=False)
-        if result.policy is None:
-            p("  verification: no policy", highlight=False)
-        else:
-            policy = ", ".join(f"{k}={v}" for k, v in result.policy.items())
-            p(f"  verification: {clean(policy)}", highlight=False)
-        p(
-            f"  protection: {result.protection}; strict mode {'on' if result.strict_mode else 'off'}",
-            highlight=False,
-        )
-        if result.refusal:
-            p(f"  [red]would be refused:[/red] {clean(result.refusal)}", highlight=False)
-        if result.warning:
-            p(f"  [yellow]warning:[/yellow] {clean(result.warning)}", highlight=False)
-        if result.installed is not None:
-            summary = installed_summary(result.installed, result.update)
-            signed = (
-                f"signed by {summary['signer']} at {summary['signed_at']}"
-                if summary["verified"]
-                else "unverified"
-            )
-            p(f"  installed: {clean(summary['digest'] or '')}, {clean(signed)}", highlight=False)
-            p(f"  update: {clean(_update_text(result.update))}", highlight=False)
+        show_text(self.out, result)
 
-    def doctor_report(self, report: DoctorReport) -> None:
+    def doctor_report(self, report: gallery.DoctorReport) -> None:
         if self.as_json:
             self.json(report.to_json())
             return
@@ -160,7 +117,7 @@ class Output:
                 f"{marks[check.status]}  {clean(check.name)}: {clean(check.message)}", highlight=False
             )
 
-    def batch_result(self, batch: BatchResult) -> None:
+    def batch_result(self, batch: gallery.BatchResult) -> None:
         hook = batch.hook
         if self.as_json:
             self.json(batch.to_json())
@@ -173,43 +130,53 @@ class Output:
         if not batch.results:
             self.out.print("nothing to do (no backends installed)", highlight=False)
         for result in batch.results:
-            for warning in result.warnings:
-                self.err.print(f"[yellow]warning:[/yellow] {clean(warning)}", highlight=False)
-            if result.error is not None:
-                message = result.error.message
-                named = (
-                    message
-                    if message.startswith(f"{result.requested}: ")
-                    else f"{result.requested}: {message}"
-                )
-                self.error(named, result.error.hint)
-                continue
-            detail = f" {result.digest}" if result.digest else ""
-            verified = (
-                f", signed by {clean(result.signer)}"
-                if result.signer
-                else " (verified)"
-                if result.verified
-                else ""
-            )
-            fetched = f", {result.bytes_fetched} bytes fetched" if result.bytes_fetched else ""
-            if result.also_removed:
-                fetched += f" (with {', '.join(result.also_removed)})"
-            self.out.print(
-                f"{clean(result.name or result.requested)}: {result.status}{detail}{verified}{fetched}",
-                highlight=False,
-            )
+            if id(result) not in self.reported:  # the progress display printed it already
+                self.result_line(result)
         if hook is not None:
-            mark = "" if hook.ok else "[yellow]warning:[/yellow] "
-            self.err.print(f"{mark}{clean(hook.describe())}", highlight=False)
+            if hook.ok:
+                if not self.quiet:
+                    self.err.print(clean(hook.describe()), highlight=False)
+            else:
+                self.warning(hook.describe())
 
-    def recovery(self, report: RecoveryReport) -> None:
+    def result_line(self, result: gallery.InstallResult, *, via: Console | None = None) -> None:
+        """One backend's outcome: its warnings (each said once), then its error line or
+        ``name: status digest, verified (signed by ...) / unverified (why), size fetched in time``.
+        ``via``: the console to print through while a live display owns the terminal."""
+        for warning in result.warnings:
+            self.warning(warning)
+        if result.error is not None:
+            message = result.error.message
+            named = (
+                message if message.startswith(f"{result.requested}: ") else f"{result.requested}: {message}"
+            )
+            self.error(named, result.error.hint)
+            return
+        parts = [f"{clean(result.name or result.requested)}: {result.status}"]
+        if result.digest:
+            parts.append(f" {result.digest}")
+        if result.status not in ("uninstalled", "rolled-back", "verified", "unverified"):
+            if result.signer:
+                parts.append(f", verified (signed by {clean(result.signer)})")
+            elif result.verified:
+                parts.append(", verified")
+            elif result.digest:
+                parts.append(", unverified")
+        elif result.signer:
+            parts.append(f" (signed by {clean(result.signer)})")
+        if result.bytes_fetched:
+            parts.append(f", {human_bytes(result.bytes_fetched)} fetched in {human_seconds(result.seconds)}")
+        if result.also_removed:
+            parts.append(f" (with {', '.join(result.also_removed)})")
+        (via or self.out).print("".join(parts), highlight=False)
+
+    def recovery(self, report: gallery.RecoveryReport) -> None:
         for action in report.actions:
             self.err.print(f"[yellow]recovered:[/yellow] {clean(action)}", highlight=False)
         for problem in report.skipped:
             self.err.print(f"[yellow]warning:[/yellow] recovery pending: {clean(problem)}", highlight=False)
 
-    def fsck_report(self, report: FsckReport, repaired: BatchResult | None) -> None:
+    def fsck_report(self, report: gallery.FsckReport, repaired: gallery.BatchResult | None) -> None:
         if repaired is not None:
             for result in repaired.results:
                 if result.error is not None:
@@ -240,7 +207,7 @@ class Output:
             highlight=False,
         )
 
-    def lint_report(self, report: LintReport) -> None:
+    def lint_report(self, report: gallery.LintReport) -> None:
         if self.as_json:
             self.json(report.to_json())
             return
@@ -255,7 +222,7 @@ class Output:
         self.out.print(f"{plural(report.entries, 'entry')}; {plural(errors, 'error')}, "
                        f"{plural(warnings, 'warning')}", highlight=False)  # fmt: skip
 
-    def checksum_report(self, report: ChecksumReport) -> None:
+    def checksum_report(self, report: gallery.ChecksumReport) -> None:
         if self.as_json:
             self.json(report.to_json())
             return
@@ -272,7 +239,7 @@ class Output:
         elif pending:
             self.out.print(f"{plural(len(pending), 'change')} not written (use --write)", highlight=False)
 
-    def bundle_evidence(self, evidence: Evidence) -> None:
+    def bundle_evidence(self, evidence: gallery.Evidence) -> None:
         if self.as_json:
             self.json(evidence.model_dump(mode="json", exclude={"bundle"}, exclude_none=True))
             return
@@ -288,55 +255,59 @@ class Output:
             highlight=False,
         )
 
-    def prune_result(self, result: PruneResult) -> None:
+    def prune_result(self, result: gallery.PruneResult) -> None:
         if self.as_json:
             self.json(result.to_json())
             return
         self.out.print(
             f"removed {len(result.removed)} blobs and {result.partials_removed} partial downloads "
-            f"({result.bytes_freed} bytes); kept {result.kept} referenced blobs",
+            f"({human_bytes(result.bytes_freed)}); kept {result.kept} referenced blobs",
             highlight=False,
         )
 
-    def installed(self, backends: list[BackendMetadata], updates: dict[str, UpdateCheck] | None, *,
-                  sideloaded: Sequence[str] = (), system: Sequence[str] = ()) -> None:  # fmt: skip
+    def installed(
+        self,
+        backends: list[gallery.BackendMetadata],
+        updates: dict[str, gallery.UpdateCheck] | None,
+        *,
+        sideloaded: Sequence[str] = (),
+        system: Sequence[str] = (),
+    ) -> None:
         updates = updates if updates is not None else {}
         if self.as_json:
             self.json({"installed": [
                 {**b.model_dump(mode="json", exclude={"files"}, exclude_none=True),
-                 **installed_summary(b, updates.get(b.name))}
+                 **gallery.installed_summary(b, updates.get(b.name))}
                 for b in backends
             ], "sideloaded": list(sideloaded), "system": list(system)})  # fmt: skip
             return
-        table = Table(box=None, pad_edge=False)
-        for column in ("NAME", "GALLERY", "DIGEST", "SIGNED", "UPDATE", "NOTE"):
-            table.add_column(column, overflow="fold")
+        rows = []
         for backend in backends:
-            summary = installed_summary(backend, updates.get(backend.name))
+            summary = gallery.installed_summary(backend, updates.get(backend.name))
             signed = (summary["signed_at"] or "")[:10] if summary["verified"] else "unverified"
             note = f"meta-backend for {backend.meta_backend_for}" if backend.meta_backend_for else ""
             if backend.written_by_localai:
                 note = "installed by LocalAI"
             update = updates.get(backend.name)
-            table.add_row(
-                clean(backend.name),
-                clean(backend.gallery or backend.gallery_url or ""),
+            rows.append((
+                plain(backend.name),
+                plain(backend.gallery or backend.gallery_url or ""),
                 (backend.digest or "")[:19],
                 "" if backend.meta_backend_for else signed,
-                "" if backend.meta_backend_for or update is None else clean(_short_update(update)),
-                note,
-            )
+                "" if backend.meta_backend_for or update is None else plain(_short_update(update)),
+                plain(note),
+            ))  # fmt: skip
         for name in sideloaded:
-            table.add_row(clean(name), "", "", "unverified", "", "sideloaded (run.sh, no metadata)")
+            rows.append((plain(name), "", "", "unverified", "", "sideloaded (run.sh, no metadata)"))
         for name in system:
-            table.add_row(clean(name), "", "", "unverified", "", "LocalAI system backend (read-only)")
-        self.out.print(table, highlight=False)
+            rows.append((plain(name), "", "", "unverified", "", "LocalAI system backend (read-only)"))
+        self.table(("NAME", "GALLERY", "DIGEST", "SIGNED", "UPDATE", "NOTE"), rows)
         extra = f", {len(sideloaded)} sideloaded" if sideloaded else ""
         extra += f", {len(system)} system" if system else ""
         self.out.print(f"{len(backends)} installed{extra}", highlight=False)
 
 
-def _short_update(update: UpdateCheck) -> str:
+def _short_update(update: gallery.UpdateCheck) -> str:
     if update.available is None:
         return "unknown"
     if not update.available:
@@ -344,21 +315,17 @@ def _short_update(update: UpdateCheck) -> str:
     return "newer signed build" if update.verified else "newer build (unverified)"
 
 
-def _update_text(update: UpdateCheck | None) -> str:
-    if update is None:
-        return "not checked"
-    if update.available is None:
-        return f"unknown: {update.reason}"
-    if not update.available:
-        return (
-            f"the gallery offers an older build, refused: {update.reason}" if update.reason else "up to date"
-        )
-    signer = f", signed by {update.signer}" if update.signer else ", unverified"
-    return f"{update.digest} is on offer{signer} ('gallery upgrade NAME')"
+def _console(file: IO[str], color: bool) -> Console:
+    """A rich console with an explicit empty environment (the CLI reads no environment variables,
+    rich included). Piped output is not wrapped at 80 columns: a table row stays one line."""
+    from rich.console import Console
+
+    isatty = getattr(file, "isatty", None)
+    terminal = bool(isatty and isatty())
+    return Console(file=file, _environ={}, soft_wrap=True, color_system="auto" if color else None,
+                   width=None if terminal else 4096, no_color=not color)  # fmt: skip
 
 
-def plural(count: int, noun: str) -> str:
-    """``1 problem``, ``2 problems``, ``2 entries``."""
-    if count == 1:
-        return f"{count} {noun}"
-    return f"{count} {noun[:-1]}ies" if noun.endswith("y") else f"{count} {noun}s"
+def plain(text: str) -> str:
+    """One terminal-safe line of plain text (no markup: written as it is)."""
+    return _CONTROL.sub(" ", text)

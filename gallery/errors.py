@@ -15,7 +15,8 @@ for it (see docs/cli.md):
     │   ├── InternalError             exit 1: an unexpected exception (a bug), where it happened
     │   ├── IndexUnavailable          exit 1 (or 2 when every source answered with a malformed index)
     │   ├── SourceUnavailable         a registry, layout or URL cannot give us a candidate: try the next
-    │   └── InstallFailed             every candidate failed (exit 3 if any failed for integrity)
+    │   ├── InstallFailed             every candidate failed (exit 3 if any failed for integrity)
+    │   └── Interrupted               exit 130: stopped by Ctrl-C (SIGINT); says what was left
     └── IntegrityError                exit 3: refused because something could not be trusted
         ├── DigestMismatch            bytes whose sha256 is not the one asked for
         ├── UnsafeArchiveError        an archive member breaks an extraction rule
@@ -46,6 +47,7 @@ __all__ = [
     "InstallFailed",
     "IntegrityError",
     "InternalError",
+    "Interrupted",
     "OperationalError",
     "SignatureError",
     "SourceUnavailable",
@@ -122,6 +124,13 @@ class InternalError(OperationalError):
         )
         error.__cause__ = exc
         return error
+
+
+class Interrupted(OperationalError):
+    """The operator pressed Ctrl-C: the operation stopped before placing anything (or after its
+    swap completed); the message says which, and what is kept."""
+
+    exit_code = 130
 
 
 class IndexUnavailable(OperationalError):

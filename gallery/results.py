@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from gallery.errors import DowngradeRefused, GalleryError, InstallFailed
+from gallery.errors import DowngradeRefused, GalleryError, InstallFailed, Interrupted
 
 __all__ = ["BatchResult", "HookOutcome", "InstallResult", "Status", "UpdateCheck"]
 
@@ -25,7 +25,9 @@ Status = Literal[
     "unchanged",
     "uninstalled",
     "verified",
+    "unverified",
     "failed",
+    "interrupted",
 ]
 
 
@@ -46,7 +48,8 @@ class InstallResult:
 
     @classmethod
     def failed(cls, requested: str, error: GalleryError, *, seconds: float = 0.0) -> InstallResult:
-        return cls(requested, "failed", error=error, seconds=seconds)
+        status: Status = "interrupted" if isinstance(error, Interrupted) else "failed"
+        return cls(requested, status, error=error, seconds=seconds)
 
     @property
     def exit_code(self) -> int:
@@ -131,7 +134,10 @@ class BatchResult:
 
     @property
     def exit_code(self) -> int:
+        """130 when interrupted, else 3 when anything was refused for integrity, else the worst."""
         codes = [r.exit_code for r in self.results]
+        if Interrupted.exit_code in codes:
+            return Interrupted.exit_code
         return 3 if 3 in codes else max(codes, default=0)
 
     def to_json(self) -> dict[str, Any]:

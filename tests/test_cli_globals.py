@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -131,3 +132,104 @@ def test_what_was_not_done_is_not_said_done(
     assert "t: sha256 added" in written.stdout and "wrote 1 change" in written.stdout
     lint = runner.invoke(app, ["lint", str(index)])
     assert "1 entry; 0 errors, 0 warnings" in lint.stdout
+
+
+# -- config discovery, gallery init, --help, doctor ----------------------------------------------
+
+
+def test_config_is_found_by_flag_then_cwd_then_etc(tmp_path: Path) -> None:
+    from gallery import ConfigError, locate_config
+
+    here, system = tmp_path / "gallery.yaml", tmp_path / "etc" / "gallery.yaml"
+    search = (here, system)
+    with pytest.raises(ConfigError) as missing:
+        locate_config(None, search=search)
+    assert "gallery init" in (missing.value.hint or "")
+    system.parent.mkdir()
+    system.write_text("format_version: 1\n")
+    assert locate_config(None, search=search).path == system
+    here.write_text("format_version: 1\n")
+    found = locate_config(None, search=search)
+    assert found.path == here and found.describe() == f"{here} (search order: --config, {here}, {system})"
+    flag = locate_config(tmp_path / "other.yaml", search=search)
+    assert flag.path == tmp_path / "other.yaml" and flag.describe().endswith("(from --config)")
+
+
+def test_init_writes_a_starter_that_loads_and_never_overwrites(
+    tmp_path: Path, runner: CliRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from gallery import CONFIG_SEARCH, load_config
+
+    from .conftest import REPO
+
+    monkeypatch.chdir(tmp_path)
+    written = runner.invoke(app, ["init"])
+    assert written.exit_code == 0, written.output
+    config = load_config(tmp_path / "gallery.yaml")
+    assert config.require_integrity and config.galleries[0].verification is not None
+    again = runner.invoke(app, ["init"])
+    assert again.exit_code == 2 and "exists; not overwritten" in again.stderr
+    localai = runner.invoke(app, ["--config", "localai.yaml", "init", "--localai"])
+    assert localai.exit_code == 0
+    assert (tmp_path / "localai.yaml").read_text() == (REPO / "galleries" / "localai.yaml").read_text()
+    assert load_config(tmp_path / "localai.yaml").galleries[0].name == "localai"
+    # The found-by-search config is what the next command uses, and doctor says how it was found.
+    assert CONFIG_SEARCH[0] == Path("gallery.yaml")
+    doctor = runner.invoke(app, ["doctor", "--json"])
+    checks = {c["check"]: c for c in json.loads(doctor.stdout)["checks"]}
+    assert checks["config"]["message"].startswith(
+        "./gallery.yaml (search order: --config, ./gallery.yaml, /etc/gallery/gallery.yaml)"
+    )
+    assert " free)" in checks["backends_path"]["message"]
+
+
+def test_no_config_anywhere_says_how_to_make_one(
+    tmp_path: Path, runner: CliRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    if Path("/etc/gallery/gallery.yaml").exists():
+        pytest.skip("this machine has /etc/gallery/gallery.yaml")
+    result = runner.invoke(app, ["list", "--json"])
+    assert result.exit_code == 2
+    assert "no config file: looked for ./gallery.yaml, then /etc/gallery/gallery.yaml" in result.stderr
+    assert "gallery init" in result.stderr
+    assert json.loads(result.stdout)["exit_code"] == 2
+
+
+def _commands(group: object) -> list[tuple[str, object]]:
+    found = []
+    for name, command in getattr(group, "commands", {}).items():
+        found.append((name, command))
+        found += [(f"{name} {sub}", c) for sub, c in _commands(command)]
+    return found
+
+
+@pytest.mark.parametrize("path", [name for name, _ in _commands(GROUP)] + [""])
+def test_help_has_no_python_types_and_every_option_says_what_it_does(path: str, runner: CliRunner) -> None:
+    result = runner.invoke(app, [*path.split(), "--help"])
+    assert result.exit_code == 0
+    assert not re.search(r"<(str|int|path|file|list|float|bool|int range)[^>]*>", result.stdout), (
+        result.stdout
+    )
+    command = GROUP
+    for part in path.split():
+        command = command.commands[part]  # type: ignore[attr-defined]
+    for param in command.params:
+        assert param.param_type_name == "argument" or param.help, f"{path}: {param.opts} has no help"
+
+
+def test_help_lists_the_exit_codes(runner: CliRunner) -> None:
+    result = runner.invoke(app, ["--help"])
+    assert "Exit codes: 0 success; 1 operational failure" in result.stdout
+    assert "130 interrupted (Ctrl-C)" in " ".join(result.stdout.split())
+
+
+def test_tables_do_not_wrap_when_piped(make_config: Callable[..., Path], runner: CliRunner) -> None:
+    long_uri = "registry.example.org/" + "deep/" * 30 + "backend:latest"
+    index = make_config().parent / "wide.yaml"
+    index.write_text(json.dumps([{"name": "wide", "uri": long_uri}]))
+    config = make_config(galleries=[{"name": "g", "url": str(index), "index_signature": "none"}])
+    result = runner.invoke(app, ["--config", str(config), "--no-color", "list"])
+    assert result.exit_code == 0, result.output
+    row = next(line for line in result.stdout.splitlines() if line.split()[1:2] == ["wide"])
+    assert row.endswith(long_uri) and "\x1b" not in result.stdout

@@ -174,7 +174,7 @@ def test_a_blob_pruned_between_fetch_and_extraction_is_fetched_again(tmp_path: P
 
         pruned = 0
 
-        def layer_finished(self, digest: str) -> None:
+        def layer_finished(self, backend: str, digest: str) -> None:
             if self.pruned == 0:
                 self.pruned += 1
                 (config.cache_path / "blobs" / "sha256" / digest.removeprefix("sha256:")).unlink()

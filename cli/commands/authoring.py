@@ -1,24 +1,14 @@
-"""lint, checksum, verify-bundle: for gallery publishers, before an index is published."""
-
-from __future__ import annotations
+"""init, lint, checksum, verify-bundle: a starter config, and checks for gallery publishers before an
+index is published."""
 
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from gallery import (
-    COSIGN_PREDICATE,
-    Config,
-    SigstoreVerifier,
-    VerificationPolicy,
-    checksum_index,
-    lint_files,
-    make_http_client,
-    verify_bundle_file,
-)
+import gallery
 
-from ..app import JsonFlag, app, execute, reported_errors
+from ..app import JsonFlag, app, execute, http_client, output_for, reported_errors
 from ..render import Output
 
 
@@ -32,9 +22,15 @@ def lint_command(
     issuer: Annotated[
         str | None, typer.Option("--issuer", help="With --signature: the signer's issuer.")
     ] = None,
-    issuer_regex: Annotated[str | None, typer.Option("--issuer-regex")] = None,
+    issuer_regex: Annotated[
+        str | None,
+        typer.Option("--issuer-regex", metavar="REGEX", help="With --signature: the issuer, as a regex."),
+    ] = None,
     identity: Annotated[str | None, typer.Option("--identity", help="With --signature: the signer.")] = None,
-    identity_regex: Annotated[str | None, typer.Option("--identity-regex")] = None,
+    identity_regex: Annotated[
+        str | None,
+        typer.Option("--identity-regex", metavar="REGEX", help="With --signature: the signer, as a regex."),
+    ] = None,
     trusted_root: Annotated[
         str, typer.Option("--trusted-root", help="'production' or a trusted_root.json.")
     ] = "production",
@@ -44,13 +40,13 @@ def lint_command(
     meta-backend targets, alias clashes and hashes; with --signature, that the index's signature
     is over these exact bytes (and by the given signer). Exit 2 on errors, 3 on a bad signature;
     needs no config."""
-    out = Output(as_json=as_json)
+    out = output_for(ctx, as_json)
     policy = None
     if any((issuer, issuer_regex, identity, identity_regex)):
         policy = _signer_policy(out, issuer, issuer_regex, identity, identity_regex)
     with reported_errors(ctx, out):
-        report = lint_files(
-            index, signature, policy=policy, trusted_root=trusted_root, verifier=SigstoreVerifier()
+        report = gallery.lint_files(
+            index, signature, policy=policy, trusted_root=trusted_root, verifier=gallery.SigstoreVerifier()
         )
     out.lint_report(report)
     raise typer.Exit(report.exit_code)
@@ -72,33 +68,39 @@ def verify_bundle_command(
     issuer: Annotated[
         str | None, typer.Option("--issuer", "--certificate-oidc-issuer", help="The signer's OIDC issuer.")
     ] = None,
-    issuer_regex: Annotated[str | None, typer.Option("--issuer-regex")] = None,
+    issuer_regex: Annotated[
+        str | None,
+        typer.Option("--issuer-regex", metavar="REGEX", help="With --signature: the issuer, as a regex."),
+    ] = None,
     identity: Annotated[
         str | None, typer.Option("--identity", "--certificate-identity", help="The signer's identity.")
     ] = None,
-    identity_regex: Annotated[str | None, typer.Option("--identity-regex")] = None,
+    identity_regex: Annotated[
+        str | None,
+        typer.Option("--identity-regex", metavar="REGEX", help="With --signature: the signer, as a regex."),
+    ] = None,
     trusted_root: Annotated[
         str, typer.Option("--trusted-root", help="'production' or a trusted_root.json.")
     ] = "production",
     predicate_type: Annotated[
         str,
         typer.Option("--predicate-type", help="The in-toto predicate a DSSE bundle must carry; 'any'."),
-    ] = COSIGN_PREDICATE,
+    ] = gallery.COSIGN_PREDICATE,
     as_json: JsonFlag = False,
 ) -> None:
     """Check one Sigstore bundle offline, with the installer's own policy code: exit 0 when it
     verifies, 3 when it does not (the reason is printed). For publishers debugging a signature."""
-    out = Output(as_json=as_json)
+    out = output_for(ctx, as_json)
     if (artifact is None) == (digest is None):
         out.error("give the artifact or --digest, not both", "e.g. gallery verify-bundle FILE --bundle B ...")
         raise typer.Exit(2)
     policy = _signer_policy(out, issuer, issuer_regex, identity, identity_regex)
     with reported_errors(ctx, out):
-        evidence = verify_bundle_file(
+        evidence = gallery.verify_bundle_file(
             str(artifact or digest),
             bundle,
             policy=policy,
-            verifier=SigstoreVerifier(),
+            verifier=gallery.SigstoreVerifier(),
             trusted_root=trusted_root,
             predicate_type=None if predicate_type == "any" else predicate_type,
         )
@@ -112,9 +114,9 @@ def _signer_policy(
     issuer_regex: str | None,
     identity: str | None,
     identity_regex: str | None,
-) -> VerificationPolicy:
+) -> "gallery.VerificationPolicy":
     try:
-        return VerificationPolicy(issuer=issuer, issuer_regex=issuer_regex, identity=identity,
+        return gallery.VerificationPolicy(issuer=issuer, issuer_regex=issuer_regex, identity=identity,
                                   identity_regex=identity_regex)  # fmt: skip
     except ValueError as exc:
         out.error(f"the signer options do not make a policy: {exc}", "give --issuer and --identity")
@@ -135,12 +137,33 @@ def checksum_command(
 ) -> None:
     """Check or fill in tarball sha256s (and with --pin, pin OCI uris to digests) so a gallery can
     be published fully pinned (exit 3 on a sha256 mismatch)."""
-    out = Output(as_json=as_json)
+    out = output_for(ctx, as_json)
 
-    def action(config: Config) -> int:
-        with make_http_client(config) as client:
-            report = checksum_index(index, config=config, client=client, write=write, pin=pin)
+    def action(config: gallery.Config) -> int:
+        with http_client(ctx, out, config) as client:
+            report = gallery.checksum_index(index, config=config, client=client, write=write, pin=pin)
         out.checksum_report(report)
         return report.exit_code
 
     execute(ctx, out, action)
+
+
+@app.command("init")
+def init_command(
+    ctx: typer.Context,
+    localai: Annotated[
+        bool,
+        typer.Option(
+            "--localai", help="LocalAI's public gallery, with the signature policy LocalAI publishes."
+        ),
+    ] = False,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing file.")] = False,
+) -> None:
+    """Write a commented starter config to --config FILE (default ./gallery.yaml); never over an
+    existing file unless --force. Check it with 'gallery doctor'."""
+    out = output_for(ctx, False)
+    target = ctx.obj.config_path or Path("gallery.yaml")
+    with reported_errors(ctx, out):
+        written = gallery.write_starter(target, localai=localai, force=force)
+    hint = "" if localai else ": rename the example gallery and set its url and verification"
+    out.out.print(f"wrote {written}{hint}; then run 'gallery --config {written} doctor'", highlight=False)

@@ -1,16 +1,13 @@
 """install, upgrade, rollback, uninstall, adopt, export, verify: changing and checking installed backends."""
 
-from __future__ import annotations
-
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from gallery import BatchResult, Config, Installer, SigstoreVerifier, verify_backends
+import gallery
 
-from ..app import FailFast, JsonFlag, app, execute, run_batch
-from ..render import Output
+from ..app import FailFast, JsonFlag, app, execute, output_for, run_batch
 
 
 @app.command("install")
@@ -33,7 +30,7 @@ def install_command(
     alias: Annotated[
         str | None, typer.Option("--alias", help="With --uri: an alias LocalAI resolves.")
     ] = None,
-    gallery: Annotated[
+    gallery_name: Annotated[
         str | None,
         typer.Option("--gallery", help="With --uri: the gallery whose verification policy applies."),
     ] = None,
@@ -44,8 +41,8 @@ def install_command(
     as_json: JsonFlag = False,
 ) -> None:
     """Install backends: pinned by digest, verified under the gallery's policy, extracted safely."""
-    out = Output(as_json=as_json)
-    if uri is not None and (names or from_ is not None or name is None or gallery is None):
+    out = output_for(ctx, as_json)
+    if uri is not None and (names or from_ is not None or name is None or gallery_name is None):
         out.error("--uri takes --name and --gallery, and no backend names or --from",
                   "gallery install --uri REF --name NAME --gallery GALLERY [--alias A]")  # fmt: skip
         raise typer.Exit(2)
@@ -53,14 +50,14 @@ def install_command(
         out.error("give backend names (or --uri REF --name NAME --gallery GALLERY)", "see 'gallery list'")
         raise typer.Exit(2)
 
-    def run(installer: Installer) -> BatchResult:
-        if uri is not None and name is not None and gallery is not None:
-            return installer.install_uri(uri, name, gallery=gallery, alias=alias, sha256=sha256)
+    def run(installer: gallery.Installer) -> gallery.BatchResult:
+        if uri is not None and name is not None and gallery_name is not None:
+            return installer.install_uri(uri, name, gallery=gallery_name, alias=alias, sha256=sha256)
         if from_ is not None:
             return installer.install_from(from_, names or [], fail_fast=fail_fast)
         return installer.install(names or [], fail_fast=fail_fast)
 
-    execute(ctx, out, lambda config: run_batch(config, out, run, progress=True))
+    execute(ctx, out, lambda config: run_batch(ctx, config, out, run))
 
 
 @app.command("upgrade")
@@ -81,16 +78,16 @@ def upgrade_command(
     """Upgrade installed backends to what their gallery offers now (by digest, verified, swapped
     atomically; the previous version is kept for 'gallery rollback'). A build signed before the
     installed one is refused (exit 3) unless --allow-downgrade."""
-    out = Output(as_json=as_json)
+    out = output_for(ctx, as_json)
     if bool(names) == all_:
         out.error("give backend names or --all", "gallery upgrade NAME... | gallery upgrade --all")
         raise typer.Exit(2)
 
-    def run(installer: Installer) -> BatchResult:
+    def run(installer: gallery.Installer) -> gallery.BatchResult:
         return installer.upgrade(names or [], all_installed=all_, dry_run=dry_run, fail_fast=fail_fast,
                                  allow_downgrade=allow_downgrade)  # fmt: skip
 
-    execute(ctx, out, lambda config: run_batch(config, out, run, progress=True))
+    execute(ctx, out, lambda config: run_batch(ctx, config, out, run))
 
 
 @app.command("rollback")
@@ -100,8 +97,12 @@ def rollback_command(
     as_json: JsonFlag = False,
 ) -> None:
     """Put back the previous version of NAME (the newest kept generation), atomically."""
-    out = Output(as_json=as_json)
-    execute(ctx, out, lambda config: run_batch(config, out, lambda i: BatchResult((i.rollback(name),))))
+    out = output_for(ctx, as_json)
+    execute(
+        ctx,
+        out,
+        lambda config: run_batch(ctx, config, out, lambda i: gallery.BatchResult((i.rollback(name),))),
+    )
 
 
 @app.command("uninstall")
@@ -112,9 +113,11 @@ def uninstall_command(
     as_json: JsonFlag = False,
 ) -> None:
     """Remove installed backends (a meta-backend takes its concrete backend with it)."""
-    out = Output(as_json=as_json)
+    out = output_for(ctx, as_json)
     execute(
-        ctx, out, lambda config: run_batch(config, out, lambda i: i.uninstall(names, fail_fast=fail_fast))
+        ctx,
+        out,
+        lambda config: run_batch(ctx, config, out, lambda i: i.uninstall(names, fail_fast=fail_fast)),
     )
 
 
@@ -126,8 +129,8 @@ def adopt_command(
 ) -> None:
     """Take over backends LocalAI installed (or someone sideloaded): the verified build of their
     gallery entry replaces them (LocalAI's recorded digest when it has one), with evidence."""
-    out = Output(as_json=as_json)
-    execute(ctx, out, lambda config: run_batch(config, out, lambda i: i.adopt(names), progress=True))
+    out = output_for(ctx, as_json)
+    execute(ctx, out, lambda config: run_batch(ctx, config, out, lambda i: i.adopt(names)))
 
 
 @app.command("export")
@@ -139,8 +142,8 @@ def export_command(
 ) -> None:
     """Write pinned, verified backends with their signatures into a bundle for air-gapped
     'gallery install --from' (written only when every backend could be exported)."""
-    out = Output(as_json=as_json)
-    execute(ctx, out, lambda config: run_batch(config, out, lambda i: i.export(names, output)))
+    out = output_for(ctx, as_json)
+    execute(ctx, out, lambda config: run_batch(ctx, config, out, lambda i: i.export(names, output)))
 
 
 @app.command("verify")
@@ -151,13 +154,15 @@ def verify_command(
     as_json: JsonFlag = False,
 ) -> None:
     """Re-check installed backends against the current policy, offline (exit 3 if any fails)."""
-    out = Output(as_json=as_json)
+    out = output_for(ctx, as_json)
     if names and all_:
         out.error("give backend names or --all, not both", None)
         raise typer.Exit(2)
 
-    def action(config: Config) -> int:
-        batch = verify_backends(config, names or [], verifier=SigstoreVerifier())  # offline: no client
+    def action(config: gallery.Config) -> int:
+        batch = gallery.verify_backends(
+            config, names or [], verifier=gallery.SigstoreVerifier()
+        )  # offline: no client
         out.batch_result(batch)
         return batch.exit_code
 

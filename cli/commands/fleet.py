@@ -1,25 +1,13 @@
 """lock, preload: what a fleet of workers runs, pinned once and installed everywhere."""
 
-from __future__ import annotations
-
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from gallery import (
-    BatchResult,
-    Config,
-    Installer,
-    lock_fleet,
-    make_http_client,
-    preload,
-    read_lock,
-    write_lock,
-)
+import gallery
 
-from ..app import FailFast, JsonFlag, app, execute, installer, run_batch
-from ..render import Output
+from ..app import FailFast, JsonFlag, app, execute, http_client, installer, output_for, run_batch
 
 
 @app.command("lock")
@@ -38,14 +26,14 @@ def lock_command(
 ) -> None:
     """Pin and verify backends and write a lock file for 'gallery preload --lock' (written only
     when every backend could be locked)."""
-    out = Output(as_json=as_json)
+    out = output_for(ctx, as_json)
 
-    def action(config: Config) -> int:
-        with make_http_client(config) as client:
-            outcome = lock_fleet(installer(config, client), names, platforms=platforms or (),
+    def action(config: gallery.Config) -> int:
+        with http_client(ctx, out, config) as client:
+            outcome = gallery.lock_fleet(installer(config, client), names, platforms=platforms or (),
                                  capabilities=capabilities or ())  # fmt: skip
         if outcome.exit_code == 0:
-            write_lock(output, outcome.lock)
+            gallery.write_lock(output, outcome.lock)
         out.batch_result(outcome.batch)
         if outcome.exit_code == 0 and not as_json:
             out.err.print(f"wrote {len(outcome.lock.backends)} backends to {output}", highlight=False)
@@ -72,16 +60,16 @@ def preload_command(
 ) -> None:
     """Make these backends present on this worker: exactly the locked digests (--lock), or what the
     galleries offer now; parallel, idempotent, verified under the current policy."""
-    out = Output(as_json=as_json)
+    out = output_for(ctx, as_json)
 
-    def action(config: Config) -> int:
-        locked = read_lock(lock) if lock is not None else None
+    def action(config: gallery.Config) -> int:
+        locked = gallery.read_lock(lock) if lock is not None else None
 
-        def run(installer: Installer) -> BatchResult:
-            return preload(
+        def run(installer: gallery.Installer) -> gallery.BatchResult:
+            return gallery.preload(
                 installer, names=names or (), lock=locked, jobs=jobs or config.jobs, fail_fast=fail_fast
             )
 
-        return run_batch(config, out, run, progress=True)
+        return run_batch(ctx, config, out, run)
 
     execute(ctx, out, action)

@@ -1,7 +1,5 @@
 """list, show, doctor, schema: reading the galleries and the machine, changing nothing."""
 
-from __future__ import annotations
-
 import json
 import sys
 from enum import StrEnum
@@ -9,19 +7,9 @@ from typing import Annotated
 
 import typer
 
-from gallery import (
-    Config,
-    config_reference,
-    describe_backend,
-    host_detector,
-    json_schema,
-    list_entries,
-    make_http_client,
-    run_doctor,
-)
+import gallery
 
-from ..app import JsonFlag, app, execute, installer
-from ..render import Output
+from ..app import JsonFlag, app, execute, http_client, installer, output_for
 
 
 @app.command("list")
@@ -35,10 +23,14 @@ def list_command(
 ) -> None:
     """List the entries of every configured gallery (or, with --installed, what is installed: who
     signed it, when, and whether a newer signed build is on offer)."""
-    out = Output(as_json=as_json)
+    out = output_for(ctx, as_json)
 
-    def action(config: Config) -> int:
-        with make_http_client(config) as client:
+    def action(config: gallery.Config) -> int:
+        if installed and offline:  # from disk alone: no client, no verifier, no index
+            found = gallery.inventory(config)
+            out.installed(found.backends, None, sideloaded=found.sideloaded, system=found.system)
+            return 0
+        with http_client(ctx, out, config) as client:
             if installed:
                 backends_installer = installer(config, client)
                 backends = backends_installer.installed()
@@ -46,7 +38,7 @@ def list_command(
                 out.installed(backends, updates, sideloaded=backends_installer.sideloaded(),
                               system=backends_installer.system_backends())  # fmt: skip
                 return 0
-            result = list_entries(config, client=client)
+            result = gallery.list_entries(config, client=client)
         out.list_result(result)
         return result.exit_code
 
@@ -61,11 +53,11 @@ def show_command(
 ) -> None:
     """Show how NAME resolves: meta-backend choice, candidates in order, the policy that applies;
     when installed, who signed it, when, and whether a newer signed build is on offer."""
-    out = Output(as_json=as_json)
+    out = output_for(ctx, as_json)
 
-    def action(config: Config) -> int:
-        with make_http_client(config) as client:
-            out.show_result(describe_backend(installer(config, client), name))
+    def action(config: gallery.Config) -> int:
+        with http_client(ctx, out, config) as client:
+            out.show_result(gallery.describe_backend(installer(config, client), name))
         return 0
 
     execute(ctx, out, action)
@@ -74,13 +66,12 @@ def show_command(
 @app.command("doctor")
 def doctor_command(ctx: typer.Context, as_json: JsonFlag = False) -> None:
     """Check the config, trust roots, directories, capability detection and every gallery."""
-    out = Output(as_json=as_json)
+    out = output_for(ctx, as_json)
 
-    def action(config: Config) -> int:
-        with make_http_client(config) as client:
-            report = run_doctor(
-                config, client=client, detector=host_detector(config.capability_root, config.platform)
-            )
+    def action(config: gallery.Config) -> int:
+        with http_client(ctx, out, config) as client:
+            detector = gallery.host_detector(config.capability_root, config.platform)
+            report = gallery.run_doctor(config, client=client, detector=detector, location=ctx.obj.location)
         out.doctor_report(report)
         return report.exit_code
 
@@ -96,7 +87,7 @@ class SchemaName(StrEnum):
 
 @app.command("schema")
 def schema_command(
-    which: Annotated[SchemaName, typer.Argument(help="Which format.")] = SchemaName.CONFIG,
+    which: Annotated[SchemaName, typer.Argument(help="config, index, lock or metadata.")] = SchemaName.CONFIG,
     markdown: Annotated[
         bool, typer.Option("--markdown", help="The config reference as a Markdown table instead.")
     ] = False,
@@ -104,6 +95,6 @@ def schema_command(
 ) -> None:
     """Print the JSON Schema of a file format (always JSON), or with --markdown the config reference."""
     if markdown:
-        sys.stdout.write(config_reference())
+        sys.stdout.write(gallery.config_reference())
         return
-    sys.stdout.write(json.dumps(json_schema(which.value), indent=2, sort_keys=True) + "\n")
+    sys.stdout.write(json.dumps(gallery.json_schema(which.value), indent=2, sort_keys=True) + "\n")

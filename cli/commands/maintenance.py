@@ -1,16 +1,13 @@
 """fsck, cache prune: what is on disk against what was recorded, and the cache kept lean."""
 
-from __future__ import annotations
-
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from gallery import Config, make_http_client, prune_cache
+import gallery
 
-from ..app import JsonFlag, app, execute, installer
-from ..render import Output
+from ..app import JsonFlag, app, execute, http_client, installer, output_for
 
 
 @app.command("fsck")
@@ -21,10 +18,10 @@ def fsck_command(
 ) -> None:
     """Check installed backends against their recorded files, leftovers and the blob cache
     (exit 3 when damage remains)."""
-    out = Output(as_json=as_json)
+    out = output_for(ctx, as_json)
 
-    def action(config: Config) -> int:
-        with make_http_client(config) as client:
+    def action(config: gallery.Config) -> int:
+        with http_client(ctx, out, config) as client:
             outcome = installer(config, client).fsck(repair=repair)
         out.fsck_report(outcome.report, outcome.repaired)
         return outcome.exit_code
@@ -46,10 +43,10 @@ def cache_prune_command(
     as_json: JsonFlag = False,
 ) -> None:
     """Remove cached blobs no installed backend, kept generation or given lock file references."""
-    out = Output(as_json=as_json)
+    out = output_for(ctx, as_json)
 
-    def action(config: Config) -> int:
-        out.prune_result(prune_cache(config, lock_files=locks or ()))
+    def action(config: gallery.Config) -> int:
+        out.prune_result(gallery.prune_cache(config, lock_files=locks or ()))
         return 0
 
     execute(ctx, out, action)

@@ -447,7 +447,7 @@ def load_config(path: Path) -> Config:
     except OSError as exc:
         raise ConfigError(
             f"cannot read config {path}: {exc.strerror or exc}",
-            hint="pass --config PATH to a gallery config (see galleries/ for examples)",
+            hint="pass --config FILE to a gallery config, or write one with 'gallery init'",
         ) from exc
     try:
         raw = load_bounded_yaml(
@@ -471,5 +471,5 @@ def _validate(raw: dict[str, Any], *, source: str, base_dir: Path | None) -> Con
     except ValidationError as exc:
         raise ConfigError(
             f"{source}: invalid config: " + describe_validation(exc, model=Config),
-            hint="see docs/config.md for every key",
+            hint="every key is listed by 'gallery schema config --markdown' (docs/config.md)",
         ) from exc

@@ -18,6 +18,7 @@ from gallery.errors import ConfigError
 __all__ = [
     "IDENTITY",
     "InsecureRedirect",
+    "RequestLog",
     "SpeedFloorTransport",
     "capped_chunks",
     "make_http_client",
@@ -85,19 +86,26 @@ def make_tls_context(extra_authorities: Path | None = None) -> ssl.SSLContext:
     return context
 
 
-def make_http_client(config: Config, *, transport: httpx.BaseTransport | None = None) -> httpx.Client:
-    """An httpx client honouring the config's timeouts and its speed floor.
+def make_http_client(
+    config: Config,
+    *,
+    transport: httpx.BaseTransport | None = None,
+    request_log: Callable[[str], None] | None = None,
+) -> httpx.Client:
+    """An httpx client honouring the config's timeouts and its speed floor; ``request_log`` hears
+    one line per request (method, URL without its query, status or error, time).
 
     ``trust_env=False``: no proxy variables, no SSL_CERT_FILE, no .netrc; the library reads no
     environment. Redirects are not followed by default: each caller decides, because credentials
     must never follow a redirect to another host.
     """
     inner = transport or _transport(config)
+    floored: httpx.BaseTransport = SpeedFloorTransport(
+        inner, bytes_per_second=config.timeouts.min_speed, window=config.timeouts.read
+    )
     return httpx.Client(
         trust_env=False,
-        transport=SpeedFloorTransport(
-            inner, bytes_per_second=config.timeouts.min_speed, window=config.timeouts.read
-        ),
+        transport=floored if request_log is None else RequestLog(floored, request_log),
         follow_redirects=False,
         timeout=httpx.Timeout(config.timeouts.read, connect=config.timeouts.connect),
         headers={"User-Agent": f"gallery/{__version__}"},
@@ -112,6 +120,37 @@ def _transport(config: Config) -> httpx.BaseTransport:
         return direct
     proxied = httpx.HTTPTransport(verify=tls, trust_env=False, proxy=httpx.Proxy(config.proxy))
     return ProxyRouting(proxied, direct, config.no_proxy)
+
+
+class RequestLog(httpx.BaseTransport):
+    """``-v``'s request log. A URL's query (pre-signed redirect tokens) and credentials are never
+    logged; headers are not either."""
+
+    def __init__(self, inner: httpx.BaseTransport, log: Callable[[str], None]) -> None:
+        self._inner = inner
+        self._log = log
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        url = request.url
+        port = f":{url.port}" if url.port else ""
+        shown = f"{request.method} {url.scheme}://{url.host}{port}{url.path}{'?…' if url.query else ''}"
+        started = time.monotonic()
+        try:
+            response = self._inner.handle_request(request)
+        except httpx.TransportError as exc:
+            self._log(f"{shown} -> {type(exc).__name__}: {exc} ({_ms(started)})")
+            raise
+        length = response.headers.get("content-length")
+        size = f", {length} bytes" if length else ""
+        self._log(f"{shown} -> {response.status_code} ({_ms(started)}{size})")
+        return response
+
+    def close(self) -> None:
+        self._inner.close()
+
+
+def _ms(started: float) -> str:
+    return f"{(time.monotonic() - started) * 1000:.0f} ms"
 
 
 class ProxyRouting(httpx.BaseTransport):

@@ -14,7 +14,6 @@ from gallery.validation import describe_validation
 __all__ = [
     "BUNDLE_MEDIA_TYPE",
     "BUNDLE_MEDIA_TYPES",
-    "COSIGN_PREDICATE",
     "DOCKER_LIST",
     "DOCKER_MANIFEST",
     "EMPTY_CONFIG",
@@ -43,7 +42,6 @@ OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 OCI_EMPTY = "application/vnd.oci.empty.v1+json"
 BUNDLE_MEDIA_TYPE = "application/vnd.dev.sigstore.bundle.v0.3+json"  # a Sigstore bundle, as a referrer
 BUNDLE_MEDIA_TYPES = frozenset({BUNDLE_MEDIA_TYPE, "application/vnd.dev.sigstore.bundle+json;version=0.3"})
-COSIGN_PREDICATE = "https://sigstore.dev/cosign/sign/v1"  # what a cosign image signature states
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
 DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"

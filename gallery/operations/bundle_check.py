@@ -8,7 +8,7 @@ from pathlib import Path
 from gallery.digests import is_digest, sha256_file
 from gallery.errors import SignatureError, UsageError
 from gallery.files import read_at_most
-from gallery.oci.models import COSIGN_PREDICATE
+from gallery.oci.predicates import COSIGN_PREDICATE
 from gallery.verify.evidence import Evidence
 from gallery.verify.policy import VerificationPolicy
 from gallery.verify.signatures import SigstoreVerifier

@@ -32,12 +32,14 @@ def run_candidates(gate: TrustGate, job: Job, use: Callable[[Verified], T]) -> T
         GalleryError: anything that no other candidate can help with (disk, locks).
     """
     attempts = _Attempts()
+    progress = gate.progress
     for plan in job.plan.candidates:
         if plan.refusal is not None:
             attempts.add(str(plan.candidate), None, TrustRefusal(plan.refusal))
             continue
         for attempt in gate.attempts(plan, job):
             try:
+                progress.phase(job.name, "verifying", attempt.label)
                 outcome = attempt.run(attempt)
                 if isinstance(outcome, Unchanged):
                     return outcome

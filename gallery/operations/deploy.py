@@ -72,7 +72,7 @@ class Deployer:
         staging = self._new_staging(name)
         try:
             try:
-                builder = self._extract(pinned, staging)
+                builder = self._extract(pinned, staging, name)
             except _CachedBlobBad as bad:
                 # The cache held bytes that are not the blob (or lost it to a concurrent prune):
                 # evict, fetch again, start over once.
@@ -81,7 +81,7 @@ class Deployer:
                 remove_tree(staging)
                 staging = self._new_staging(name)
                 try:
-                    builder = self._extract(pinned, staging)
+                    builder = self._extract(pinned, staging, name)
                 except _CachedBlobBad as again:
                     raise DigestMismatch(
                         f"{pinned.label}: blob {again.digest} does not hash to its digest, even fetched again"
@@ -108,6 +108,7 @@ class Deployer:
             remove_tree(staging)
             raise
         # From here the swap owns staging: its undo removes it, or its journal names it for recovery.
+        session.progress.phase(name, "swapping", f"{builder.files} file{'' if builder.files == 1 else 's'}")
         session.swapper.place(name, staging, op=op)
         return fetched
 
@@ -127,44 +128,55 @@ class Deployer:
         missing = [b for b in blobs if b.digest not in pinned.local_blobs and not cache.has(b.digest)]
         if not missing:
             return 0
+        progress.phase(backend, "downloading", f"{len(missing)} of {len(blobs)} blobs",
+                       total=sum(b.size for b in missing))  # fmt: skip
         counted: list[int] = []
         stop = threading.Event()  # one layer failed: the others stop at their next chunk
 
         def fetch(blob: Descriptor) -> None:
             if stop.is_set():
                 return
-            progress.layer_started(backend, blob.digest, blob.size)
 
             def on_bytes(amount: int) -> None:
                 if stop.is_set():
                     raise _Stopped(blob.digest)
                 counted.append(amount)
-                progress.layer_advanced(blob.digest, amount)
+                progress.layer_advanced(backend, blob.digest, amount)
 
             with cache.locked(blob.digest):
-                if cache.has(blob.digest):  # another process fetched it while we waited
-                    progress.layer_finished(blob.digest)
+                progress.layer_started(backend, blob.digest, blob.size)
+                if cache.has(blob.digest):  # another process (or backend) fetched it meanwhile
+                    progress.layer_advanced(backend, blob.digest, blob.size)
+                    progress.layer_finished(backend, blob.digest)
                     return
                 writer = cache.writer(blob.digest, blob.size)
                 try:
                     pinned.blobs.fetch_blob(blob, writer, on_bytes=on_bytes)
                 finally:
                     writer.close()
-                    progress.layer_finished(blob.digest)
+                    progress.layer_finished(backend, blob.digest)
 
         workers = max(1, min(session.config.max_parallel_layers, len(missing)))
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="layer") as pool:
             futures = [pool.submit(fetch, blob) for blob in missing]
             failure: BaseException | None = None
-            for future in as_completed(futures):
-                if future.cancelled():
-                    continue
-                error = future.exception()
-                if error is not None and not isinstance(error, _Stopped) and failure is None:
-                    failure = error
-                    stop.set()  # the candidate has failed: no point downloading the rest
-                    for pending in futures:
-                        pending.cancel()
+            try:
+                for future in as_completed(futures):
+                    if future.cancelled():
+                        continue
+                    error = future.exception()
+                    if error is not None and not isinstance(error, _Stopped) and failure is None:
+                        failure = error
+                        stop.set()  # the candidate has failed: no point downloading the rest
+                        for pending in futures:
+                            pending.cancel()
+            except BaseException:
+                # Ctrl-C reaches this thread only: the downloads stop at their next chunk (their
+                # partial files stay for resume) instead of the pool waiting for every layer.
+                stop.set()
+                for pending in futures:
+                    pending.cancel()
+                raise
         if isinstance(failure, OSError):  # the cache's disk, not the source: no other candidate helps
             raise OperationalError(
                 f"{pinned.label} ({pinned.manifest_digest}): cannot write to the blob cache "
@@ -175,10 +187,13 @@ class Deployer:
             raise failure
         return sum(counted)
 
-    def _extract(self, pinned: PinnedImage, staging: Path) -> TreeBuilder:
-        cache = self._session.cache
+    def _extract(self, pinned: PinnedImage, staging: Path, name: str) -> TreeBuilder:
+        cache, progress = self._session.cache, self._session.progress
         builder = TreeBuilder(staging, self._session.limits, links=self._session.swapper.fs)
-        for layer in pinned.manifest.layers:
+        layers = pinned.manifest.layers
+        for number, layer in enumerate(layers, 1):
+            so_far = f", {builder.files} files so far" if builder.files else ""
+            progress.phase(name, "extracting", f"layer {number} of {len(layers)}{so_far}")
             compression = compression_for_media_type(layer.media_type)
             if compression is None:  # pin refused other media types; never extract one blindly
                 raise UnsafeArchiveError(f"{pinned.label}: layer {layer.digest} is not an image layer")

@@ -33,6 +33,7 @@ from gallery.operations.lockfile import LockEntry
 from gallery.operations.session import Session
 from gallery.prepare.pin import PinnedImage, pin_image, pin_layout
 from gallery.prepare.tarball import pin_tarball, read_signature
+from gallery.progress import ProgressReporter
 from gallery.verify.bundles import signed_sha256
 from gallery.verify.discovery import FirstReachable, RegistrySignatures
 from gallery.verify.evidence import Evidence, RecordedSignature, SignatureSource
@@ -126,6 +127,10 @@ class _Opened:
 class TrustGate:
     def __init__(self, session: Session) -> None:
         self._session = session
+
+    @property
+    def progress(self) -> ProgressReporter:
+        return self._session.progress
 
     def attempts(self, plan: CandidatePlan, job: Job) -> Iterator[Attempt]:
         """Where ``plan``'s candidate can be fetched from, in order. A refused plan has none."""
@@ -415,9 +420,9 @@ def _download_tarball(
     try:
         return pin_tarball(source, expected_sha256=expected, cache=session.cache, client=session.client,
                            max_bytes=config.limits.max_extract_bytes, platform=config.platform,
-                           on_bytes=lambda amount: progress.layer_advanced(key, amount))  # fmt: skip
+                           on_bytes=lambda amount: progress.layer_advanced(name, key, amount))  # fmt: skip
     finally:
-        progress.layer_finished(key)
+        progress.layer_finished(name, key)
 
 
 class _NoBlobs:

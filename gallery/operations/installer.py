@@ -24,7 +24,7 @@ from gallery.catalog.galleries import Catalog, GalleryState
 from gallery.catalog.index import IndexEntry
 from gallery.catalog.resolve import Resolution, resolve_backend
 from gallery.config.models import Config
-from gallery.errors import OperationalError, UsageError
+from gallery.errors import GalleryError, Interrupted, OperationalError, UsageError
 from gallery.oci.registry import RegistryClient
 from gallery.operations.bundles import export_bundle, install_from_bundle
 from gallery.operations.fsck import FsckOutcome, check_and_repair
@@ -101,7 +101,7 @@ class Installer:
 
     def install(self, names: Sequence[str], *, fail_fast: bool = False) -> BatchResult:
         """Install each name; go on past failures unless ``fail_fast``."""
-        return _batch(names, self.install_one, fail_fast=fail_fast)
+        return self._batch(names, self.install_one, fail_fast=fail_fast)
 
     def install_one(self, requested: str) -> InstallResult:
         return timed(requested, lambda: self._runner.place(self._resolve(requested), INSTALL))
@@ -146,7 +146,7 @@ class Installer:
                 return skipped[name]
             return self.upgrade_one(name, dry_run=dry_run, allow_downgrade=allow_downgrade)
 
-        return _batch(names, one, fail_fast=fail_fast)
+        return self._batch(names, one, fail_fast=fail_fast)
 
     def upgrade_one(
         self, name: str, *, dry_run: bool = False, allow_downgrade: bool = False
@@ -203,7 +203,7 @@ class Installer:
     def repair(self, names: Sequence[str]) -> BatchResult:
         """Rebuild damaged backends from their *recorded* digest (verified under the current
         policy, as an install would); the damaged tree goes to the trash, not to a generation."""
-        return _batch(names, self.repair_one, fail_fast=False)
+        return self._batch(names, self.repair_one, fail_fast=False)
 
     def repair_one(self, name: str) -> InstallResult:
         return timed(name, lambda: repair(self._runner, name, self._resolve))
@@ -211,7 +211,7 @@ class Installer:
     def adopt(self, names: Sequence[str]) -> BatchResult:
         """Replace LocalAI-installed or sideloaded backends with the verified builds of their
         gallery entries (LocalAI's recorded digest when there is one)."""
-        return _batch(names, self.adopt_one, fail_fast=False)
+        return self._batch(names, self.adopt_one, fail_fast=False)
 
     def adopt_one(self, name: str) -> InstallResult:
         return timed(name, lambda: adopt(self._runner, name, self._resolve))
@@ -221,7 +221,7 @@ class Installer:
         return timed(name, lambda: rollback(self.session, name))
 
     def uninstall(self, names: Sequence[str], *, fail_fast: bool = False) -> BatchResult:
-        return _batch(names, self.uninstall_one, fail_fast=fail_fast)
+        return self._batch(names, self.uninstall_one, fail_fast=fail_fast)
 
     def uninstall_one(self, name: str) -> InstallResult:
         return timed(name, lambda: uninstall(self.session, name))
@@ -271,7 +271,50 @@ class Installer:
 
     # -- helpers ------------------------------------------------------------------------------
 
+    def _batch(
+        self, names: Sequence[str], action: Callable[[str], InstallResult], *, fail_fast: bool
+    ) -> BatchResult:
+        """Each name in turn, each result reported as soon as it is known. Ctrl-C ends the batch
+        with an ``interrupted`` result saying what is installed now (the swap itself is never
+        interrupted halfway: see ``place.swap``); the names not reached are not started."""
+        results: list[InstallResult] = []
+        for position, name in enumerate(names):
+            before = self._installed_digest(name)
+            try:
+                result = action(name)
+            except KeyboardInterrupt:
+                results.append(InstallResult.failed(name, self._interrupted(name, before)))
+                results.extend(InstallResult.failed(rest, Interrupted(f"{rest}: not started"))
+                               for rest in names[position + 1 :])  # fmt: skip
+                for done in results[position:]:
+                    self.session.progress.finished(done)
+                break
+            results.append(result)
+            self.session.progress.finished(result)
+            if fail_fast and result.error is not None:
+                break
+        return BatchResult(tuple(results))
+
+    def _installed_digest(self, name: str) -> str | None:
+        try:
+            installed = self.session.store.current(name)
+        except GalleryError:  # not ours (sideloaded, LocalAI's leftovers): the action says so
+            return None
+        return None if installed is None else installed.digest or "unknown"
+
+    def _interrupted(self, name: str, before: str | None) -> Interrupted:
+        now = self._installed_digest(name)
+        if now == before:
+            state = f"{name} is still at its old version ({before})" if before else f"{name} is not installed"
+            return Interrupted(
+                f"{name}: interrupted: nothing was changed; {state}",
+                hint="partial downloads are kept in the cache: run the command again to resume",
+            )
+        state = f"{name} is now at {now}" if now else f"{name} is no longer installed"
+        return Interrupted(f"{name}: interrupted after its change completed: {state}")
+
     def _resolve(self, requested: str) -> Resolution:
+        self.session.progress.phase(requested, "resolving")
         return resolve_backend(self.catalog, requested, capabilities=self.session.selector)
 
     def _ad_hoc(self, installed: BackendMetadata) -> bool:
@@ -315,13 +358,3 @@ def _not_from_a_gallery(installed: BackendMetadata) -> InstallResult:
         )
         warning = f"installed by LocalAI from {source}, not from a configured gallery: not upgraded"
     return InstallResult(installed.name, "unchanged", installed.name, installed.digest, warnings=(warning,))
-
-
-def _batch(names: Sequence[str], action: Callable[[str], InstallResult], *, fail_fast: bool) -> BatchResult:
-    results: list[InstallResult] = []
-    for name in names:
-        result = action(name)
-        results.append(result)
-        if fail_fast and result.error is not None:
-            break
-    return BatchResult(tuple(results))

@@ -136,7 +136,9 @@ def rollback(session: Session, name: str) -> InstallResult:
         name = current.meta_backend_for
     if current is None and not session.store.state.kept(name):
         raise BackendNotFound(f"no installed backend named {name!r}", hint="see 'gallery list --installed'")
-    with backend_lock(session.store.state.root, name, timeout=session.config.timeouts.lock):
+    with backend_lock(
+        session.store.state.root, name, timeout=session.config.timeouts.lock, operation="rollback"
+    ):
         session.swapper.recover(name)
         session.swapper.rollback(name)
         restored = session.store.get(name)
@@ -162,7 +164,9 @@ def uninstall(session: Session, name: str) -> InstallResult:
         also.append(metadata.meta_backend_for)
     also += store.pointing_at(name)
     for victim in (name, *also):
-        with backend_lock(store.state.root, victim, timeout=session.config.timeouts.lock):
+        with backend_lock(
+            store.state.root, victim, timeout=session.config.timeouts.lock, operation="uninstall"
+        ):
             session.swapper.recover(victim)
             session.swapper.remove(victim)
     return InstallResult(name, "uninstalled", name=name, warnings=tuple(f"also removed {n}" for n in also))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,12 +24,15 @@ from gallery.catalog.galleries import Catalog, load_catalog
 from gallery.catalog.index import IndexEntry
 from gallery.catalog.resolve import CapabilitySelector, check_configured_capability, resolve_backend
 from gallery.catalog.sources import OciSource
+from gallery.config.discovery import ConfigLocation
 from gallery.config.models import Config, GalleryConfig
 from gallery.errors import GalleryError
 from gallery.operations.installer import Installer
+from gallery.operations.inventory import installed_summary
 from gallery.place.metadata import BackendMetadata
 from gallery.place.swap import pending_names
 from gallery.results import UpdateCheck
+from gallery.units import human_bytes
 from gallery.verify.plan import plan_resolution
 from gallery.verify.roots import TrustRootError, TrustRoots
 
@@ -194,27 +198,6 @@ class ShowResult:
         }
 
 
-def installed_summary(backend: BackendMetadata, update: UpdateCheck | None) -> dict[str, Any]:
-    """What ``list --installed`` and ``show`` say about an installed backend: its digest, who
-    signed it and when, and (when checked) whether a newer signed build is on offer."""
-    evidence = backend.verification
-    verified = evidence is not None and evidence.verified
-    return {
-        "name": backend.name,
-        "gallery": backend.gallery,
-        "digest": backend.digest,
-        "verified": verified,
-        "signer": evidence.identity if evidence is not None and verified else None,
-        "issuer": evidence.issuer if evidence is not None and verified else None,
-        "signed_at": evidence.signing_time.isoformat()
-        if evidence is not None and verified and evidence.signing_time
-        else None,
-        "installed_at": backend.installed_at.isoformat() if backend.installed_at else None,
-        "meta_backend_for": backend.meta_backend_for,
-        "update": None if update is None else update.to_json(),
-    }
-
-
 def show_backend(
     config: Config,
     name: str,
@@ -296,9 +279,18 @@ class DoctorReport:
         return {"ok": self.exit_code == 0, "checks": [c.to_json() for c in self.checks]}
 
 
-def run_doctor(config: Config, *, client: httpx.Client, detector: CapabilityDetector) -> DoctorReport:
-    """Check the config, trust roots, directories, capability and every gallery's index."""
+def run_doctor(
+    config: Config,
+    *,
+    client: httpx.Client,
+    detector: CapabilityDetector,
+    location: ConfigLocation | None = None,
+) -> DoctorReport:
+    """Check the config (``location``: which file, found how), trust roots, directories (free
+    space too), capability and every gallery's index."""
     checks: list[Check] = []
+    if location is not None:
+        checks.append(Check("config", "ok", location.describe()))
     checks.append(_check_trusted_root("trusted_root", config.trusted_root))
     for gallery in config.galleries:
         if gallery.trusted_root is not None:
@@ -456,17 +448,30 @@ def _check_json_file(name: str, path: Path) -> Check:
     return Check(name, "ok", str(path))
 
 
+_LOW_SPACE = 2 * 1000**3  # a CUDA backend alone is several GB
+
+
 def _check_directory(name: str, path: Path) -> Check:
     if path.is_dir():
-        if os.access(path, os.W_OK | os.X_OK):
-            return Check(name, "ok", f"{path} (writable)")
-        return Check(name, "error", f"{path} is not writable", 1)
+        if not os.access(path, os.W_OK | os.X_OK):
+            return Check(name, "error", f"{path} is not writable", 1)
+        return _with_free_space(name, path, f"{path} (writable", path)
     if path.exists():
         return Check(name, "error", f"{path} exists but is not a directory", 1)
     parent = next((p for p in path.parents if p.exists()), None)
     if parent is not None and os.access(parent, os.W_OK | os.X_OK):
-        return Check(name, "ok", f"{path} (will be created)")
+        return _with_free_space(name, path, f"{path} (will be created", parent)
     return Check(name, "error", f"{path} does not exist and cannot be created", 1)
+
+
+def _with_free_space(name: str, path: Path, text: str, existing: Path) -> Check:
+    try:
+        free = shutil.disk_usage(existing).free
+    except OSError:
+        return Check(name, "ok", f"{text})")
+    if free < _LOW_SPACE:
+        return Check(name, "warning", f"{text}; only {human_bytes(free)} free: backends may not fit)")
+    return Check(name, "ok", f"{text}; {human_bytes(free)} free)")
 
 
 def describe_backend(installer: Installer, name: str) -> ShowResult:

@@ -73,7 +73,13 @@ class Runner:
         if not mode.writes:
             return loop()
         name = resolution.entry.name
-        with backend_lock(session.store.state.root, name, timeout=session.config.timeouts.lock):
+        progress = session.progress
+
+        def waiting(holder: str) -> None:
+            progress.phase(name, "waiting", holder)
+
+        with backend_lock(session.store.state.root, name, timeout=session.config.timeouts.lock,
+                          operation=mode.name, on_wait=waiting):  # fmt: skip
             session.swapper.recover(name)
             outcome = loop()
         meta = resolution.meta
@@ -108,13 +114,21 @@ class Runner:
         fetched = 0
         replaces = job.installed is not None
         status: Status = "upgraded" if job.mode is PRELOAD and replaces else job.mode.done
+        warning = verified.plan.warning
         if job.mode.writes:
+            # Said before anything is fetched: an operator can still stop an unverified install.
+            progress = self.session.progress
+            if verified.evidence.verified:
+                signer = verified.signer
+                progress.phase(job.name, "verified", f"signed by {signer}" if signer else verified.digest)
+            else:
+                progress.phase(job.name, "unverified", warning or "nothing was proven")
             op: Op = "repair" if job.mode.target == "recorded" else "upgrade" if replaces else "install"
             keep = job.installed if verified.plan.candidate.kind == "recorded" else None
             fetched = verified.pinned.fetched_bytes + self.deployer.deploy(
                 verified, job.resolution, op=op, keep=keep
             )
-        warning = verified.plan.warning
+            progress.phase(job.name, "done", status)
         return InstallResult(job.name, status, job.name, verified.digest, verified.candidate,
                              verified.evidence.verified, bytes_fetched=fetched,
                              warnings=(warning,) if warning else (), signer=verified.signer)  # fmt: skip

@@ -32,6 +32,7 @@ from pathlib import Path
 from gallery.errors import GalleryError, OperationalError
 from gallery.filelocks import LockBusy, backend_lock, recovery_lock
 from gallery.place.fsops import FsOps
+from gallery.place.interrupts import interrupts_deferred
 from gallery.place.journal import (
     STATE_DIR,
     Journal,
@@ -143,21 +144,22 @@ class Swapper:
         try:
             self.fs.sync_files(staged)
             self.fs.sync_dirs(staged)
+            self._step("synced")
         except OSError as exc:
-            with contextlib.suppress(OSError):  # else the next command removes it as an orphan
-                self.fs.remove_tree(staged)
+            _discard(self.fs, staged)
             raise OperationalError(
                 f"{op} of {name} failed: cannot flush the staged version ({_describe(exc)}); "
                 "the installed version is unchanged",
                 hint="fix the filesystem problem, then retry",
             ) from exc
-        self._step("synced")
+        except BaseException:  # Ctrl-C before the transaction: nothing was changed
+            _discard(self.fs, staged)
+            raise
         target = self.backends / name
         old = _ino(target)
         keep_old = old is not None and self.keep > 0 and op != "repair"
         outgoing = self.state.next_generation(name) if keep_old else self.state.new_trash_path(name)
-        journal = self._begin(op, name, staged, old, outgoing, discard_incoming=True)
-        self._run(journal, check)
+        self._transact(op, name, staged, old, outgoing, discard_incoming=True, check=check)
 
     def rollback(self, name: str) -> Path:
         """Put the newest kept generation back at ``backends/<name>``; the version rolled back
@@ -174,9 +176,7 @@ class Swapper:
             )
         source = kept[-1]
         old = _ino(self.backends / name)
-        journal = self._begin("rollback", name, source, old, self.state.new_trash_path(name),
-                              discard_incoming=False)  # fmt: skip
-        self._run(journal, None)
+        self._transact("rollback", name, source, old, self.state.new_trash_path(name), discard_incoming=False)
         return source
 
     def remove(self, name: str) -> None:
@@ -184,9 +184,7 @@ class Swapper:
         old = _ino(self.backends / name)
         if old is None:
             return
-        journal = self._begin("uninstall", name, None, old, self.state.new_trash_path(name),
-                              discard_incoming=True)  # fmt: skip
-        self._run(journal, None)
+        self._transact("uninstall", name, None, old, self.state.new_trash_path(name), discard_incoming=True)
 
     # -- recovery ---------------------------------------------------------------------------
 
@@ -226,6 +224,12 @@ class Swapper:
 
     # -- the sequence -----------------------------------------------------------------------
 
+    def _transact(self, op: Op, name: str, incoming: Path | None, old: int | None, outgoing: Path, *,
+                  discard_incoming: bool, check: Callable[[Path], None] | None = None) -> None:  # fmt: skip
+        """Journal, commit, finish: one transaction, which Ctrl-C never stops halfway."""
+        with interrupts_deferred():
+            self._run(self._begin(op, name, incoming, old, outgoing, discard_incoming), check)
+
     def _begin(
         self,
         op: Op,
@@ -233,7 +237,6 @@ class Swapper:
         incoming: Path | None,
         old: int | None,
         outgoing: Path,
-        *,
         discard_incoming: bool,
     ) -> Journal:
         journal = Journal(
@@ -408,6 +411,11 @@ class Swapper:
 
 def _describe(exc: OSError) -> str:
     return f"{exc.strerror or exc}" + (f" ({exc.filename})" if exc.filename else "")
+
+
+def _discard(fs: FsOps, staged: Path) -> None:
+    with contextlib.suppress(OSError):  # else the next command removes it as an orphan
+        fs.remove_tree(staged)
 
 
 def recover_pending(backends: Path, *, keep_generations: int, fs: FsOps | None = None) -> RecoveryReport:

@@ -20,7 +20,7 @@ from sigstore_models.common.v1 import HashAlgorithm
 
 from gallery.digests import sha256_digest
 from gallery.errors import SignatureError
-from gallery.oci.models import COSIGN_PREDICATE
+from gallery.oci.predicates import COSIGN_PREDICATE
 from gallery.oci.references import ReferenceParseError, parse_reference
 from gallery.verify.evidence import Evidence
 from gallery.verify.policy import VerificationPolicy

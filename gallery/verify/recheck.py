@@ -43,7 +43,7 @@ def verify_installed(
         signer = f"{evidence.identity} (issuer {evidence.issuer})" if evidence.verified else None
         warnings = () if evidence.verified else (evidence.reason or "not verified",)
         results.append(
-            InstallResult(name, "verified" if evidence.verified else "unchanged", name, metadata.digest,
+            InstallResult(name, "verified" if evidence.verified else "unverified", name, metadata.digest,
                           metadata.candidate, evidence.verified, warnings=warnings, signer=signer)
         )  # fmt: skip
     return BatchResult(tuple(results))

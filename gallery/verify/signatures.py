@@ -21,7 +21,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 
 from gallery.errors import SignatureError
-from gallery.oci.models import COSIGN_PREDICATE
+from gallery.oci.predicates import COSIGN_PREDICATE
 from gallery.verify.bundles import check_bundle, verify_blob_bundle, verify_image_bundle
 from gallery.verify.evidence import Evidence, SignatureSource
 from gallery.verify.policy import VerificationPolicy

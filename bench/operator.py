@@ -1,0 +1,115 @@
+"""What an operator waits for: start-up of the commands typed most, and Ctrl-C during a download.
+
+    .venv/bin/python bench/operator.py [--rounds 15] [--json]
+
+Start-up (medians over interleaved rounds, each a fresh process), with peers from the same run so
+the numbers survive a noisy machine: ``python -c pass`` (the floor every Python CLI pays) and
+``python -c "import typer"`` (the CLI framework alone). Goals (issue 20): ``gallery --version``
+and ``gallery --help`` <= 0.15 s, ``gallery list --installed --offline`` <= 0.4 s.
+
+Ctrl-C: ``gallery install`` of a 6 MB layer through a proxy that slows blobs to ~0.8 MB/s, SIGINT
+once bytes arrive; the time until the process has exited (goal: <= 1 s), in --rounds // 3 rounds.
+Needs Debian's docker-registry. Not part of the test suite.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import signal
+import statistics
+import subprocess
+import sys
+import time
+
+import yaml
+from benchlib import GALLERY, ROOT, local_registry, write_gallery
+from faulty_proxy import Faults, faulty_proxy
+from registry_server import LAYER_GZIP
+from tarbuild import file, gz, tar_bytes
+
+PYTHON = sys.executable
+DEMO = ROOT / "galleries" / "demo" / "gallery.yaml"
+GOALS = {"gallery --version": 0.15, "gallery --help": 0.15, "gallery list --installed --offline": 0.4}
+
+
+def startup(rounds: int) -> dict[str, list[float]]:
+    commands = {
+        "python -c pass": [PYTHON, "-c", "pass"],
+        "python -c 'import typer'": [PYTHON, "-c", "import typer"],
+        "gallery --version": [str(GALLERY), "--version"],
+        "gallery --help": [str(GALLERY), "--help"],
+        "gallery list --installed --offline": [str(GALLERY), "--config", str(DEMO), "list", "--installed",
+                                               "--offline"],
+    }  # fmt: skip
+    subprocess.run(
+        [str(GALLERY), "--config", str(DEMO), "install", "demo-echo"], capture_output=True, check=True
+    )
+    samples: dict[str, list[float]] = {name: [] for name in commands}
+    for _ in range(rounds):
+        for name, argv in commands.items():
+            started = time.perf_counter()
+            subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
+            samples[name].append(time.perf_counter() - started)
+    return samples
+
+
+def interrupt_latency(rounds: int) -> list[float]:
+    layer = gz(tar_bytes([file("lib/big.so", random.Random(1).randbytes(6_000_000))]))
+    run_sh = gz(tar_bytes([file("run.sh", b"#!/bin/sh\necho hi\n", mode=0o755)]))
+    latencies = []
+    with local_registry() as (tmp, registry), faulty_proxy(registry.url, Faults(slow_blobs=0.02)) as proxy:
+        registry.push_image("bench/big", "v1", [(run_sh, LAYER_GZIP), (layer, LAYER_GZIP)])
+        host = proxy.removeprefix("http://")
+        for number in range(rounds):
+            root = tmp / f"round{number}"
+            root.mkdir()
+            config = write_gallery(root, registry, [{"name": "big", "uri": f"{host}/bench/big:v1"}])
+            data = yaml.safe_load(config.read_text())
+            data["insecure_registries"].append(host)
+            config.write_text(yaml.safe_dump(data))
+            process = subprocess.Popen([str(GALLERY), "--config", str(config), "install", "big"],
+                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+            partial = root / "cache" / "partial"
+            while not (partial.is_dir() and any(p.stat().st_size > 100_000 for p in partial.iterdir())):
+                if process.poll() is not None:
+                    raise SystemExit(
+                        f"install ended before it could be interrupted (exit {process.returncode})"
+                    )
+                time.sleep(0.01)
+            started = time.perf_counter()
+            process.send_signal(signal.SIGINT)
+            code = process.wait(timeout=60)
+            latencies.append(time.perf_counter() - started)
+            if code != 130:
+                raise SystemExit(f"interrupted install exited {code}, not 130")
+    return latencies
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--json", action="store_true", help="also print a one-line JSON summary")
+    args = parser.parse_args()
+    samples = startup(args.rounds)
+    summary: dict[str, object] = {}
+    print(f"start-up, median of {args.rounds} interleaved rounds (min in brackets)")
+    for name, values in samples.items():
+        median = statistics.median(values)
+        goal = GOALS.get(name)
+        verdict = "" if goal is None else f"   goal <= {goal:.2f} s: {'met' if median <= goal else 'MISSED'}"
+        print(f"  {name:40s} {median:6.3f} s  ({min(values):.3f}){verdict}")
+        summary[name] = {"median": round(median, 4), "min": round(min(values), 4), "goal": goal}
+    latencies = interrupt_latency(max(3, args.rounds // 3))
+    median = statistics.median(latencies)
+    print(f"Ctrl-C during a download, until exit: median {median:.3f} s, max {max(latencies):.3f} s "
+          f"({len(latencies)} rounds)   goal <= 1 s: {'met' if median <= 1 else 'MISSED'}")  # fmt: skip
+    summary["ctrl-c"] = {"median": round(median, 4), "max": round(max(latencies), 4), "goal": 1.0}
+    if args.json:
+        print(json.dumps(summary, sort_keys=True))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
