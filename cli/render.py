@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import sys
@@ -40,15 +41,25 @@ class Output:
         self.printed_json = False
         self.reported: set[int] = set()  # results already printed (ids), by the progress display
         self.warned: set[str] = set()
-        self.out = _console(sys.stdout, color)
-        self.err = _console(sys.stderr, color)
+        self._color = color
+
+    # Made on first use: a command that only writes a table or JSON never imports rich.
+    @functools.cached_property
+    def out(self) -> Console:
+        return _console(sys.stdout, self._color)
+
+    @functools.cached_property
+    def err(self) -> Console:
+        return _console(sys.stderr, self._color)
 
     def table(self, headers: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> None:
         """Cells already ``plain``; written directly (rich renders a thousand rows in seconds)."""
         lines = aligned(headers, rows)
-        file = self.out.file
-        file.write("\n".join(lines) + "\n")
-        file.flush()
+        sys.stdout.write("\n".join(lines) + "\n")
+        sys.stdout.flush()
+
+    def table_footer(self, text: str) -> None:
+        sys.stdout.write(text + "\n")
 
     def request(self, line: str) -> None:
         """One HTTP request (``-v``), from any thread."""
@@ -96,7 +107,7 @@ class Output:
             target = entry.uri if entry.uri else ", ".join(f"{k}={v}" for k, v in entry.capabilities.items())
             rows.append((row.gallery, plain(entry.name), row.kind, plain(entry.alias or ""), plain(target)))
         self.table(("GALLERY", "NAME", "KIND", "ALIAS", "URI / CAPABILITIES"), rows)
-        self.out.print(plural(len(result.rows), "entry"), highlight=False)
+        self.table_footer(plural(len(result.rows), "entry"))
 
     def show_result(self, result: gallery.ShowResult) -> None:
         from .show import show_text
@@ -304,7 +315,7 @@ class Output:
         self.table(("NAME", "GALLERY", "DIGEST", "SIGNED", "UPDATE", "NOTE"), rows)
         extra = f", {len(sideloaded)} sideloaded" if sideloaded else ""
         extra += f", {len(system)} system" if system else ""
-        self.out.print(f"{len(backends)} installed{extra}", highlight=False)
+        self.table_footer(f"{len(backends)} installed{extra}")
 
 
 def _short_update(update: gallery.UpdateCheck) -> str:

@@ -17,8 +17,6 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import filelock
-
 from gallery.errors import OperationalError
 
 __all__ = ["LockBusy", "backend_lock", "held", "holder", "lock_path", "recovery_lock"]
@@ -105,6 +103,8 @@ def held(
             f"cannot create lock directory {path.parent}: {exc.strerror or exc}",
             hint="check that backends_path is writable by this user",
         ) from exc
+    import filelock  # only where a lock is taken: readers' start-up does not pay for it
+
     lock = filelock.FileLock(path, timeout=timeout, blocking=timeout > 0)
     try:
         try:
