@@ -214,7 +214,7 @@ def execute(ctx: typer.Context, out: Output, action: Callable[[gallery.Config], 
     ``action`` and exit with its code (errors as ``reported_errors`` says)."""
     options: Globals = ctx.obj
     _skip_pydantic_plugin_discovery()
-    with reported_errors(ctx, out):
+    with reported_errors(ctx, out), _library_warnings(out):
         location = options.location = gallery.locate_config(options.config_path)
         config = gallery.load_config(location.path).with_overrides(
             require_integrity=options.require_integrity, capability=options.capability
@@ -237,6 +237,29 @@ def _skip_pydantic_plugin_discovery() -> None:
         return
     if getattr(_loader, "_plugins", None) is None:
         _loader._plugins = {}
+
+
+class _WarningLine(logging.Handler):
+    def __init__(self, out: Output) -> None:
+        super().__init__(logging.WARNING)
+        self._out = out
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self._out.warning(record.getMessage())
+
+
+@contextmanager
+def _library_warnings(out: Output) -> Iterator[None]:
+    """What the library logs (a damaged cached index it skipped, say) is a ``warning:`` line like
+    every other, not a bare line from Python's last-resort handler."""
+    logger = logging.getLogger("gallery")
+    handler = _WarningLine(out)
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
 
 
 def http_client(ctx: typer.Context, out: Output, config: gallery.Config) -> httpx.Client:

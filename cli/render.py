@@ -157,11 +157,7 @@ class Output:
         for warning in result.warnings:
             self.warning(warning)
         if result.error is not None:
-            message = result.error.message
-            named = (
-                message if message.startswith(f"{result.requested}: ") else f"{result.requested}: {message}"
-            )
-            self.error(named, result.error.hint)
+            self.error(_named(result.requested, result.error.message), result.error.hint)
             return
         parts = [f"{clean(result.name or result.requested)}: {result.status}"]
         if result.digest:
@@ -208,13 +204,12 @@ class Output:
                 line += f" [green](repaired: {clean(finding.repaired)})[/green]"
             self.out.print(line, highlight=False)
         damage = sum(1 for f in report.findings if f.damage and f.repaired is None)
+        remain = f"{plural(damage, 'problem')} {'remains' if damage == 1 else 'remain'}"
+        verdict = "no damage" if not damage else (
+            f"{remain} that --repair could not fix (see above)" if repaired is not None
+            else f"{remain} (gallery fsck --repair fixes what it safely can)")  # fmt: skip
         self.out.print(
-            f"{report.backends_checked} backends and {report.blobs_checked} cached blobs checked; "
-            + (
-                f"{plural(damage, 'problem')} remain (gallery fsck --repair fixes what it safely can)"
-                if damage
-                else "no damage"
-            ),
+            f"{report.backends_checked} backends and {report.blobs_checked} cached blobs checked; {verdict}",
             highlight=False,
         )
 
@@ -335,6 +330,13 @@ def _console(file: IO[str], color: bool) -> Console:
     terminal = bool(isatty and isatty())
     return Console(file=file, _environ={}, soft_wrap=True, color_system="auto" if color else None,
                    width=None if terminal else 4096, no_color=not color)  # fmt: skip
+
+
+def _named(requested: str, message: str) -> str:
+    """``x: why`` — unless the message already names ``x`` (``x is not installed``)."""
+    if re.search(rf"(?<![\w.-]){re.escape(requested)}(?![\w.-])", message):
+        return message
+    return f"{requested}: {message}"
 
 
 def plain(text: str) -> str:

@@ -9,17 +9,7 @@ import gallery
 __all__ = ["human_bytes", "human_seconds", "plural"]
 
 human_bytes = gallery.human_bytes
-
-
-def human_seconds(seconds: float) -> str:
-    """``4.2`` -> ``4.2 s``; ``95`` -> ``1 min 35 s``; ``3725`` -> ``1 h 2 min``."""
-    if seconds < 60:
-        return f"{seconds:.1f} s" if seconds < 10 else f"{seconds:.0f} s"
-    minutes, secs = divmod(round(seconds), 60)
-    if minutes < 60:
-        return f"{minutes} min {secs} s" if secs else f"{minutes} min"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours} h {minutes} min" if minutes else f"{hours} h"
+human_seconds = gallery.human_seconds
 
 
 def plural(count: int, noun: str) -> str:

@@ -60,7 +60,7 @@ if TYPE_CHECKING:
     from gallery.results import BatchResult, InstallResult, UpdateCheck
     from gallery.schemas import SchemaName, json_schema
     from gallery.suggest import closest
-    from gallery.units import human_bytes
+    from gallery.units import human_bytes, human_seconds
     from gallery.verify.evidence import Evidence
     from gallery.verify.policy import VerificationPolicy
     from gallery.verify.signatures import SigstoreVerifier
@@ -116,6 +116,7 @@ __all__ = [
     "detect_host_facts",
     "host_detector",
     "human_bytes",
+    "human_seconds",
     "installed_summary",
     "inventory",
     "json_schema",
@@ -205,6 +206,7 @@ _EXPORTS: dict[str, str] = {
     "json_schema": "gallery.schemas",
     "closest": "gallery.suggest",
     "human_bytes": "gallery.units",
+    "human_seconds": "gallery.units",
     "Evidence": "gallery.verify.evidence",
     "VerificationPolicy": "gallery.verify.policy",
     "SigstoreVerifier": "gallery.verify.signatures",

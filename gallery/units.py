@@ -1,8 +1,8 @@
-"""Sizes as a person reads them (pure)."""
+"""Sizes and durations as a person reads them (pure)."""
 
 from __future__ import annotations
 
-__all__ = ["human_bytes"]
+__all__ = ["human_bytes", "human_seconds"]
 
 _UNITS = ("B", "kB", "MB", "GB", "TB")
 
@@ -17,3 +17,14 @@ def human_bytes(count: int | float) -> str:
         if abs(value) < 1000:
             return f"{value:.1f} {unit}"
     return f"{value / 1000:.1f} {_UNITS[-1]}"
+
+
+def human_seconds(seconds: float) -> str:
+    """``4.2`` -> ``4.2 s``; ``95`` -> ``1 min 35 s``; ``3725`` -> ``1 h 2 min``."""
+    if seconds < 60:
+        return f"{seconds:.1f} s" if seconds < 10 else f"{seconds:.0f} s"
+    minutes, secs = divmod(round(seconds), 60)
+    if minutes < 60:
+        return f"{minutes} min {secs} s" if secs else f"{minutes} min"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes} min" if minutes else f"{hours} h"

@@ -239,3 +239,32 @@ def test_a_rebuild_from_the_cache_must_give_exactly_the_recorded_files(project: 
     assert result.exit_code == 3, result.output
     assert "the cached layers do not rebuild the recorded files" in result.output, result.output
     assert (project.backends / "b" / "VERSION").read_text() == "v9"
+
+
+def test_a_cache_shared_by_two_configs_keeps_what_either_uses(tmp_path: Path, runner: CliRunner) -> None:
+    from .test_crash import LAYER, image
+
+    for version in ("v1", "v2"):
+        write_layout(tmp_path / "layouts" / version, [(image(version), LAYER)])
+    configs = {}
+    for node, version in (("one", "v1"), ("two", "v2")):
+        (tmp_path / f"{node}.yaml.index").write_text(
+            yaml.safe_dump([{"name": "b", "uri": f"ocifile://layouts/{version}"}])
+        )
+        configs[node] = tmp_path / f"{node}.yaml"
+        configs[node].write_text(yaml.safe_dump({
+            "format_version": 1, "backends_path": f"./{node}/backends", "cache_path": "./shared-cache",
+            "capability": "default", "galleries": [{"name": "g", "url": f"./{node}.yaml.index"}],
+        }))  # fmt: skip
+        assert runner.invoke(app, ["--config", str(configs[node]), "install", "b"]).exit_code == 0
+
+    def prune(node: str) -> dict[str, Any]:
+        result = runner.invoke(app, ["--config", str(configs[node]), "cache", "prune", "--json"])
+        assert result.exit_code == 0, result.output
+        return dict(json.loads(result.stdout))
+
+    assert prune("one")["removed"] == []  # two's layer is another config's, still in use
+    fsck = runner.invoke(app, ["--config", str(configs["one"]), "fsck", "--json"])
+    assert not [f for f in json.loads(fsck.stdout)["findings"] if f["kind"] == "unreferenced-blob"]
+    assert runner.invoke(app, ["--config", str(configs["two"]), "uninstall", "b"]).exit_code == 0
+    assert len(prune("one")["removed"]) == 1  # now nobody uses v2's layer

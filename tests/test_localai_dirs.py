@@ -284,3 +284,16 @@ def test_a_localai_gallery_url_matches_our_gallery_in_either_spelling(tmp_path: 
         is None
     )
     assert recorded_gallery(BackendMetadata(name="x"), config) is None
+
+
+def test_an_empty_meta_backend_for_is_a_concrete_backend() -> None:
+    from gallery.place.metadata import BackendMetadata
+
+    record = BackendMetadata.model_validate(
+        {
+            "name": "whisper",
+            "meta_backend_for": "",
+            "gallery_url": "github:mudler/LocalAI/backend/index.yaml@master",
+        }
+    )
+    assert record.meta_backend_for is None

@@ -128,6 +128,10 @@ def test_ctrl_c_stops_the_downloads_at_once_and_says_what_was_left(slow: Slow) -
     assert "partial downloads are kept in the cache" in term.text
     assert slow.env.visible() == []
     assert any(p.stat().st_size for p in partial.iterdir()), "the partial download is kept for resume"
+    fsck = subprocess.run(slow.argv("fsck"), capture_output=True, text=True, timeout=60)
+    assert fsck.returncode == 0 and re.search(
+        r"note +sha256:[0-9a-f]{64}: partial-download: [\d.]+ [kM]B downloaded", fsck.stdout
+    ), fsck.stdout
     # ... and the next run resumes it and installs.
     done = subprocess.run(slow.argv("install", "big"), capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr

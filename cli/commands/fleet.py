@@ -8,6 +8,7 @@ import typer
 import gallery
 
 from ..app import FailFast, JsonFlag, app, execute, http_client, installer, output_for, run_batch
+from ..units import plural
 
 
 @app.command("lock")
@@ -36,7 +37,9 @@ def lock_command(
             gallery.write_lock(output, outcome.lock)
         out.batch_result(outcome.batch)
         if outcome.exit_code == 0 and not as_json:
-            out.err.print(f"wrote {len(outcome.lock.backends)} backends to {output}", highlight=False)
+            out.err.print(
+                f"wrote {plural(len(outcome.lock.backends), 'backend')} to {output}", highlight=False
+            )
         return outcome.exit_code
 
     execute(ctx, out, action)

@@ -60,7 +60,7 @@ def run_candidates(gate: TrustGate, job: Job, use: Callable[[Verified], T]) -> T
                     ) from exc
     raise InstallFailed(
         f"{job.name}: no candidate could be {job.mode.verb}: " + "; ".join(attempts.lines),
-        hint=attempts.hint(),
+        hint=attempts.hint(job.name),
         integrity=attempts.integrity,
         causes=tuple(attempts.errors),
     )
@@ -84,8 +84,8 @@ class _Attempts:
         if error.hint and error.hint not in self.hints:
             self.hints.append(error.hint)
 
-    def hint(self) -> str:
+    def hint(self, name: str) -> str:
         """The failures' own next steps when they agree, else where to look."""
         if len(self.hints) == 1:
             return self.hints[0]
-        return "see each candidate's reason; 'gallery show NAME' lists them"
+        return f"see each candidate's reason; 'gallery show {name}' lists them"

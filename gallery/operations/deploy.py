@@ -19,6 +19,7 @@ from gallery.operations.session import Session
 from gallery.place.extract import FileRecord, TreeBuilder
 from gallery.place.metadata import METADATA_FORMAT_VERSION, BackendMetadata, LayerRecord, write_metadata
 from gallery.place.swap import Op
+from gallery.prepare.cache_users import register_user
 from gallery.prepare.compression import compression_for_media_type, decompressing
 from gallery.prepare.pin import PinnedImage
 from gallery.trees import remove_tree
@@ -68,6 +69,7 @@ class Deployer:
 
     def _build_and_place(self, pinned: PinnedImage, name: str, metadata: MetadataFor, op: Op) -> int:
         session = self._session
+        register_user(session.cache.state, session.config.backends_path)
         fetched = self._fetch_blobs(pinned, pinned.manifest.layers, name)
         staging = self._new_staging(name)
         try:

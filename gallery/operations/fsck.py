@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from gallery.config.models import Config
-from gallery.digests import sha256_file
+from gallery.digests import is_digest, sha256_file
 from gallery.errors import GalleryError
 from gallery.filelocks import LockBusy, backend_lock
 from gallery.operations.localai_dirs import LOCALAI_IDLE_SECONDS, Leftover, is_sideloaded
@@ -37,8 +37,10 @@ from gallery.operations.store import BackendStore
 from gallery.place.metadata import METADATA_FILE, BackendMetadata, read_metadata
 from gallery.place.swap import StateDir, pending_names
 from gallery.prepare.blobcache import BlobCache
-from gallery.results import BatchResult
+from gallery.prepare.cache_users import cache_users
+from gallery.results import BatchResult, InstallResult
 from gallery.trees import remove_tree, scanned_tree
+from gallery.units import human_bytes, human_seconds
 
 __all__ = [
     "Finding",
@@ -66,6 +68,7 @@ Kind = Literal[
     "orphaned-generations",
     "bad-blob",
     "unreferenced-blob",
+    "partial-download",
 ]
 _CHUNK = 1024 * 1024
 
@@ -160,7 +163,7 @@ def scan(config: Config, *, repair: bool = False) -> FsckReport:
                 _check_files(run, child, metadata)
         _check_leftovers(run, store.state)
         _check_localai_leftovers(run, store)
-    blobs = _check_cache(run, _cache(config), store.referenced_blobs())
+    blobs = _check_cache(run, _cache(config), referenced_blobs(config))
     return FsckReport(tuple(run.findings), checked, blobs)
 
 
@@ -187,14 +190,20 @@ def check_and_repair(config: Config, repair: Callable[[Sequence[str]], BatchResu
 
 def mark_repaired(report: FsckReport, batch: BatchResult) -> FsckReport:
     """Mark the file findings of backends that ``Installer.repair`` rebuilt."""
-    rebuilt = {r.name: r.digest for r in batch.results if r.error is None and r.name}
+    rebuilt = {r.name: _how_rebuilt(r) for r in batch.results if r.error is None and r.name}
     findings = tuple(
-        replace(f, repaired=f"re-fetched {rebuilt[f.subject]} and swapped it in")
+        replace(f, repaired=rebuilt[f.subject])
         if f.kind in ("missing", "modified", "unexpected") and f.subject in rebuilt
         else f
         for f in report.findings
     )
     return replace(report, findings=findings)
+
+
+def _how_rebuilt(result: InstallResult) -> str:
+    if result.bytes_fetched:
+        return f"re-fetched {result.digest} ({human_bytes(result.bytes_fetched)}) and swapped it in"
+    return f"rebuilt {result.digest} from the cached layers and swapped it in"
 
 
 def _backend_metadata(run: _Scan, child: Path) -> BackendMetadata | None:
@@ -341,8 +350,13 @@ def _repair_localai_leftover(
 
 
 def referenced_blobs(config: Config) -> set[str]:
-    """Layer digests of installed backends and of their kept generations."""
-    return BackendStore(config.backends_path).referenced_blobs()
+    """Layer digests of installed backends and of their kept generations, in this config's
+    ``backends_path`` and in every other one recorded as using the same cache."""
+    directories = {config.backends_path.resolve(), *cache_users(config.cache_path)}
+    referenced: set[str] = set()
+    for directory in sorted(directories):
+        referenced |= BackendStore(directory).referenced_blobs()
+    return referenced
 
 
 def _cache(config: Config) -> BlobCache:
@@ -359,10 +373,30 @@ def _check_cache(run: _Scan, cache: BlobCache, referenced: set[str]) -> int:
                 finding = replace(finding, repaired="evicted (fetched again when needed)")
             run.add(finding)
         elif digest not in referenced:
-            size = cache.size(digest)
-            run.add(Finding("unreferenced-blob", digest, f"{size} bytes; 'gallery cache prune' removes it",
+            size = human_bytes(cache.size(digest))
+            run.add(Finding("unreferenced-blob", digest, f"{size}; 'gallery cache prune' removes it",
                             damage=False))  # fmt: skip
+    _note_partials(run, cache)
     return len(digests)
+
+
+def _note_partials(run: _Scan, cache: BlobCache) -> None:
+    """Downloads a stopped command left (Ctrl-C, a dropped link, a kill): kept on purpose, resumed
+    by the next fetch of that blob; never damage."""
+    partial = cache.state / "partial"
+    if not partial.is_dir():
+        return
+    now = time.time()
+    for path in sorted(partial.iterdir()):
+        try:
+            info = path.lstat()
+        except OSError:
+            continue  # finished or removed meanwhile
+        age = human_seconds(now - info.st_mtime)
+        what = f"sha256:{path.name}" if is_digest(f"sha256:{path.name}") else path.name
+        run.add(Finding("partial-download", what, f"{human_bytes(info.st_size)} downloaded, last written "
+                        f"{age} ago; the next install needing it resumes it, 'gallery cache prune' "
+                        "removes abandoned ones", damage=False))  # fmt: skip
 
 
 def prune_cache(config: Config, *, keep: Iterable[str] = (), lock_files: Iterable[Path] = ()) -> PruneResult:

@@ -60,6 +60,12 @@ class BackendMetadata(BaseModel):
     ad_hoc: bool | None = None  # installed from a reference (install --uri), not a gallery entry
     copied_links: tuple[str, ...] | None = None  # links written as copies (link_fallback: copy)
 
+    @field_validator("meta_backend_for")
+    @classmethod
+    def _meta_for(cls, value: str | None) -> str | None:
+        # LocalAI writes "meta_backend_for": "" for a concrete backend: not a meta-backend of "".
+        return value or None
+
     @field_validator("digest", "resolved_digest", "manifest_digest")
     @classmethod
     def _digest(cls, value: str | None) -> str | None:
