@@ -43,17 +43,10 @@ if TYPE_CHECKING:
     from gallery.operations.installer import Installer
     from gallery.operations.inventory import Inventory, installed_summary, inventory
     from gallery.operations.lint import LintReport, lint_files
+    from gallery.operations.listing import ListResult, Notice, list_entries
     from gallery.operations.lockfile import LockFile, read_lock, write_lock
     from gallery.operations.maintenance import verify_backends
-    from gallery.operations.queries import (
-        DoctorReport,
-        ListResult,
-        Notice,
-        ShowResult,
-        describe_backend,
-        list_entries,
-        run_doctor,
-    )
+    from gallery.operations.queries import DoctorReport, ShowResult, describe_backend, run_doctor
     from gallery.place.metadata import BackendMetadata
     from gallery.place.swap import RecoveryReport, recover_pending
     from gallery.progress import NoProgress, ProgressReporter
@@ -187,12 +180,12 @@ _EXPORTS: dict[str, str] = {
     "write_lock": "gallery.operations.lockfile",
     "verify_backends": "gallery.operations.maintenance",
     "DoctorReport": "gallery.operations.queries",
-    "ListResult": "gallery.operations.queries",
-    "Notice": "gallery.operations.queries",
+    "ListResult": "gallery.operations.listing",
+    "Notice": "gallery.operations.listing",
     "ShowResult": "gallery.operations.queries",
     "describe_backend": "gallery.operations.queries",
     "installed_summary": "gallery.operations.inventory",
-    "list_entries": "gallery.operations.queries",
+    "list_entries": "gallery.operations.listing",
     "run_doctor": "gallery.operations.queries",
     "BackendMetadata": "gallery.place.metadata",
     "RecoveryReport": "gallery.place.swap",

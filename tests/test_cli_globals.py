@@ -233,3 +233,20 @@ def test_tables_do_not_wrap_when_piped(make_config: Callable[..., Path], runner:
     assert result.exit_code == 0, result.output
     row = next(line for line in result.stdout.splitlines() if line.split()[1:2] == ["wide"])
     assert row.endswith(long_uri) and "\x1b" not in result.stdout
+
+
+def test_list_offline_uses_the_last_good_copy_and_sends_nothing(
+    make_config: Callable[..., Path], runner: CliRunner
+) -> None:
+    from .file_server import serving
+
+    with serving() as server:
+        url = server.publish("/index.yaml", json.dumps([{"name": "remote-one", "uri": "quay.io/x/y:1"}]).encode())
+        config = str(make_config(galleries=[{"name": "r", "url": url, "index_signature": "none"}]))
+        assert runner.invoke(app, ["--config", config, "list"]).exit_code == 0
+        asked = len(server.requests)
+        offline = runner.invoke(app, ["--config", config, "list", "--offline"])
+        assert len(server.requests) == asked  # nothing sent
+    assert offline.exit_code == 0, offline.output
+    assert "remote-one" in offline.stdout
+    assert "gallery 'r': offline: the last good copy from" in offline.stderr

@@ -123,3 +123,21 @@ def test_every_module_says_its_job() -> None:
         if not (ast.get_docstring(tree) or "").strip().splitlines()
     ]
     assert not missing, missing
+
+
+def test_the_lazy_public_api_names_each_module_once() -> None:
+    """``gallery/__init__.py`` imports its names for type checkers only and resolves them on first
+    use from ``_EXPORTS``: both lists must say the same, and every name must resolve."""
+    import gallery
+
+    tree = ast.parse((REPO / "gallery" / "__init__.py").read_text())
+    typed: dict[str, str] = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and getattr(node.test, "id", "") == "TYPE_CHECKING":
+            for statement in node.body:
+                if isinstance(statement, ast.ImportFrom) and statement.module:
+                    typed.update({alias.name: statement.module for alias in statement.names})
+    assert typed == gallery._EXPORTS
+    assert set(gallery.__all__) == {*typed, "__version__"}
+    for name in gallery.__all__:
+        assert getattr(gallery, name) is not None

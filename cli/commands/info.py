@@ -17,7 +17,11 @@ def list_command(
     ctx: typer.Context,
     installed: Annotated[bool, typer.Option("--installed", help="Installed backends instead.")] = False,
     offline: Annotated[
-        bool, typer.Option("--offline", help="With --installed: do not ask the galleries for newer builds.")
+        bool,
+        typer.Option(
+            "--offline",
+            help="No network: the last good copy of each remote index; with --installed, no update check.",
+        ),
     ] = False,
     as_json: JsonFlag = False,
 ) -> None:
@@ -38,7 +42,7 @@ def list_command(
                 out.installed(backends, updates, sideloaded=backends_installer.sideloaded(),
                               system=backends_installer.system_backends())  # fmt: skip
                 return 0
-            result = gallery.list_entries(config, client=client)
+            result = gallery.list_entries(config, client=client, offline=offline)
         out.list_result(result)
         return result.exit_code
 

@@ -64,6 +64,9 @@ class _Untrusted(Exception):
     """The source answered, but its index cannot be trusted (signature, age, replay)."""
 
 
+OFFLINE = "not asked (--offline)"
+
+
 @dataclass(frozen=True, slots=True)
 class SourceFailure:
     source: str
@@ -176,10 +179,12 @@ def fetch_gallery_index(
     limits: Limits,
     now: datetime | None = None,
     check: IndexCheck | None = None,
+    offline: bool = False,
 ) -> LoadedIndex:
     """Load a gallery's index from its sources in order, falling back to the last good copy.
 
     ``check``: verifies the index's signature; required when the gallery has an index policy.
+    ``offline``: no network: local sources, else the last good copy (verified again as always).
 
     Raises:
         IndexUnavailable: every source failed and there is no usable cached copy (``untrusted``
@@ -194,6 +199,9 @@ def fetch_gallery_index(
     failures: list[SourceFailure] = []
     for original in (gallery.url, *gallery.mirrors):
         location = parse_index_location(original, base_dir=Path("/"))
+        if offline and location.kind != "file":
+            failures.append(SourceFailure(original, OFFLINE, malformed=False))
+            continue
         try:
             data = _read(location, client=client, max_bytes=limits.max_index_bytes)
         except _SourceTooLarge as exc:

@@ -20,7 +20,6 @@ from gallery.catalog.index import IndexEntry, IndexProblem
 from gallery.config.models import Config, GalleryConfig
 from gallery.errors import IndexUnavailable
 from gallery.verify.evidence import Evidence, Verifier
-from gallery.verify.signatures import SigstoreVerifier
 
 __all__ = ["Catalog", "GalleryState", "Shadowed", "load_catalog"]
 
@@ -108,12 +107,16 @@ class Catalog:
 
 
 def load_catalog(
-    config: Config, *, client: httpx.Client, now: datetime | None = None, verifier: Verifier | None = None
+    config: Config,
+    *,
+    client: httpx.Client,
+    now: datetime | None = None,
+    verifier: Verifier | None = None,
+    offline: bool = False,
 ) -> Catalog:
     """Load every configured gallery's index (sources in order, last good copy as fallback),
     each verified against its gallery's index policy when it has one."""
     cache = IndexCache(config.cache_path / "indexes", max_bytes=config.limits.max_index_bytes)
-    verifier = verifier or SigstoreVerifier()
     states = []
     for gallery in config.galleries:
         try:
@@ -124,6 +127,7 @@ def load_catalog(
                 limits=config.limits,
                 now=now,
                 check=_index_check(config, gallery, verifier),
+                offline=offline,
             )
         except IndexUnavailable as exc:
             states.append(GalleryState(config=gallery, loaded=None, error=exc))
@@ -132,14 +136,17 @@ def load_catalog(
     return Catalog(galleries=tuple(states))
 
 
-def _index_check(config: Config, gallery: GalleryConfig, verifier: Verifier) -> IndexCheck | None:
+def _index_check(config: Config, gallery: GalleryConfig, verifier: Verifier | None) -> IndexCheck | None:
     policy = gallery.index_policy
     if policy is None or not gallery.index_signed:
         return None
     trusted_root = gallery.trusted_root or config.trusted_root
 
     def check(data: bytes, bundle: bytes) -> Evidence:
-        return verifier.verify_blob(
+        # sigstore loads only when an index signature is really checked (about 0.4 s).
+        from gallery.verify.signatures import SigstoreVerifier
+
+        return (verifier or SigstoreVerifier()).verify_blob(
             sha256_hex=hashlib.sha256(data).hexdigest(),
             bundle=bundle,
             policy=policy,

@@ -32,6 +32,7 @@ _HOST_LABEL = r"(?:[A-Za-z0-9]|[A-Za-z0-9][A-Za-z0-9-]*[A-Za-z0-9])"
 _HOST_RE = re.compile(rf"^(?:{_HOST_LABEL}(?:\.{_HOST_LABEL})*|\[[0-9A-Fa-f:.]+\])(?::[0-9]{{1,5}})?$")
 _PATH_COMPONENT_RE = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$")
 _TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+_WHITESPACE = re.compile(r"\s")  # str.isspace's set, as one regex scan
 
 
 class ReferenceParseError(ValueError):
@@ -105,7 +106,7 @@ def parse_reference(text: str) -> OciReference:
     """
     if not text or len(text) > _MAX_REFERENCE_LENGTH:
         raise ReferenceParseError(f"reference must be 1 to {_MAX_REFERENCE_LENGTH} characters")
-    if any(ch.isspace() for ch in text):
+    if _WHITESPACE.search(text):
         raise ReferenceParseError("reference contains whitespace")
 
     remainder, _, digest_part = text.partition("@")

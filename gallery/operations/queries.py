@@ -29,6 +29,7 @@ from gallery.config.models import Config, GalleryConfig
 from gallery.errors import GalleryError
 from gallery.operations.installer import Installer
 from gallery.operations.inventory import installed_summary
+from gallery.operations.listing import ListResult, ListRow, Notice, catalog_notices, list_entries
 from gallery.place.metadata import BackendMetadata
 from gallery.place.swap import pending_names
 from gallery.results import UpdateCheck
@@ -47,99 +48,6 @@ __all__ = [
     "run_doctor",
     "show_backend",
 ]
-
-
-@dataclass(frozen=True, slots=True)
-class Notice:
-    """A warning or failure that does not stop the command; ``code`` is its exit-code weight."""
-
-    level: Literal["warning", "error"]
-    message: str
-    code: int = 0
-
-    def to_json(self) -> dict[str, Any]:
-        return {"level": self.level, "message": self.message}
-
-
-def catalog_notices(catalog: Catalog) -> list[Notice]:
-    """Everything an operator should hear about the loaded galleries."""
-    notices: list[Notice] = []
-    for state in catalog.galleries:
-        if state.error is not None:
-            notices.append(Notice("error", state.error.message, state.error.code()))
-            continue
-        loaded = state.loaded
-        if loaded is None:  # a gallery has an index or an error
-            continue
-        if loaded.from_cache:
-            notices.append(
-                Notice(
-                    "warning",
-                    f"gallery {state.name!r}: every source failed; using the last good copy from "
-                    f"{loaded.source} fetched {loaded.fetched_at.isoformat()} "
-                    f"({'; '.join(str(f) for f in loaded.failures)})",
-                )
-            )
-        elif loaded.failures:
-            notices.append(
-                Notice(
-                    "warning",
-                    f"gallery {state.name!r}: loaded from {loaded.source} after: "
-                    + "; ".join(str(f) for f in loaded.failures),
-                )
-            )
-        notices += [Notice("warning", warning) for warning in loaded.warnings]
-        notices += [Notice("warning", f"gallery {state.name!r}: {problem}") for problem in state.problems]
-    notices += [
-        Notice(
-            "warning",
-            f"{s.name!r} is in galleries {s.used_from!r} and {s.shadowed_in!r}; "
-            f"{s.used_from!r} is used (write {s.shadowed_in}@{s.name} for the other)",
-        )
-        for s in catalog.shadowed()
-    ]
-    return notices
-
-
-def _exit_code(notices: list[Notice]) -> int:
-    return max((n.code for n in notices), default=0)
-
-
-@dataclass(frozen=True, slots=True)
-class ListRow:
-    gallery: str
-    entry: IndexEntry
-
-    @property
-    def kind(self) -> str:
-        source = self.entry.source
-        return "meta" if source is None else source.kind
-
-    def to_json(self) -> dict[str, Any]:
-        return {"gallery": self.gallery, "kind": self.kind, **self.entry.known_fields()}
-
-
-@dataclass(frozen=True, slots=True)
-class ListResult:
-    rows: tuple[ListRow, ...]
-    notices: tuple[Notice, ...]
-
-    @property
-    def exit_code(self) -> int:
-        return _exit_code(list(self.notices))
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "entries": [row.to_json() for row in self.rows],
-            "notices": [n.to_json() for n in self.notices],
-        }
-
-
-def list_entries(config: Config, *, client: httpx.Client) -> ListResult:
-    """Every valid entry of every gallery, with what was skipped and why."""
-    catalog = load_catalog(config, client=client)
-    rows = tuple(ListRow(state.name, entry) for state, entry in catalog.entries())
-    return ListResult(rows=rows, notices=tuple(catalog_notices(catalog)))
 
 
 @dataclass(frozen=True, slots=True)
