@@ -241,7 +241,9 @@ def test_list_offline_uses_the_last_good_copy_and_sends_nothing(
     from .file_server import serving
 
     with serving() as server:
-        url = server.publish("/index.yaml", json.dumps([{"name": "remote-one", "uri": "quay.io/x/y:1"}]).encode())
+        url = server.publish(
+            "/index.yaml", json.dumps([{"name": "remote-one", "uri": "quay.io/x/y:1"}]).encode()
+        )
         config = str(make_config(galleries=[{"name": "r", "url": url, "index_signature": "none"}]))
         assert runner.invoke(app, ["--config", config, "list"]).exit_code == 0
         asked = len(server.requests)

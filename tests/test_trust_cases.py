@@ -325,7 +325,7 @@ def test_5_nothing_unverified_is_committed_to_the_blob_cache(
     project = make_project(tmp_path, server, sig, [{"name": "x", "uri": url}], policy=False, strict=False)
     before = project.state()
     result = project.gallery("install", "x")
-    assert result.exit_code == 0 and "installed unverified" in result.stderr, result.stderr
+    assert result.exit_code == 0 and "nothing proves its content (unverified)" in result.stderr, result.stderr
     _, blobs, partial = project.state()
     assert (blobs, partial) == before[1:]  # installed from a scratch download, deleted after
     evidence = read_metadata(tmp_path / "backends" / "x").verification  # type: ignore[union-attr]

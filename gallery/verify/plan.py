@@ -245,7 +245,9 @@ def _plan_tarball(candidate: Candidate, pins: EntryPins, context: TrustContext) 
     if sha256 is not None:
         return CandidatePlan(candidate, frozenset(("sha256",)), sha256=sha256)
     return CandidatePlan(
-        candidate, frozenset(), warning=f"tarball {candidate} has no sha256: it is installed unverified"
+        candidate,
+        frozenset(),
+        warning=f"tarball {candidate} has no sha256: nothing proves its content (unverified)",
     )
 
 
@@ -266,6 +268,6 @@ def _plan_image(candidate: Candidate, pins: EntryPins, context: TrustContext) ->
         candidate,
         digest,
         warning=f"gallery {context.gallery!r} has no verification policy: "
-        f"{candidate} is installed unverified",
+        f"{candidate} cannot be verified (unverified)",
         digest=pins.digest,
     )
