@@ -230,20 +230,9 @@ def fetch_gallery_index(
         return LoadedIndex(gallery.name, original, False, when, parsed, tuple(failures), signature, warnings)
 
     if previous is not None:
-        label = f"last good copy of {previous.source}"
-        try:
-            signature, warnings = trust.judge_cached(previous)
-            parsed = parse_index(previous.data, limits=yaml_limits, local=_is_local(previous.source))
-        except _Untrusted as exc:
-            failures.append(SourceFailure(label, str(exc), malformed=False, untrusted=True))
-        except IndexFormatError as exc:
-            failures.append(SourceFailure(label, str(exc), malformed=True))
-        else:
-            return LoadedIndex(
-                gallery.name, previous.source, True, previous.fetched_at, parsed, tuple(failures), signature,
-                warnings,
-            )  # fmt: skip
-
+        last_good = _last_good(gallery, previous, trust, yaml_limits, failures)
+        if last_good is not None:
+            return last_good
     untrusted = any(f.untrusted for f in failures)
     raise IndexUnavailable(
         f"gallery {gallery.name!r}: no index source worked: " + "; ".join(str(f) for f in failures),
@@ -256,6 +245,29 @@ def fetch_gallery_index(
         malformed_only=all(f.malformed for f in failures),
         untrusted=untrusted,
     )
+
+
+def _last_good(
+    gallery: GalleryConfig,
+    previous: CachedIndex,
+    trust: _IndexTrust,
+    yaml_limits: YamlLimits,
+    failures: list[SourceFailure],
+) -> LoadedIndex | None:
+    """The cached copy, judged again like a fresh one; ``None`` (with the reason added to
+    ``failures``) when it no longer passes."""
+    label = f"last good copy of {previous.source}"
+    try:
+        signature, warnings = trust.judge_cached(previous)
+        parsed = parse_index(previous.data, limits=yaml_limits, local=_is_local(previous.source))
+    except _Untrusted as exc:
+        failures.append(SourceFailure(label, str(exc), malformed=False, untrusted=True))
+        return None
+    except IndexFormatError as exc:
+        failures.append(SourceFailure(label, str(exc), malformed=True))
+        return None
+    return LoadedIndex(gallery.name, previous.source, True, previous.fetched_at, parsed, tuple(failures),
+                       signature, warnings)  # fmt: skip
 
 
 class _IndexTrust:
