@@ -16,6 +16,11 @@ def run() -> None:
 
         sys.stdout.write(f"gallery {__version__}\n")
         return
+    if sys.argv[1:] == ["--help"] and _wide_enough():
+        from .help_text import TOP_LEVEL_HELP
+
+        sys.stdout.write(TOP_LEVEL_HELP)
+        return
     import typer
 
     import gallery
@@ -34,6 +39,19 @@ def run() -> None:
         unexpected = gallery.InternalError.wrap(exc)
         Output(as_json=False).error(unexpected.message, unexpected.hint)
         sys.exit(unexpected.code())
+
+
+def _wide_enough() -> bool:
+    """The pre-rendered help has click's 80-column layout: right for pipes and terminals at
+    least that wide; a narrower terminal gets typer's own rendering."""
+    import os
+
+    if not sys.stdout.isatty():
+        return True
+    try:
+        return os.get_terminal_size(sys.stdout.fileno()).columns >= 80
+    except OSError:
+        return True
 
 
 def __getattr__(name: str) -> object:

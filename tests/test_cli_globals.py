@@ -252,3 +252,18 @@ def test_list_offline_uses_the_last_good_copy_and_sends_nothing(
     assert offline.exit_code == 0, offline.output
     assert "remote-one" in offline.stdout
     assert "gallery 'r': offline: the last good copy from" in offline.stderr
+
+
+def test_the_pre_rendered_help_is_what_typer_renders_now() -> None:
+    from cli import help_text
+
+    assert help_text.render() == help_text.TOP_LEVEL_HELP, (
+        "the commands or global options changed: run .venv/bin/python -m cli.help_text"
+    )
+    import subprocess
+    import sys
+
+    shown = subprocess.run(
+        [str(Path(sys.executable).parent / "gallery"), "--help"], capture_output=True, text=True
+    )
+    assert shown.returncode == 0 and shown.stdout == help_text.TOP_LEVEL_HELP
