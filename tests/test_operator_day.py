@@ -205,13 +205,20 @@ def test_json_progress_events_one_object_per_line(tmp_path: Path, registry: Regi
     assert json.loads(done.stdout)["results"][0]["status"] == "installed"  # stdout: the one document
 
 
-def test_quiet_prints_only_the_results(tmp_path: Path, registry: Registry) -> None:
+def install_small(
+    tmp_path: Path, registry: Registry, *flags: str
+) -> tuple[Env, subprocess.CompletedProcess[str]]:
+    """``gallery install small`` (one tiny layer, no policy) with ``flags`` after the command."""
     env = Env(tmp_path, registry)
     env.push("small", [(gz(tar_bytes([RUN_SH])), LAYER_GZIP)])
     env.entries.append({"name": "small", "uri": env.ref("small")})
     env.config()
-    argv = [str(GALLERY), "--config", str(tmp_path / "gallery.yaml"), "install", "small", "-q"]
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    argv = [str(GALLERY), "--config", str(tmp_path / "gallery.yaml"), "install", "small", *flags]
+    return env, subprocess.run(argv, capture_output=True, text=True, timeout=120)
+
+
+def test_quiet_prints_only_the_results(tmp_path: Path, registry: Registry) -> None:
+    _, done = install_small(tmp_path, registry, "-q")
     assert done.returncode == 0 and done.stderr == "", done.stderr
     assert done.stdout.startswith("small: installed sha256:")
 
@@ -219,12 +226,7 @@ def test_quiet_prints_only_the_results(tmp_path: Path, registry: Registry) -> No
 def test_verbose_logs_every_request_without_queries_or_credentials(
     tmp_path: Path, registry: Registry
 ) -> None:
-    env = Env(tmp_path, registry)
-    env.push("small", [(gz(tar_bytes([RUN_SH])), LAYER_GZIP)])
-    env.entries.append({"name": "small", "uri": env.ref("small")})
-    env.config()
-    argv = [str(GALLERY), "--config", str(tmp_path / "gallery.yaml"), "-v", "install", "small"]
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    env, done = install_small(tmp_path, registry, "-v")  # a global option after the command
     assert done.returncode == 0, done.stderr
     requests = [line for line in done.stderr.splitlines() if line.startswith("http: ")]
     assert any(re.fullmatch(rf"http: GET http://{re.escape(registry.host)}/v2/{env.repo}/blobs/sha256:[0-9a-f]{{64}} "
