@@ -221,8 +221,10 @@ class _Live(_Display):
         self._remove(result.requested)
         if result.name:
             self._remove(result.name)
-        # Above the live lines: the same terminal, so through the live console.
-        self.out.result_line(result, via=self._progress.console)
+        # On the same terminal as the live lines: through the live console, above them; piped
+        # stdout (``gallery install x > log``) gets its results as always.
+        via = self._progress.console if self.out.out.is_terminal else None
+        self.out.result_line(result, via=via)
 
     def _remove(self, backend: str) -> None:
         with self.lock:
