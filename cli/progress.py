@@ -32,6 +32,9 @@ if TYPE_CHECKING:
 __all__ = ["progress_display"]
 
 
+_BEFORE_DOWNLOAD = ("", "resolving", "waiting", "verifying", "verified", "unverified")
+
+
 @dataclass
 class _Backend:
     phase: str = ""
@@ -66,7 +69,7 @@ class _Display:
         with self.lock:
             state = self.state(backend)
             state.layers.add(digest)
-            if state.phase != "downloading":  # a tarball: its size is known once it has arrived
+            if state.phase in _BEFORE_DOWNLOAD:  # a tarball: fetched while verifying, size unknown
                 state.phase, state.detail, state.started = "downloading", "", time.monotonic()
         self.show_bytes(backend, state)
 
@@ -116,11 +119,17 @@ class _Lines(_Display):
         detail = state.detail
         if state.phase == "downloading":
             detail = f"{human_bytes(state.total)} ({detail})" if state.total else detail
-        elif state.started and state.phase in ("extracting", "swapping"):
-            detail = f"{detail}; {_downloaded(state)}" if detail else _downloaded(state)
-            state.started = 0.0
         line = f"{backend}: {state.phase}" + (f" {detail}" if detail else "")
         self.out.err.print(clean(line), highlight=False)
+
+    def show_bytes(self, backend: str, state: _Backend) -> None:
+        # Layers are extracted while they download: the download's end is a line of its own.
+        with self.lock:
+            if not (state.total and state.done >= state.total and state.started):
+                return
+            summary = _downloaded(state)
+            state.started = 0.0
+            self.out.err.print(clean(f"{backend}: {summary}"), highlight=False)
 
 
 class _Json(_Display):

@@ -15,10 +15,21 @@ import httpx
 @dataclass
 class Faults:
     unavailable: int = 0  # answer this many requests with 503 first
-    drop_blob_after: int | None = None  # cut the first blob response after this many body bytes
+    drop_blob_after: int | None = None  # cut the first blob response longer than this after that many bytes
     slow_blobs: float = 0.0  # seconds to sleep before each 16 KiB chunk of a blob response
     stopped: bool = False  # a dead mirror: cut responses in flight, answer nothing more
+    ignore_range: bool = False  # a server that answers every Range request with the whole blob
+    blob_bytes_sent: int = 0  # body bytes of blob responses written to clients (all of them)
     seen: list[tuple[str, str, str | None]] = field(default_factory=list)  # (method, path, Range)
+
+
+def _take_drop(faults: Faults, lock: threading.Lock) -> bool:
+    """The one drop, for the first response that reaches it (a shorter blob never does)."""
+    with lock:
+        if faults.drop_blob_after is None:
+            return False
+        faults.drop_blob_after = None
+        return True
 
 
 @contextmanager
@@ -46,9 +57,8 @@ def faulty_proxy(upstream: str, faults: Faults) -> Iterator[str]:
                     self.end_headers()
                     return
                 drop = faults.drop_blob_after if "/blobs/" in self.path else None
-                if drop is not None:
-                    faults.drop_blob_after = None
-            headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection")}
+            dropped = ("host", "connection", "range") if faults.ignore_range else ("host", "connection")
+            headers = {k: v for k, v in self.headers.items() if k.lower() not in dropped}
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(length) if length else None
             with (
@@ -69,7 +79,7 @@ def faulty_proxy(upstream: str, faults: Faults) -> Iterator[str]:
                         self.close_connection = True
                         self.connection.shutdown(2)
                         return
-                    if drop is not None and sent + len(chunk) > drop:
+                    if drop is not None and sent + len(chunk) > drop and _take_drop(faults, lock):
                         self.wfile.write(chunk[: drop - sent])
                         self.wfile.flush()
                         self.close_connection = True
@@ -77,6 +87,9 @@ def faulty_proxy(upstream: str, faults: Faults) -> Iterator[str]:
                         return
                     self.wfile.write(chunk)
                     sent += len(chunk)
+                    if "/blobs/" in self.path:
+                        with lock:
+                            faults.blob_bytes_sent += len(chunk)
 
         do_GET = do_HEAD = do_PUT = do_POST = _forward
 

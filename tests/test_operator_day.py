@@ -5,6 +5,7 @@ registry, through a proxy that slows blob downloads the way a real link does.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import pty
@@ -30,7 +31,7 @@ from gallery.operations.installer import Installer
 from gallery.verify.signatures import SigstoreVerifier
 
 from .faulty_proxy import Faults, faulty_proxy
-from .registry_server import LAYER_GZIP, Registry
+from .registry_server import LAYER_GZIP, Registry, digest_of
 from .tarbuild import file, gz, tar_bytes
 from .test_crash import EXPECTED_STEPS, Project, before_and_after, prepare, versions  # noqa: F401
 from .test_install import RUN_SH, Env
@@ -55,14 +56,19 @@ class Slow:
         self.env.config(insecure_registries=[registry.host, host], timeouts={"connect": 2, "read": 30})
         self.config = tmp / "gallery.yaml"
 
+    faults: Faults
+
     def argv(self, *args: str) -> list[str]:
         return [str(GALLERY), "--config", str(self.config), *args]
 
 
 @pytest.fixture
 def slow(tmp_path: Path, registry: Registry) -> Iterator[Slow]:
-    with faulty_proxy(registry.url, Faults(slow_blobs=0.02)) as proxy:
-        yield Slow(tmp_path, registry, proxy)
+    faults = Faults(slow_blobs=0.02)
+    with faulty_proxy(registry.url, faults) as proxy:
+        made = Slow(tmp_path, registry, proxy)
+        made.faults = faults
+        yield made
 
 
 class Terminal:
@@ -108,22 +114,22 @@ class Terminal:
 def test_ctrl_c_stops_the_downloads_at_once_and_says_what_was_left(slow: Slow) -> None:
     term = Terminal(slow.argv("install", "big"), slow.env.tmp)
     # The unverified warning comes before any byte is fetched, then the live line with a rate.
-    screen = term.read_until(r"big downloading.*(kB|MB)/s")
+    # (the layers are extracted while they download: the line says extracting, with the bar)
+    screen = term.read_until(r"big (downloading|extracting).*(kB|MB)/s")
     warning = screen.index("warning: gallery 'test' has no verification policy")
-    assert warning < screen.index("big downloading")
+    assert warning < re.search(r"big (downloading|extracting)", screen).start()
     partial = slow.env.tmp / "cache" / "partial"
     deadline = time.monotonic() + 30
     while not (partial.is_dir() and any(p.stat().st_size for p in partial.iterdir())):
         assert time.monotonic() < deadline
         term.pump(0.05)
-    interrupted = time.monotonic()
     term.process.send_signal(signal.SIGINT)
     code = term.finish(timeout=30)
-    stopped_after = time.monotonic() - interrupted
+    time.sleep(0.5)  # anything still streaming would show in the count
     assert code == 130
-    # The rest of the 6 MB layer would take seconds more through the proxy: the download stopped
-    # instead (the 1 s goal itself is measured in bench/startup.py's report, not asserted here).
-    assert stopped_after < 4, stopped_after
+    # The rest of the 6 MB layer would have taken seconds more through the proxy: the download
+    # stopped instead (how fast is measured by bench/operator.py, not asserted here).
+    assert slow.faults.blob_bytes_sent < BIG, slow.faults.blob_bytes_sent
     assert "big: interrupted: nothing was changed; big is not installed" in term.text
     assert "partial downloads are kept in the cache" in term.text
     assert slow.env.visible() == []
@@ -176,10 +182,12 @@ def test_not_on_a_terminal_one_line_per_phase_and_each_result_when_known(
     assert done.returncode == 0, done.stderr
     lines = done.stderr.splitlines()
     big = [line for line in lines if line.startswith("big: ")]
-    phases = [line.split()[1] for line in big]
+    phases = [line.split()[1] for line in big if not line.startswith("big: downloaded ")]
     assert phases == ["resolving", "verifying", "downloading", "extracting", "swapping"], lines
     assert re.fullmatch(r"big: downloading 6\.0 MB \(2 of 2 blobs\)", big[2])
-    assert re.search(r"downloaded 6\.0 MB in [\d.]+ s \([\d.]+ [kMG]B/s\)", big[3])
+    assert [
+        line for line in big if re.fullmatch(r"big: downloaded 6\.0 MB in [\d.]+ s \([\d.]+ [kMG]B/s\)", line)
+    ]
     assert sum("warning: gallery 'test' has no verification policy" in line for line in lines) == 2
     assert re.fullmatch(r"big: installed sha256:[0-9a-f]{64}, unverified, 6\.0 MB fetched in [\d.]+ s\n"
                         r"small: installed sha256:[0-9a-f]{64}, unverified\n",  # its one layer: big's
@@ -284,3 +292,86 @@ def test_ctrl_c_at_every_swap_step_completes_the_swap_first(
     expected = before if step == "synced" else after
     assert project.live() == expected
     project.assert_settled()
+
+
+# -- streaming: layers are extracted while they download (issue 21) ------------------------------
+
+
+def _proxied(tmp_path: Path, registry: Registry, proxy: str, layers: list[bytes]) -> tuple[Env, list[str]]:
+    env = Env(tmp_path, registry)
+    env.push("v1", [(data, LAYER_GZIP) for data in layers])
+    host = proxy.removeprefix("http://")
+    env.entries.append({"name": "big", "uri": f"{host}/{env.repo}:v1"})
+    env.config(insecure_registries=[registry.host, host], timeouts={"connect": 2, "read": 30})
+    return env, [str(GALLERY), "--config", str(tmp_path / "gallery.yaml")]
+
+
+def _installed_files(env: Env) -> dict[str, str]:
+    metadata = json.loads((env.backends / "big" / "metadata.json").read_text())
+    return {f["path"]: f.get("sha256", "") for f in metadata["files"]}
+
+
+def test_a_layer_is_extracted_while_it_downloads(tmp_path: Path, registry: Registry) -> None:
+    with faulty_proxy(registry.url, Faults(slow_blobs=0.02)) as proxy:
+        _, gallery = _proxied(tmp_path, registry, proxy, [gz(tar_bytes([RUN_SH])), big_layer()])
+        done = subprocess.run(
+            [*gallery, "--json", "install", "big"], capture_output=True, text=True, timeout=120
+        )
+    assert done.returncode == 0, done.stderr
+    events = [json.loads(line) for line in done.stderr.splitlines()]
+    second = next(i for i, e in enumerate(events) if e.get("detail", "").startswith("layer 2 of 2"))
+    last_bytes = max(i for i, e in enumerate(events) if e["event"] == "progress")
+    complete = next(i for i, e in enumerate(events) if e["event"] == "progress" and e["bytes"] == e["total"])
+    # The big layer's extraction began seconds before its last byte arrived.
+    assert second < complete <= last_bytes, events
+
+
+def test_a_dropped_connection_resumes_under_the_extractor(tmp_path: Path, registry: Registry) -> None:
+    layers = [gz(tar_bytes([RUN_SH])), big_layer()]
+    faults = Faults(drop_blob_after=2_500_000, slow_blobs=0.001)
+    with faulty_proxy(registry.url, faults) as proxy:
+        env, gallery = _proxied(tmp_path, registry, proxy, layers)
+        done = subprocess.run(
+            [*gallery, "--json", "install", "big"], capture_output=True, text=True, timeout=120
+        )
+    assert done.returncode == 0, done.stderr
+    assert [rng for _, path, rng in faults.seen if "/blobs/" in path and rng] == ["bytes=2500000-"]
+    result = json.loads(done.stdout)["results"][0]
+    # Resumed with Range, not fetched again from the start: each byte came once.
+    assert result["bytes_fetched"] == sum(len(data) for data in layers)
+    expected = hashlib.sha256(random.Random(20).randbytes(BIG)).hexdigest()
+    assert _installed_files(env)["lib/big.so"] == expected
+
+
+def test_a_server_ignoring_range_makes_the_extraction_start_again(tmp_path: Path, registry: Registry) -> None:
+    layers = [gz(tar_bytes([RUN_SH])), big_layer()]
+    faults = Faults(drop_blob_after=2_500_000, slow_blobs=0.001, ignore_range=True)
+    with faulty_proxy(registry.url, faults) as proxy:
+        env, gallery = _proxied(tmp_path, registry, proxy, layers)
+        done = subprocess.run(
+            [*gallery, "--json", "install", "big"], capture_output=True, text=True, timeout=120
+        )
+    assert done.returncode == 0, done.stderr
+    # The bytes before the drop were received, then the whole blob again: what the extractor had
+    # read no longer counted, and it extracted again from the cache.
+    assert json.loads(done.stdout)["results"][0]["bytes_fetched"] >= sum(len(d) for d in layers) + 2_000_000
+    ranged = [rng for method, path, rng in faults.seen if method == "GET" and "/blobs/" in path and rng]
+    assert ranged, "the client did ask to resume"
+    expected = hashlib.sha256(random.Random(20).randbytes(BIG)).hexdigest()
+    assert _installed_files(env)["lib/big.so"] == expected
+    assert not any((env.backends / ".gallery" / "staging").iterdir())
+
+
+def test_one_failed_layer_stops_the_others_at_once(tmp_path: Path, registry: Registry) -> None:
+    missing = gz(tar_bytes([file("lib/gone.so", b"x" * 1000)]))
+    faults = Faults(slow_blobs=0.02)
+    with faulty_proxy(registry.url, faults) as proxy:
+        env, gallery = _proxied(tmp_path, registry, proxy, [big_layer(), missing])
+        registry.blob_data_path(digest_of(missing)).unlink()
+        done = subprocess.run([*gallery, "install", "big"], capture_output=True, text=True, timeout=120)
+        time.sleep(0.5)  # anything still streaming would show in the count
+        sent = faults.blob_bytes_sent
+    assert done.returncode != 0 and digest_of(missing) in done.stderr, done.stderr
+    # The other layer's download stopped at once instead of running to its 6 MB end.
+    assert sent < BIG / 2, sent
+    assert env.visible() == []

@@ -4,9 +4,8 @@ require ``run.sh``, write ``metadata.json`` with the evidence, swap into place (
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor, as_completed
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -14,23 +13,22 @@ from typing import Any
 from gallery.catalog.resolve import Resolution
 from gallery.errors import DigestMismatch, OperationalError, UnsafeArchiveError
 from gallery.oci.models import Descriptor
+from gallery.operations.downloads import LayerDownloads
 from gallery.operations.gate import Verified
 from gallery.operations.session import Session
 from gallery.place.extract import FileRecord, TreeBuilder
 from gallery.place.metadata import METADATA_FORMAT_VERSION, BackendMetadata, LayerRecord, write_metadata
 from gallery.place.swap import Op
+from gallery.prepare.blobcache import BlobCache, HashingReader
 from gallery.prepare.cache_users import register_user
 from gallery.prepare.compression import compression_for_media_type, decompressing
 from gallery.prepare.pin import PinnedImage
+from gallery.prepare.streaming import FeedFailed, FeedRestarted, LayerFeed
 from gallery.trees import remove_tree
 
 __all__ = ["Deployer"]
 
 MetadataFor = Callable[[tuple[FileRecord, ...]], BackendMetadata]
-
-
-class _Stopped(Exception):
-    """A layer download abandoned because another layer of the same image failed."""
 
 
 class Deployer:
@@ -70,16 +68,18 @@ class Deployer:
     def _build_and_place(self, pinned: PinnedImage, name: str, metadata: MetadataFor, op: Op) -> int:
         session = self._session
         register_user(session.cache.state, session.config.backends_path)
-        fetched = self._fetch_blobs(pinned, pinned.manifest.layers, name)
+        fetched = 0
         staging = self._new_staging(name)
         try:
             try:
-                builder = self._extract(pinned, staging, name)
-            except _CachedBlobBad as bad:
-                # The cache held bytes that are not the blob (or lost it to a concurrent prune):
-                # evict, fetch again, start over once.
-                session.cache.evict(bad.digest)
-                fetched += self._fetch_blobs(pinned, pinned.manifest.layers, name)
+                builder, fetched = self._stream(pinned, staging, name)
+            except (_CachedBlobBad, _Restarted) as bad:
+                # The cache held bytes that are not the blob (or lost it to a concurrent prune),
+                # or a download started over under the extractor: fetch what is missing, and
+                # extract again from the cache, once.
+                if isinstance(bad, _CachedBlobBad):
+                    session.cache.evict(bad.digest)
+                fetched += bad.fetched + self._fetch_blobs(pinned, pinned.manifest.layers, name)
                 remove_tree(staging)
                 staging = self._new_staging(name)
                 try:
@@ -124,85 +124,67 @@ class Deployer:
                 hint="free space or fix permissions under backends_path (is it read-only?), then retry",
             ) from exc
 
-    def _fetch_blobs(self, pinned: PinnedImage, blobs: Sequence[Descriptor], backend: str) -> int:
-        session = self._session
-        cache, progress = session.cache, session.progress
+    def _stream(self, pinned: PinnedImage, staging: Path, name: str) -> tuple[TreeBuilder, int]:
+        """Download the missing layers into the cache while extracting them in order: a layer is
+        read behind its download (staging is discarded unless its digest matches at the end)."""
+        downloads = self._downloads(pinned, pinned.manifest.layers, name)
+        if downloads is None:
+            return self._extract(pinned, staging, name), 0
+        try:
+            builder = self._extract(pinned, staging, name, feeds=downloads.feeds)
+        except FeedFailed:
+            downloads.wait()  # raises the download's own error (a feed fails only with it)
+            raise
+        except FeedRestarted:
+            downloads.wait()  # the blob is in the cache now: extract again from there
+            raise _Restarted(downloads.fetched) from None
+        except _CachedBlobBad as bad:
+            downloads.wait()
+            raise _CachedBlobBad(bad.digest, downloads.fetched) from None
+        except BaseException:
+            downloads.stop()
+            raise
+        downloads.wait()
+        return builder, downloads.fetched
+
+    def _downloads(
+        self, pinned: PinnedImage, blobs: Sequence[Descriptor], backend: str
+    ) -> LayerDownloads | None:
+        """The downloads of what the cache lacks, started (``None``: nothing to fetch)."""
+        cache, progress = self._session.cache, self._session.progress
         missing = [b for b in blobs if b.digest not in pinned.local_blobs and not cache.has(b.digest)]
         if not missing:
-            return 0
+            return None
         progress.phase(backend, "downloading", f"{len(missing)} of {len(blobs)} blobs",
                        total=sum(b.size for b in missing))  # fmt: skip
-        counted: list[int] = []
-        stop = threading.Event()  # one layer failed: the others stop at their next chunk
+        return LayerDownloads(self._session, pinned, missing, backend).start()
 
-        def fetch(blob: Descriptor) -> None:
-            if stop.is_set():
-                return
+    def _fetch_blobs(self, pinned: PinnedImage, blobs: Sequence[Descriptor], backend: str) -> int:
+        downloads = self._downloads(pinned, blobs, backend)
+        if downloads is None:
+            return 0
+        downloads.wait()
+        return downloads.fetched
 
-            def on_bytes(amount: int) -> None:
-                if stop.is_set():
-                    raise _Stopped(blob.digest)
-                counted.append(amount)
-                progress.layer_advanced(backend, blob.digest, amount)
-
-            with cache.locked(blob.digest):
-                progress.layer_started(backend, blob.digest, blob.size)
-                if cache.has(blob.digest):  # another process (or backend) fetched it meanwhile
-                    progress.layer_advanced(backend, blob.digest, blob.size)
-                    progress.layer_finished(backend, blob.digest)
-                    return
-                writer = cache.writer(blob.digest, blob.size)
-                try:
-                    pinned.blobs.fetch_blob(blob, writer, on_bytes=on_bytes)
-                finally:
-                    writer.close()
-                    progress.layer_finished(backend, blob.digest)
-
-        workers = max(1, min(session.config.max_parallel_layers, len(missing)))
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="layer") as pool:
-            futures = [pool.submit(fetch, blob) for blob in missing]
-            failure: BaseException | None = None
-            try:
-                for future in as_completed(futures):
-                    if future.cancelled():
-                        continue
-                    error = future.exception()
-                    if error is not None and not isinstance(error, _Stopped) and failure is None:
-                        failure = error
-                        stop.set()  # the candidate has failed: no point downloading the rest
-                        for pending in futures:
-                            pending.cancel()
-            except BaseException:
-                # Ctrl-C reaches this thread only: the downloads stop at their next chunk (their
-                # partial files stay for resume) instead of the pool waiting for every layer.
-                stop.set()
-                for pending in futures:
-                    pending.cancel()
-                raise
-        if isinstance(failure, OSError):  # the cache's disk, not the source: no other candidate helps
-            raise OperationalError(
-                f"{pinned.label} ({pinned.manifest_digest}): cannot write to the blob cache "
-                f"{cache.state}: {failure.strerror or failure}",
-                hint="free space under cache_path (gallery cache prune), then retry",
-            ) from failure
-        if failure is not None:
-            raise failure
-        return sum(counted)
-
-    def _extract(self, pinned: PinnedImage, staging: Path, name: str) -> TreeBuilder:
+    def _extract(
+        self, pinned: PinnedImage, staging: Path, name: str, *, feeds: dict[str, LayerFeed] | None = None
+    ) -> TreeBuilder:
+        """Every layer in order into ``staging``: a layer with a feed as it downloads, any other
+        from the cache (or the local layout); each re-hashed as it is read."""
         cache, progress = self._session.cache, self._session.progress
         builder = TreeBuilder(staging, self._session.limits, links=self._session.swapper.fs)
         layers = pinned.manifest.layers
         for number, layer in enumerate(layers, 1):
-            so_far = f", {builder.files} files so far" if builder.files else ""
+            so_far = f", {builder.files} files" if builder.files else ""
             progress.phase(name, "extracting", f"layer {number} of {len(layers)}{so_far}")
             compression = compression_for_media_type(layer.media_type)
             if compression is None:  # pin refused other media types; never extract one blindly
                 raise UnsafeArchiveError(f"{pinned.label}: layer {layer.digest} is not an image layer")
+            feed = (feeds or {}).get(layer.digest)
             local = pinned.local_blobs.get(layer.digest)
-            if local is None and not cache.has(layer.digest):  # pruned by another process since
+            if feed is None and local is None and not cache.has(layer.digest):  # pruned since
                 raise _CachedBlobBad(layer.digest)
-            with cache.reading(layer.digest, path=local) as reader:
+            with _layer_reader(cache, layer.digest, local, feed) as reader:
                 try:
                     with decompressing(reader, compression) as stream:
                         builder.apply_layer(stream, layer=layer.digest)
@@ -245,6 +227,27 @@ def _metadata(verified: Verified, resolution: Resolution, files: Any) -> Backend
 
 
 class _CachedBlobBad(Exception):
-    def __init__(self, digest: str) -> None:
+    def __init__(self, digest: str, fetched: int = 0) -> None:
         super().__init__(digest)
         self.digest = digest
+        self.fetched = fetched
+
+
+class _Restarted(Exception):
+    """A download started over under the extractor; ``fetched``: the bytes it cost so far."""
+
+    def __init__(self, fetched: int) -> None:
+        super().__init__(fetched)
+        self.fetched = fetched
+
+
+@contextlib.contextmanager
+def _layer_reader(
+    cache: BlobCache, digest: str, local: Path | None, feed: LayerFeed | None
+) -> Iterator[HashingReader]:
+    if feed is None:
+        with cache.reading(digest, path=local) as reader:
+            yield reader
+        return
+    with feed.reader() as follower:
+        yield HashingReader(follower)

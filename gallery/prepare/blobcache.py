@@ -17,12 +17,13 @@ import secrets
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO
+from typing import Protocol
 
 from gallery.digests import is_digest
 from gallery.errors import DigestMismatch
 from gallery.filelocks import LockBusy, held
 from gallery.files import fsync_directory
+from gallery.prepare.streaming import LayerFeed
 
 __all__ = ["BlobCache", "BlobWriter", "HashingReader"]
 
@@ -35,10 +36,14 @@ def _hex(digest: str) -> str:
     return digest.removeprefix("sha256:")
 
 
+class Readable(Protocol):
+    def read(self, size: int = -1, /) -> bytes: ...
+
+
 class HashingReader:
     """A read-only stream that hashes and counts everything read through it."""
 
-    def __init__(self, raw: IO[bytes]) -> None:
+    def __init__(self, raw: Readable) -> None:
         self._raw = raw
         self._hash = hashlib.sha256()
         self.count = 0
@@ -81,6 +86,7 @@ class BlobWriter:
         )
         self._hash = hashlib.sha256()
         self.offset = 0
+        self._feed: LayerFeed | None = None
         fd = os.open(self._partial, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
         self._file = os.fdopen(fd, "r+b")
         # Resume: re-hash what an earlier attempt wrote; a partial longer than the blob is garbage.
@@ -91,6 +97,17 @@ class BlobWriter:
             self.restart()
         elif self.offset == size and not self.complete:
             self.restart()  # every byte there, and not the blob: garbage
+
+    @property
+    def path(self) -> Path:
+        """The partial file being written."""
+        return self._partial
+
+    def watch(self, feed: LayerFeed) -> None:
+        """Let ``feed`` follow the bytes as they are written (each write is flushed to the file)."""
+        self._file.flush()
+        self._feed = feed
+        feed.opened(self._partial, self.offset)
 
     @property
     def complete(self) -> bool:
@@ -110,6 +127,8 @@ class BlobWriter:
         self._file.truncate()
         self._hash = hashlib.sha256()
         self.offset = 0
+        if self._feed is not None:
+            self._feed.restarted()
 
     def write(self, chunk: bytes) -> None:
         if self.size is not None and self.offset + len(chunk) > self.size:
@@ -119,6 +138,9 @@ class BlobWriter:
         self._file.write(chunk)
         self._hash.update(chunk)
         self.offset += len(chunk)
+        if self._feed is not None:
+            self._file.flush()
+            self._feed.wrote(self.offset)
 
     def commit(self) -> Path:
         """Check size and digest, fsync, rename into place.
