@@ -30,6 +30,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import time
 from typing import Any
 
 from benchlib import GALLERY, ROOT, local_registry, write_gallery
@@ -76,7 +77,7 @@ def run_inside(rate_mb: float, rounds: int, scale: str) -> dict[str, Any]:
 def rounds_here(rounds: int, scale: str) -> dict[str, Any]:
     """Inside the namespace: the registry, the image, the shuffled rounds."""
     layers = build_images(scale)["many-files"]
-    raw: dict[str, list[float]] = {tool: [] for tool in TOOLS}
+    raw: dict[str, list[float]] = {tool: [] for tool in (*TOOLS, "last byte to in place")}
     with local_registry() as (tmp, registry):
         registry.push_image("bench/many-files", "v1", [(data, LAYER_GZIP) for data in layers])
         config = write_gallery(
@@ -116,7 +117,11 @@ def rounds_here(rounds: int, scale: str) -> dict[str, Any]:
         def gallery() -> float:
             for directory in ("backends", "cache"):
                 shutil.rmtree(tmp / directory, ignore_errors=True)
-            return measure([str(GALLERY), "--config", str(config), "-q", "install", "many-files"])["seconds"]
+            seconds, tail = timed_install(
+                [str(GALLERY), "--config", str(config), "--json", "install", "many-files"]
+            )
+            raw["last byte to in place"].append(round(tail, 3))
+            return seconds
 
         tasks = {"link alone": link, "extraction alone": extraction, "curl | sha256sum | tar -xz": pipeline,
                  "gallery install (cold)": gallery}  # fmt: skip
@@ -132,6 +137,25 @@ def rounds_here(rounds: int, scale: str) -> dict[str, Any]:
     return {"rounds": {k: v for k, v in raw.items() if v}, "compressed_mb": round(compressed / 1e6, 1)}
 
 
+def timed_install(command: list[str]) -> tuple[float, float]:
+    """Wall seconds of a ``gallery --json install``, and the seconds from its last downloaded
+    byte (the progress event that reaches the total) to its exit: extraction not yet done, the
+    flush and the swap."""
+    os.sync()
+    started = time.perf_counter()
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    last_byte = started
+    for line in process.stderr or ():
+        if line.startswith("{"):
+            event = json.loads(line)
+            if event.get("event") == "progress" and event["bytes"] >= event["total"] > 0:
+                last_byte = time.perf_counter()
+    if process.wait() != 0:
+        raise RuntimeError(f"{command} exited with {process.returncode}")
+    ended = time.perf_counter()
+    return ended - started, ended - last_byte
+
+
 def summarize(results: dict[str, Any]) -> dict[str, Any]:
     rounds = results["rounds"]
     limits = [max(a, b) for a, b in zip(rounds["link alone"], rounds["extraction alone"], strict=True)]
@@ -139,7 +163,7 @@ def summarize(results: dict[str, Any]) -> dict[str, Any]:
     medians["limit: max(link, extraction)"] = statistics.median(limits)
     gallery = medians["gallery install (cold)"]
     ratios = {f"gallery / {tool}": round(gallery / value, 2) for tool, value in medians.items()
-              if tool != "gallery install (cold)"}  # fmt: skip
+              if tool not in ("gallery install (cold)", "last byte to in place")}  # fmt: skip
     return {**results, "medians": {k: round(v, 2) for k, v in medians.items()}, "ratios": ratios}
 
 

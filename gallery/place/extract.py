@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import IO, Literal
 
 from gallery.errors import OperationalError, UnsafeArchiveError
-from gallery.files import write_all
+from gallery.files import start_writeback, write_all
 from gallery.place.linkfallback import LinkFallback, LinkMaker
 from gallery.place.records import FileRecord
 from gallery.place.tarheaders import SafeTarInfo, header_type_name
@@ -220,6 +220,7 @@ class TreeBuilder:
                 write_all(fd, chunk)
             if written != member.size:
                 raise _refuse(layer, member.name, f"truncated: {written} of {member.size} bytes")
+            start_writeback(fd)  # the flush before the swap then waits for little
             os.fchmod(fd, _safe_mode(member.mode))
             ns = self._mtime_ns(member, layer)
             os.utime(fd, ns=(ns, ns))
