@@ -39,3 +39,14 @@ def write_gallery(tmp: Path, registry: Registry, entries: list[dict[str, Any]]) 
         "insecure_registries": [registry.host], "galleries": [{"name": "bench", "url": "./index.yaml"}],
     }))  # fmt: skip
     return config
+
+
+def replace_marked(doc: Path, marker: str, block: str, *, heading: str) -> None:
+    """Put ``block`` between ``<!-- marker -->`` and ``<!-- /marker -->`` in ``doc`` (added at the
+    end under ``heading`` when the markers are not there yet)."""
+    text = doc.read_text() if doc.exists() else ""
+    if f"<!-- {marker} -->" not in text:
+        text = text.rstrip() + f"\n\n{heading}\n\n<!-- {marker} -->\n<!-- /{marker} -->\n"
+    head, _, rest = text.partition(f"<!-- {marker} -->")
+    tail = rest.partition(f"<!-- /{marker} -->")[2]
+    doc.write_text(f"{head}<!-- {marker} -->\n{block}\n<!-- /{marker} -->{tail}")

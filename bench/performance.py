@@ -38,7 +38,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchlib import GALLERY, ROOT, local_registry, write_gallery
+from benchlib import GALLERY, ROOT, local_registry, replace_marked, write_gallery
 from registry_server import LAYER_GZIP, Registry, digest_of
 from report import render_markdown
 
@@ -322,11 +322,7 @@ def main() -> int:
     sys.stdout.write(table + "\n")
     if not args.no_write:
         (DOCS / "performance.json").write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
-        doc = DOCS / "performance.md"
-        text = doc.read_text() if doc.exists() else "# Performance\n\n<!-- table -->\n<!-- /table -->\n"
-        head, _, rest = text.partition("<!-- table -->")
-        tail = rest.partition("<!-- /table -->")[2]
-        doc.write_text(f"{head}<!-- table -->\n{table}\n<!-- /table -->{tail}")
+        replace_marked(DOCS / "performance.md", "table", table, heading="# Performance")
     return 0
 
 

@@ -33,7 +33,7 @@ import sys
 import time
 from typing import Any
 
-from benchlib import GALLERY, ROOT, local_registry, write_gallery
+from benchlib import GALLERY, ROOT, local_registry, replace_marked, write_gallery
 from performance import _fresh, build_images, measure
 from registry_server import LAYER_GZIP, digest_of
 
@@ -202,16 +202,8 @@ def main() -> int:
         data = json.loads(performance.read_text())
         data["shaped_link"] = {"scale": args.scale, "links": summaries}
         performance.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-        doc = DOCS / "performance.md"
-        text = doc.read_text()
         block = "\n\n".join(table(link, summary) for link, summary in summaries.items())
-        if "<!-- link-tables -->" not in text:
-            text = (
-                text.rstrip() + "\n\n## Over a shaped link\n\n<!-- link-tables -->\n<!-- /link-tables -->\n"
-            )
-        head, _, rest = text.partition("<!-- link-tables -->")
-        tail = rest.partition("<!-- /link-tables -->")[2]
-        doc.write_text(f"{head}<!-- link-tables -->\n{block}\n<!-- /link-tables -->{tail}")
+        replace_marked(DOCS / "performance.md", "link-tables", block, heading="## Over a shaped link")
     return 0
 
 

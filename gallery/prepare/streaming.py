@@ -118,7 +118,8 @@ class LayerFeed:
 
 
 class FeedReader:
-    """A read-only stream of the feed's blob, from its first byte (``read`` blocks for more)."""
+    """A read-only stream of the feed's blob, from its first byte (``read`` blocks for more);
+    the extractor reads it through a ``HashingReader``."""
 
     def __init__(self, feed: LayerFeed) -> None:
         self._feed = feed
@@ -142,14 +143,6 @@ class FeedReader:
         data = os.pread(self._fd, want, self._position)
         self._position += len(data)
         return data
-
-    def readinto(self, buffer: bytearray | memoryview) -> int:
-        data = self.read(len(buffer))
-        buffer[: len(data)] = data
-        return len(data)
-
-    def readable(self) -> bool:
-        return True
 
     def close(self) -> None:
         if self._fd is not None:
