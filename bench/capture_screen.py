@@ -83,7 +83,7 @@ def main() -> int:
                 except OSError:
                     break
             shown = screen(raw)
-            if not during and re.search(r"big downloading .*[kM]B/s", shown) and "2.5" in shown:
+            if not during and re.search(r"big (downloading|extracting) .*[kM]B/s", shown) and "2.5" in shown:
                 during = shown
             time.sleep(0.01)
         os.close(master)
