@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .render import Output, clean
@@ -42,7 +42,6 @@ class _Backend:
     total: int = 0
     done: int = 0
     started: float = 0.0  # when downloading began
-    layers: set[str] = field(default_factory=set)
 
 
 class _Display:
@@ -68,7 +67,6 @@ class _Display:
     def layer_started(self, backend: str, digest: str, total: int) -> None:
         with self.lock:
             state = self.state(backend)
-            state.layers.add(digest)
             if state.phase in _BEFORE_DOWNLOAD:  # a tarball: fetched while verifying, size unknown
                 state.phase, state.detail, state.started = "downloading", "", time.monotonic()
         self.show_bytes(backend, state)
@@ -80,8 +78,7 @@ class _Display:
         self.show_bytes(backend, state)
 
     def layer_finished(self, backend: str, digest: str) -> None:
-        with self.lock:
-            self.state(backend).layers.discard(digest)
+        pass  # the backend's line counts bytes, not layers
 
     def finished(self, result: gallery.InstallResult) -> None:
         self.show_result(result)
