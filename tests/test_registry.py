@@ -142,7 +142,7 @@ def test_503_then_success_and_persistent_503_fails_cleanly(registry: Registry) -
 # -- protocol details with MockTransport ------------------------------------------------------
 
 
-def test_token_auth_with_credentials_and_no_credentials_across_redirects() -> None:
+def test_token_auth_with_credentials_and_no_credentials_across_redirects(tmp_path: Path) -> None:
     seen: list[tuple[str, str | None]] = []
     blob = b"layer-bytes"
 
@@ -167,7 +167,7 @@ def test_token_auth_with_credentials_and_no_credentials_across_redirects() -> No
         credentials={"reg.example": ("user", "secret")},
         retry=FAST,
     )
-    cache = BlobCache(Path(os.environ.get("PYTEST_TMP", "/tmp")) / f"blobs-{secrets.token_hex(4)}")
+    cache = BlobCache(tmp_path / "blobs")
     descriptor = Descriptor.model_validate(
         {"mediaType": LAYER_GZIP, "digest": digest_of(blob), "size": len(blob)}
     )
