@@ -213,7 +213,6 @@ def execute(ctx: typer.Context, out: Output, action: Callable[[gallery.Config], 
     """Find and load the config (flags override it), recover what a crashed command left, run
     ``action`` and exit with its code (errors as ``reported_errors`` says)."""
     options: Globals = ctx.obj
-    _skip_pydantic_plugin_discovery()
     with reported_errors(ctx, out), _library_warnings(out):
         location = options.location = gallery.locate_config(options.config_path)
         config = gallery.load_config(location.path).with_overrides(
@@ -224,19 +223,6 @@ def execute(ctx: typer.Context, out: Output, action: Callable[[gallery.Config], 
         out.recovery(gallery.recover_pending(config.backends_path, keep_generations=config.keep_generations))
         code = action(config)
     raise typer.Exit(code)
-
-
-def _skip_pydantic_plugin_discovery() -> None:
-    """pydantic looks for plugins by scanning every installed distribution's entry points when
-    it builds its first validator (about 85 ms of each command's start-up here); gallery uses no
-    pydantic plugin. Private API: should it move, start-up is only slower again
-    (bench/operator.py shows it)."""
-    try:
-        from pydantic.plugin import _loader
-    except ImportError:  # pragma: no cover
-        return
-    if getattr(_loader, "_plugins", None) is None:
-        _loader._plugins = {}
 
 
 class _WarningLine(logging.Handler):

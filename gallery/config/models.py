@@ -106,46 +106,116 @@ def _resolve_path(value: Path, info: ValidationInfo) -> Path:
 
 
 class _Model(BaseModel):
-    # Attribute docstrings become the fields' descriptions: the config reference is generated
-    # from them (docs/config-reference.md, kept current by a test).
-    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+    # The config reference is generated from the fields' descriptions (docs/config-reference.md,
+    # kept current by a test). They are Field(description=...), not attribute docstrings:
+    # pydantic reads those from the source at import, 60 ms of every command's start-up.
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class Timeouts(_Model):
     """Seconds; every network operation has both. ``lock``: how long a command waits for another
     process that is changing the same backend before it gives up (exit 1)."""
 
-    connect: Annotated[float, Field(gt=0, le=600)] = 10.0
-    """Seconds to establish a connection to a registry, mirror or index server."""
-    read: Annotated[float, Field(gt=0, le=3600)] = 60.0
-    """Seconds without a byte from the other side before a read gives up (then it is retried)."""
-    min_speed: Annotated[int, Field(ge=0)] = 1024
-    """Slowest transfer accepted, bytes per second over each `read` seconds; slower is a timeout (0: off)."""
-    lock: Annotated[float, Field(ge=0, le=86400)] = 600.0
-    """Seconds a change waits for another process changing the same backend (0: none); then exit 1."""
+    connect: Annotated[
+        float,
+        Field(
+            gt=0,
+            le=600,
+            description="Seconds to establish a connection to a registry, mirror or index server.",
+        ),
+    ] = 10.0
+    read: Annotated[
+        float,
+        Field(
+            gt=0,
+            le=3600,
+            description=(
+                "Seconds without a byte from the other side before a read gives up (then it is retried)."
+            ),
+        ),
+    ] = 60.0
+    min_speed: Annotated[
+        int,
+        Field(
+            ge=0,
+            description=(
+                "Slowest transfer accepted, bytes per second over each `read` seconds; slower is "
+                "a timeout (0: off)."
+            ),
+        ),
+    ] = 1024
+    lock: Annotated[
+        float,
+        Field(
+            ge=0,
+            le=86400,
+            description=(
+                "Seconds a change waits for another process changing the same backend (0: none); then exit 1."
+            ),
+        ),
+    ] = 600.0
 
 
 class Limits(_Model):
     """Caps on everything read from outside. ``max_index_bytes`` caps a gallery index file."""
 
-    max_manifest_bytes: Annotated[int, Field(ge=1024)] = 4 * 1024 * 1024
-    """Largest manifest, index or referrers document read from a registry or layout."""
-    max_bundle_bytes: Annotated[int, Field(ge=1024)] = 2 * 1024 * 1024
-    """Largest Sigstore bundle read."""
-    max_referrers: Annotated[int, Field(ge=1)] = 64
-    """Most referrers of one digest looked at when searching for signatures."""
-    max_extract_bytes: Annotated[int, Field(ge=1)] = 64 * 1024**3
-    """Most bytes one backend may extract to (stops decompression bombs); also caps a tarball download."""
-    max_layers: Annotated[int, Field(ge=1, le=100_000)] = 512
-    """Most layers one image may have (refused before any layer is fetched)."""
-    max_files: Annotated[int, Field(ge=1)] = 1_000_000
-    """Most archive entries one backend may have."""
-    max_path_length: Annotated[int, Field(ge=16, le=65536)] = 4096
-    """Longest path (and symlink target) inside a backend."""
-    max_depth: Annotated[int, Field(ge=2, le=4096)] = 256
-    """Deepest directory nesting inside a backend; a deeper layer is refused at extraction (exit 3)."""
-    max_index_bytes: Annotated[int, Field(ge=1024)] = 16 * 1024 * 1024
-    """Largest gallery index file read; a larger one is refused without reading past the cap."""
+    max_manifest_bytes: Annotated[
+        int,
+        Field(
+            ge=1024,
+            description="Largest manifest, index or referrers document read from a registry or layout.",
+        ),
+    ] = 4 * 1024 * 1024
+    max_bundle_bytes: Annotated[int, Field(ge=1024, description="Largest Sigstore bundle read.")] = (
+        2 * 1024 * 1024
+    )
+    max_referrers: Annotated[
+        int, Field(ge=1, description="Most referrers of one digest looked at when searching for signatures.")
+    ] = 64
+    max_extract_bytes: Annotated[
+        int,
+        Field(
+            ge=1,
+            description=(
+                "Most bytes one backend may extract to (stops decompression bombs); also caps a "
+                "tarball download."
+            ),
+        ),
+    ] = 64 * 1024**3
+    max_layers: Annotated[
+        int,
+        Field(
+            ge=1,
+            le=100_000,
+            description="Most layers one image may have (refused before any layer is fetched).",
+        ),
+    ] = 512
+    max_files: Annotated[int, Field(ge=1, description="Most archive entries one backend may have.")] = (
+        1_000_000
+    )
+    max_path_length: Annotated[
+        int, Field(ge=16, le=65536, description="Longest path (and symlink target) inside a backend.")
+    ] = 4096
+    max_depth: Annotated[
+        int,
+        Field(
+            ge=2,
+            le=4096,
+            description=(
+                "Deepest directory nesting inside a backend; a deeper layer is refused at "
+                "extraction (exit 3)."
+            ),
+        ),
+    ] = 256
+    max_index_bytes: Annotated[
+        int,
+        Field(
+            ge=1024,
+            description=(
+                "Largest gallery index file read; a larger one is refused without reading past the cap."
+            ),
+        ),
+    ] = 16 * 1024 * 1024
 
 
 # ``index_signature: none``: the publisher does not sign its index (LocalAI's does not); nothing is
@@ -154,27 +224,65 @@ INDEX_NOT_SIGNED = "none"
 
 
 class GalleryConfig(_Model):
-    name: str
-    """The gallery's name: a safe path component, used in `GALLERY@NAME` and recorded in metadata."""
-    url: str
-    """The index: http(s) URL, path (relative to this file), `file://`, or `github:owner/repo/path@ref`."""
-    mirrors: tuple[str, ...] = ()
-    """Other locations of the same index, tried in order when `url` fails."""
-    verification: VerificationPolicy | None = None
-    """Who must have signed its images and tarballs (without it: unverified; strict mode refuses)."""
-    trusted_root: str | None = None
-    """This gallery's Sigstore trusted root (`production` or a path); overrides the top-level one."""
-    require_pinned_digests: bool = False
-    """Every OCI `uri` must carry `@sha256:` and every tarball a sha256, and only those bytes install:
-    with a signed index, this closes substitution by a registry or mirror (docs/trust-model.md)."""
-    index_signature: str | None = None
-    """The index's `sign-blob` bundle (default: index location + `.sigstore.json`); `none`: not signed."""
-    require_signed_index: bool = False
-    """Refuse an unsigned index (exit 3); without it, unsigned is a warning (a bad signature never is)."""
-    index_verification: VerificationPolicy | None = None
-    """Who must have signed the index, when not the `verification` signer (e.g. another workflow)."""
-    max_index_age: timedelta | None = None
-    """Oldest index signature accepted (e.g. `P7D`): refused with `require_signed_index`, else a warning."""
+    name: str = Field(
+        description=(
+            "The gallery's name: a safe path component, used in `GALLERY@NAME` and recorded in metadata."
+        )
+    )
+    url: str = Field(
+        description=(
+            "The index: http(s) URL, path (relative to this file), `file://`, or "
+            "`github:owner/repo/path@ref`."
+        )
+    )
+    mirrors: tuple[str, ...] = Field(
+        (), description="Other locations of the same index, tried in order when `url` fails."
+    )
+    verification: VerificationPolicy | None = Field(
+        None,
+        description=(
+            "Who must have signed its images and tarballs (without it: unverified; strict mode refuses)."
+        ),
+    )
+    trusted_root: str | None = Field(
+        None,
+        description=(
+            "This gallery's Sigstore trusted root (`production` or a path); overrides the top-level one."
+        ),
+    )
+    require_pinned_digests: bool = Field(
+        False,
+        description=(
+            "Every OCI `uri` must carry `@sha256:` and every tarball a sha256, and only those"
+            " bytes install: with a signed index, this closes substitution by a registry or "
+            "mirror (docs/trust-model.md)."
+        ),
+    )
+    index_signature: str | None = Field(
+        None,
+        description=(
+            "The index's `sign-blob` bundle (default: index location + `.sigstore.json`); `none`: not signed."
+        ),
+    )
+    require_signed_index: bool = Field(
+        False,
+        description=(
+            "Refuse an unsigned index (exit 3); without it, unsigned is a warning (a bad signature never is)."
+        ),
+    )
+    index_verification: VerificationPolicy | None = Field(
+        None,
+        description=(
+            "Who must have signed the index, when not the `verification` signer (e.g. another workflow)."
+        ),
+    )
+    max_index_age: timedelta | None = Field(
+        None,
+        description=(
+            "Oldest index signature accepted (e.g. `P7D`): refused with "
+            "`require_signed_index`, else a warning."
+        ),
+    )
 
     @property
     def index_policy(self) -> VerificationPolicy | None:
@@ -251,62 +359,141 @@ def _checked_trusted_root(value: str, info: ValidationInfo) -> str:
 class Config(_Model):
     """Everything the library needs to know, passed explicitly down every call chain."""
 
-    format_version: int
-    """Always 1; a newer version is refused with a message."""
-    backends_path: Path = Path("backends")
-    """Where backends are installed (relative to this file); our state lives in its `.gallery/`."""
-    system_backends_path: Path | None = None
-    """LocalAI's read-only system backends (e.g. `/var/lib/local-ai/backends`): listed, never written."""
-    cache_path: Path = Path("cache")
-    """The content-addressed blob cache (verified blobs only), index copies, unpacked bundles."""
-    require_integrity: bool = False
-    """Strict mode: refuse, before anything is written, whatever cannot be verified."""
-    trusted_root: str = "production"
-    """Sigstore trusted root: `production` (in the sigstore package, offline) or a trusted_root.json."""
-    capability: str = "auto"
-    """Capability key choosing a meta-backend's build (`auto`: LocalAI's capability file, else detected)."""
-    capability_root: Path = Path("/")
-    """Where capability detection finds the host's /proc, /sys, /run, /usr/local, /etc."""
-    min_gpu_memory: Annotated[int, Field(ge=0)] = 4 * 1024**3
-    """Bytes of GPU memory at or below which a GPU counts as none (LocalAI's 4 GiB rule; 0: off)."""
-    platform: str = Field(default_factory=host_platform)
-    """OS/architecture[/variant] chosen from multi-platform images (default: this host)."""
-    insecure_registries: tuple[str, ...] = ()
-    """Registries (host:port) reached over plain HTTP."""
-    registry_mirrors: dict[str, tuple[str, ...]] = Field(default_factory=dict)
-    """Per registry, mirrors tried before it (like containers-registries.conf); the registry comes last."""
-    docker_config: Path | None = None
-    """A Docker config.json to take registry credentials from (never read from HOME)."""
-    credential_helpers: dict[str, str] = Field(default_factory=dict)
-    """Per registry host, a Docker credential helper (a name such as `pass`, or a path)."""
-    credential_helper_env: dict[str, str] = Field(default_factory=dict)
-    """The whole environment credential helpers run with (e.g. `HOME`); nothing is inherited."""
-    proxy: str | None = None
-    """HTTP(S) proxy for every connection, `http://[user:password@]host:port` (never from the environment)."""
-    no_proxy: tuple[str, ...] = ()
-    """Hosts reached directly despite `proxy`: `host`, `host:port`, or `.domain` for its subdomains."""
-    tls_ca_bundle: Path | None = None
-    """PEM file of extra certificate authorities for HTTPS (a private CA), trusted beside the public ones."""
-    keep_generations: Annotated[int, Field(ge=0, le=100)] = 1
-    """How many replaced versions are kept for `gallery rollback` (0: none)."""
-    jobs: Annotated[int, Field(ge=1, le=256)] = 4
-    """Default `--jobs` of `preload`: backends installed at a time."""
-    max_parallel_layers: Annotated[int, Field(ge=1, le=64)] = 4
-    """Layers of one backend downloaded at a time."""
-    timeouts: Timeouts = Field(default_factory=Timeouts)
-    """Network and lock timeouts."""
-    limits: Limits = Field(default_factory=Limits)
-    """Caps on everything read from outside."""
-    link_fallback: Literal["none", "copy"] = "none"
-    """`copy`: where the filesystem refuses symlinks or hard links (CIFS, SMB), links to files are copied."""
-    refuse_escaping_symlinks: bool = False
-    """Refuse symlinks that point outside the backend (by default they are data, never followed)."""
-    on_change: tuple[str, ...] = ()
-    """Argv (no shell) run after a command changed installed backends, e.g. to restart LocalAI."""
-    on_change_timeout: Annotated[float, Field(gt=0, le=3600)] = 60.0
-    """Seconds the `on_change` command may run before it is killed."""
-    galleries: tuple[GalleryConfig, ...] = ()
-    """The galleries, in priority order (a name in an earlier gallery wins)."""
+    format_version: int = Field(description="Always 1; a newer version is refused with a message.")
+    backends_path: Path = Field(
+        Path("backends"),
+        description=(
+            "Where backends are installed (relative to this file); our state lives in its `.gallery/`."
+        ),
+    )
+    system_backends_path: Path | None = Field(
+        None,
+        description=(
+            "LocalAI's read-only system backends (e.g. `/var/lib/local-ai/backends`): listed, never written."
+        ),
+    )
+    cache_path: Path = Field(
+        Path("cache"),
+        description=(
+            "The content-addressed blob cache (verified blobs only), index copies, unpacked bundles."
+        ),
+    )
+    require_integrity: bool = Field(
+        False, description="Strict mode: refuse, before anything is written, whatever cannot be verified."
+    )
+    trusted_root: str = Field(
+        "production",
+        description=(
+            "Sigstore trusted root: `production` (in the sigstore package, offline) or a trusted_root.json."
+        ),
+    )
+    capability: str = Field(
+        "auto",
+        description=(
+            "Capability key choosing a meta-backend's build (`auto`: LocalAI's capability "
+            "file, else detected)."
+        ),
+    )
+    capability_root: Path = Field(
+        Path("/"),
+        description="Where capability detection finds the host's /proc, /sys, /run, /usr/local, /etc.",
+    )
+    min_gpu_memory: Annotated[
+        int,
+        Field(
+            ge=0,
+            description=(
+                "Bytes of GPU memory at or below which a GPU counts as none (LocalAI's 4 GiB rule; 0: off)."
+            ),
+        ),
+    ] = 4 * 1024**3
+    platform: str = Field(
+        default_factory=host_platform,
+        description="OS/architecture[/variant] chosen from multi-platform images (default: this host).",
+    )
+    insecure_registries: tuple[str, ...] = Field(
+        (), description="Registries (host:port) reached over plain HTTP."
+    )
+    registry_mirrors: dict[str, tuple[str, ...]] = Field(
+        default_factory=dict,
+        description=(
+            "Per registry, mirrors tried before it (like containers-registries.conf); the "
+            "registry comes last."
+        ),
+    )
+    docker_config: Path | None = Field(
+        None, description="A Docker config.json to take registry credentials from (never read from HOME)."
+    )
+    credential_helpers: dict[str, str] = Field(
+        default_factory=dict,
+        description="Per registry host, a Docker credential helper (a name such as `pass`, or a path).",
+    )
+    credential_helper_env: dict[str, str] = Field(
+        default_factory=dict,
+        description=(
+            "The whole environment credential helpers run with (e.g. `HOME`); nothing is inherited."
+        ),
+    )
+    proxy: str | None = Field(
+        None,
+        description=(
+            "HTTP(S) proxy for every connection, `http://[user:password@]host:port` (never "
+            "from the environment)."
+        ),
+    )
+    no_proxy: tuple[str, ...] = Field(
+        (),
+        description=(
+            "Hosts reached directly despite `proxy`: `host`, `host:port`, or `.domain` for its subdomains."
+        ),
+    )
+    tls_ca_bundle: Path | None = Field(
+        None,
+        description=(
+            "PEM file of extra certificate authorities for HTTPS (a private CA), trusted "
+            "beside the public ones."
+        ),
+    )
+    keep_generations: Annotated[
+        int,
+        Field(
+            ge=0, le=100, description="How many replaced versions are kept for `gallery rollback` (0: none)."
+        ),
+    ] = 1
+    jobs: Annotated[
+        int, Field(ge=1, le=256, description="Default `--jobs` of `preload`: backends installed at a time.")
+    ] = 4
+    max_parallel_layers: Annotated[
+        int, Field(ge=1, le=64, description="Layers of one backend downloaded at a time.")
+    ] = 4
+    timeouts: Timeouts = Field(default_factory=Timeouts, description="Network and lock timeouts.")
+    limits: Limits = Field(default_factory=Limits, description="Caps on everything read from outside.")
+    link_fallback: Literal["none", "copy"] = Field(
+        "none",
+        description=(
+            "`copy`: where the filesystem refuses symlinks or hard links (CIFS, SMB), links "
+            "to files are copied."
+        ),
+    )
+    refuse_escaping_symlinks: bool = Field(
+        False,
+        description=(
+            "Refuse symlinks that point outside the backend (by default they are data, never followed)."
+        ),
+    )
+    on_change: tuple[str, ...] = Field(
+        (),
+        description=(
+            "Argv (no shell) run after a command changed installed backends, e.g. to restart LocalAI."
+        ),
+    )
+    on_change_timeout: Annotated[
+        float,
+        Field(gt=0, le=3600, description="Seconds the `on_change` command may run before it is killed."),
+    ] = 60.0
+    galleries: tuple[GalleryConfig, ...] = Field(
+        (), description="The galleries, in priority order (a name in an earlier gallery wins)."
+    )
 
     @field_validator("format_version")
     @classmethod

@@ -13,7 +13,7 @@ from datetime import datetime
 from functools import cached_property
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 __all__ = ["VerificationPolicy"]
 
@@ -23,19 +23,23 @@ _MAX_PATTERN_LENGTH = 1024
 class VerificationPolicy(BaseModel):
     """``verification`` (and ``index_verification``) block of a gallery."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
-    issuer: str | None = None
-    """The OIDC issuer of the signing certificate, exactly (or give `issuer_regex`)."""
-    issuer_regex: str | None = None
-    """A regex the whole issuer must match."""
-    identity: str | None = None
-    """The certificate identity (URI or e-mail SAN), exactly (or give `identity_regex`)."""
-    identity_regex: str | None = None
-    """A regex the whole identity must match."""
-    not_before: datetime | None = None
-    """Signatures whose signing time (the log's, or a timestamp authority's) is before this instant
-    (with time zone) are refused: revokes a signing window."""
+    issuer: str | None = Field(
+        None, description="The OIDC issuer of the signing certificate, exactly (or give `issuer_regex`)."
+    )
+    issuer_regex: str | None = Field(None, description="A regex the whole issuer must match.")
+    identity: str | None = Field(
+        None, description="The certificate identity (URI or e-mail SAN), exactly (or give `identity_regex`)."
+    )
+    identity_regex: str | None = Field(None, description="A regex the whole identity must match.")
+    not_before: datetime | None = Field(
+        None,
+        description=(
+            "Signatures whose signing time (the log's, or a timestamp authority's) is before "
+            "this instant (with time zone) are refused: revokes a signing window."
+        ),
+    )
 
     @field_validator("issuer_regex", "identity_regex")
     @classmethod
