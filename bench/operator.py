@@ -4,7 +4,9 @@
 
 Start-up (medians over interleaved rounds, each a fresh process), with peers from the same run so
 the numbers survive a noisy machine: ``python -c pass`` (the floor every Python CLI pays) and
-``python -c "import typer"`` (the CLI framework alone). Goals (issue 20): ``gallery --version``
+``python -c "import typer"`` (the CLI framework alone), the floor of the chosen dependencies
+(typer, pydantic and PyYAML imported, one model validated), and ``list`` once more from an
+environment without the development install's import hook (what a wheel install runs). Goals (issue 20): ``gallery --version``
 and ``gallery --help`` <= 0.15 s, ``gallery list --installed --offline`` <= 0.4 s.
 
 Ctrl-C: ``gallery install`` of a 6 MB layer through a proxy that slows blobs to ~0.8 MB/s, SIGINT
@@ -21,7 +23,9 @@ import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import yaml
 from benchlib import GALLERY, ROOT, local_registry, write_gallery
@@ -34,14 +38,31 @@ DEMO = ROOT / "galleries" / "demo" / "gallery.yaml"
 GOALS = {"gallery --version": 0.15, "gallery --help": 0.15, "gallery list --installed --offline": 0.4}
 
 
-def startup(rounds: int) -> dict[str, list[float]]:
+# What any typer + pydantic + PyYAML command pays before doing anything: the frameworks, one
+# model built and validated (pydantic's schema machinery loads with the first), with the same
+# stand-in for pydantic's plugin loader the CLI uses.
+DEPENDENCY_FLOOR = """
+import sys, types
+sys.modules["pydantic.plugin._loader"] = loader = types.ModuleType("pydantic.plugin._loader")
+loader.get_plugins = tuple
+import typer, yaml, pydantic
+class Model(pydantic.BaseModel):
+    x: int
+Model.model_validate(yaml.safe_load("x: 1"))
+"""
+
+
+def startup(rounds: int, unhooked: Path) -> dict[str, list[float]]:
+    listing = ["--config", str(DEMO), "list", "--installed", "--offline"]
     commands = {
         "python -c pass": [PYTHON, "-c", "pass"],
         "python -c 'import typer'": [PYTHON, "-c", "import typer"],
+        "floor: typer + pydantic + yaml, one model": [PYTHON, "-c", DEPENDENCY_FLOOR],
         "gallery --version": [str(GALLERY), "--version"],
         "gallery --help": [str(GALLERY), "--help"],
-        "gallery list --installed --offline": [str(GALLERY), "--config", str(DEMO), "list", "--installed",
-                                               "--offline"],
+        "gallery list --installed --offline": [str(GALLERY), *listing],
+        "  the same, installed without the editable hook": [str(unhooked / "bin" / "python"), "-c",
+                                                          RUN_GALLERY, *listing],
     }  # fmt: skip
     subprocess.run(
         [str(GALLERY), "--config", str(DEMO), "install", "demo-echo"], capture_output=True, check=True
@@ -53,6 +74,26 @@ def startup(rounds: int) -> dict[str, list[float]]:
             subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
             samples[name].append(time.perf_counter() - started)
     return samples
+
+
+RUN_GALLERY = "import sys; sys.argv[0] = 'gallery'; from cli.main import run; sys.exit(run())"
+
+
+def unhooked_environment(root: Path) -> Path:
+    """A venv that sees the same dependencies and the source tree as plain directories on
+    sys.path: what a wheel install gives an operator, without the import hook a development
+    (editable) install runs at every start (about 25 ms here)."""
+    subprocess.run([PYTHON, "-m", "venv", "--without-pip", str(root)], check=True)
+    site_packages = Path(
+        subprocess.run([PYTHON, "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+                       capture_output=True, text=True, check=True).stdout.strip()
+    )  # fmt: skip
+    target = Path(
+        subprocess.run([str(root / "bin" / "python"), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+                       capture_output=True, text=True, check=True).stdout.strip()
+    )  # fmt: skip
+    (target / "gallery-bench.pth").write_text(f"{ROOT}\n{site_packages}\n")
+    return root
 
 
 def interrupt_latency(rounds: int) -> list[float]:
@@ -92,7 +133,8 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--json", action="store_true", help="also print a one-line JSON summary")
     args = parser.parse_args()
-    samples = startup(args.rounds)
+    with tempfile.TemporaryDirectory() as scratch:
+        samples = startup(args.rounds, unhooked_environment(Path(scratch) / "venv"))
     summary: dict[str, object] = {}
     print(f"start-up, median of {args.rounds} interleaved rounds (min in brackets)")
     for name, values in samples.items():

@@ -20,6 +20,8 @@ class Faults:
     stopped: bool = False  # a dead mirror: cut responses in flight, answer nothing more
     ignore_range: bool = False  # a server that answers every Range request with the whole blob
     blob_bytes_sent: int = 0  # body bytes of blob responses written to clients (all of them)
+    stall_blobs_after: int | None = None  # a stalled link: a blob response stops sending after this
+    released: threading.Event = field(default_factory=threading.Event)  # ...until this is set
     seen: list[tuple[str, str, str | None]] = field(default_factory=list)  # (method, path, Range)
 
 
@@ -72,9 +74,12 @@ def faulty_proxy(upstream: str, faults: Faults) -> Iterator[str]:
                 self.end_headers()
                 sent = 0
                 slow = faults.slow_blobs if "/blobs/" in self.path else 0.0
+                stall = faults.stall_blobs_after if "/blobs/" in self.path else None
                 for chunk in response.iter_raw(16384):
                     if slow:
                         time.sleep(slow)
+                    if stall is not None and sent >= stall:
+                        faults.released.wait(120)
                     if faults.stopped:
                         self.close_connection = True
                         self.connection.shutdown(2)

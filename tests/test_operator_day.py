@@ -144,6 +144,37 @@ def test_ctrl_c_stops_the_downloads_at_once_and_says_what_was_left(slow: Slow) -
     assert slow.env.visible() == ["big"]
 
 
+def test_ctrl_c_on_a_stalled_link_exits_without_waiting_for_the_link(
+    tmp_path: Path, registry: Registry
+) -> None:
+    # The link stops sending in the middle of the big layer, while it is being extracted: the
+    # moment an operator reaches for Ctrl-C. Neither the extractor (waiting for bytes) nor the
+    # download (blocked in a read, 60 s from its read timeout) may hold the exit.
+    faults = Faults(stall_blobs_after=1_000_000)
+    with faulty_proxy(registry.url, faults) as proxy:
+        env, gallery = _proxied(tmp_path, registry, proxy, [gz(tar_bytes([RUN_SH])), big_layer()])
+        data = yaml.safe_load((tmp_path / "gallery.yaml").read_text())
+        data["timeouts"] = {"connect": 2, "read": 60, "min_speed": 0}
+        (tmp_path / "gallery.yaml").write_text(yaml.safe_dump(data))
+        process = subprocess.Popen([*gallery, "install", "big"], stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE, text=True)  # fmt: skip
+        partial = tmp_path / "cache" / "partial"
+        deadline = time.monotonic() + 30
+        while not (partial.is_dir() and any(p.stat().st_size >= 1_000_000 for p in partial.iterdir())):
+            assert time.monotonic() < deadline and process.poll() is None
+            time.sleep(0.05)
+        time.sleep(0.3)  # the extractor has caught up and waits for bytes that do not come
+        process.send_signal(signal.SIGINT)
+        try:
+            _, stderr = process.communicate(timeout=20)  # the stall lasts 120 s, the read timeout 60 s
+        finally:
+            faults.released.set()
+            process.kill()
+    assert process.returncode == 130, stderr
+    assert "big: interrupted: nothing was changed; big is not installed" in stderr
+    assert env.visible() == []
+
+
 def test_ctrl_c_while_waiting_for_a_lock_and_the_wait_says_who_holds_it(slow: Slow) -> None:
     state = slow.env.tmp / "backends" / ".gallery"
     with backend_lock(state, "big", timeout=1, operation="upgrade"):
@@ -374,4 +405,25 @@ def test_one_failed_layer_stops_the_others_at_once(tmp_path: Path, registry: Reg
     assert done.returncode != 0 and digest_of(missing) in done.stderr, done.stderr
     # The other layer's download stopped at once instead of running to its 6 MB end.
     assert sent < BIG / 2, sent
+    assert env.visible() == []
+
+
+def test_one_failed_layer_stops_a_stalled_one_without_waiting_for_its_timeout(
+    tmp_path: Path, registry: Registry
+) -> None:
+    missing = gz(tar_bytes([file("lib/gone.so", b"x" * 1000)]))
+    faults = Faults(stall_blobs_after=500_000)
+    with faulty_proxy(registry.url, faults) as proxy:
+        env, gallery = _proxied(tmp_path, registry, proxy, [big_layer(), missing])
+        data = yaml.safe_load((tmp_path / "gallery.yaml").read_text())
+        data["timeouts"] = {"connect": 2, "read": 60, "min_speed": 0}
+        (tmp_path / "gallery.yaml").write_text(yaml.safe_dump(data))
+        registry.blob_data_path(digest_of(missing)).unlink()
+        try:
+            # The stall lasts 120 s and the read timeout is 60 s: only cancelling the stalled
+            # read lets the failure be reported within the 20 s.
+            done = subprocess.run([*gallery, "install", "big"], capture_output=True, text=True, timeout=20)
+        finally:
+            faults.released.set()
+    assert done.returncode != 0 and digest_of(missing) in done.stderr, done.stderr
     assert env.visible() == []

@@ -4,6 +4,7 @@ Registries, tarball servers and index servers use the same policy."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import httpx
@@ -27,7 +28,9 @@ class RetryPolicy:
     initial_wait: float = 0.5
     max_wait: float = 20.0
 
-    def retrying(self) -> tenacity.Retrying:
+    def retrying(self, *, sleep: Callable[[float], None] | None = None) -> tenacity.Retrying:
+        """``sleep``: how to wait between attempts (a cancellable wait; default time.sleep)."""
+
         def wait(state: tenacity.RetryCallState) -> float:
             outcome = state.outcome
             error = outcome.exception() if outcome is not None else None
@@ -41,6 +44,7 @@ class RetryPolicy:
             wait=wait,
             retry=tenacity.retry_if_exception_type((httpx.TransportError, TransientStatus)),
             reraise=True,
+            sleep=sleep if sleep is not None else tenacity.nap.sleep,
         )
 
 

@@ -26,6 +26,7 @@ from typing import IO
 from gallery.digests import is_digest, sha256_digest
 from gallery.errors import DigestMismatch, SourceUnavailable
 from gallery.files import read_at_most
+from gallery.net.cancel import Cancellation
 from gallery.oci.models import OCI_INDEX, OCI_MANIFEST, Descriptor, ImageIndex, ImageManifest, parse_document
 from gallery.prepare.blobcache import BlobWriter
 from gallery.prepare.compression import LAYER_MEDIA_TYPES, Compression, sniff_compression
@@ -141,13 +142,20 @@ class OciLayout:
         return data
 
     def fetch_blob(
-        self, descriptor: Descriptor, writer: BlobWriter, *, on_bytes: Callable[[int], None] | None = None
+        self,
+        descriptor: Descriptor,
+        writer: BlobWriter,
+        *,
+        on_bytes: Callable[[int], None] | None = None,
+        cancel: Cancellation | None = None,
     ) -> None:
         """Copy a blob into the cache; ``writer.commit`` checks size and digest."""
         writer.restart()
         try:
             with self._open(self._blob_path(descriptor.digest)) as handle:
                 while chunk := handle.read(_CHUNK):
+                    if cancel is not None:
+                        cancel.check()
                     writer.write(chunk)
                     if on_bytes is not None:
                         on_bytes(len(chunk))

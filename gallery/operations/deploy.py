@@ -187,7 +187,16 @@ class Deployer:
             with _layer_reader(cache, layer.digest, local, feed) as reader:
                 try:
                     with decompressing(reader, compression) as stream:
-                        builder.apply_layer(stream, layer=layer.digest)
+                        try:
+                            builder.apply_layer(stream, layer=layer.digest)
+                        except UnsafeArchiveError:
+                            raise
+                        except BaseException:
+                            # Leaving the block joins the decompressor's thread, which may be
+                            # waiting for bytes still downloading: release it first (Ctrl-C).
+                            if feed is not None:
+                                feed.stop()
+                            raise
                 except UnsafeArchiveError:
                     reader.drain()
                     if reader.digest != layer.digest:

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 
 from gallery.errors import OperationalError
+from gallery.net.cancel import Cancellation
 from gallery.oci.models import Descriptor
 from gallery.operations.session import Session
 from gallery.prepare.pin import PinnedImage
@@ -38,6 +39,7 @@ class LayerDownloads:
         self._backend = backend
         self.feeds = {blob.digest: LayerFeed() for blob in self._missing}
         self._stop = threading.Event()
+        self._cancel = Cancellation()  # ends a read blocked on a silent link as well
         self._counted: list[int] = []
         self._pool: ThreadPoolExecutor | None = None
         self._futures: list[Future[None]] = []
@@ -60,6 +62,7 @@ class LayerDownloads:
 
     def _abort(self) -> None:
         self._stop.set()
+        self._cancel.cancel()
         for future in self._futures:
             future.cancel()
         for feed in self.feeds.values():
@@ -121,12 +124,14 @@ class LayerDownloads:
                 writer = cache.writer(blob.digest, blob.size)
                 try:
                     writer.watch(feed)
-                    self._pinned.blobs.fetch_blob(blob, writer, on_bytes=on_bytes)
+                    self._pinned.blobs.fetch_blob(blob, writer, on_bytes=on_bytes, cancel=self._cancel)
                 finally:
                     writer.close()
                     progress.layer_finished(backend, blob.digest)
                 feed.finished(cache.path(blob.digest))
         except BaseException as exc:
+            if self._stop.is_set():  # whatever the cut connection raised: this one was stopped
+                exc = exc if isinstance(exc, _Stopped) else _Stopped(blob.digest)
             feed.failed(self.explained(exc) if not isinstance(exc, _Stopped) else exc)
             if not isinstance(exc, _Stopped):
                 self._abort()  # the others stop at their next chunk, the extractor at its next read

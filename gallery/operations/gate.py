@@ -428,5 +428,7 @@ def _download_tarball(
 class _NoBlobs:
     """Blob source of a rebuild from the cache: a blob that is not there cannot be fetched."""
 
-    def fetch_blob(self, descriptor: Descriptor, writer: Any, *, on_bytes: Any = None) -> None:
+    def fetch_blob(
+        self, descriptor: Descriptor, writer: Any, *, on_bytes: Any = None, cancel: Any = None
+    ) -> None:
         raise SourceUnavailable(f"blob {descriptor.digest} is no longer in the cache")

@@ -15,6 +15,7 @@ from typing import Protocol
 
 from gallery.config.models import Limits
 from gallery.errors import IntegrityError
+from gallery.net.cancel import Cancellation
 from gallery.oci.layout import OciLayout
 from gallery.oci.models import Descriptor, ImageIndex, ImageManifest, parse_document
 from gallery.oci.references import OciReference
@@ -35,7 +36,12 @@ class BlobSource(Protocol):
     """Where the pinned image's blobs come from; every blob is checked by the writer."""
 
     def fetch_blob(
-        self, descriptor: Descriptor, writer: BlobWriter, *, on_bytes: Callable[[int], None] | None = None
+        self,
+        descriptor: Descriptor,
+        writer: BlobWriter,
+        *,
+        on_bytes: Callable[[int], None] | None = None,
+        cancel: Cancellation | None = None,
     ) -> None: ...
 
 
@@ -46,9 +52,16 @@ class _RegistryBlobs:
     reference: OciReference
 
     def fetch_blob(
-        self, descriptor: Descriptor, writer: BlobWriter, *, on_bytes: Callable[[int], None] | None = None
+        self,
+        descriptor: Descriptor,
+        writer: BlobWriter,
+        *,
+        on_bytes: Callable[[int], None] | None = None,
+        cancel: Cancellation | None = None,
     ) -> None:
-        self.client.fetch_blob(self.endpoint, self.reference, descriptor, writer, on_bytes=on_bytes)
+        self.client.fetch_blob(
+            self.endpoint, self.reference, descriptor, writer, on_bytes=on_bytes, cancel=cancel
+        )
 
 
 @dataclass(frozen=True, slots=True)

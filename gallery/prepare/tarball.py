@@ -20,6 +20,7 @@ import httpx
 
 from gallery.catalog.sources import TarballSource
 from gallery.errors import DigestMismatch, SourceUnavailable
+from gallery.net.cancel import Cancellation
 from gallery.net.client import capped_chunks, stream_get
 from gallery.net.retry import TRANSIENT_STATUS, RetryPolicy, TransientStatus, retry_after
 from gallery.oci.models import EMPTY_CONFIG, Descriptor, ImageManifest
@@ -52,10 +53,15 @@ class _TarballBlobs:
     max_bytes: int
 
     def fetch_blob(
-        self, descriptor: Descriptor, writer: BlobWriter, *, on_bytes: Callable[[int], None] | None = None
+        self,
+        descriptor: Descriptor,
+        writer: BlobWriter,
+        *,
+        on_bytes: Callable[[int], None] | None = None,
+        cancel: Cancellation | None = None,
     ) -> None:
         writer.restart()
-        _stream_into(self.source, writer, self.client, self.max_bytes, on_bytes)
+        _stream_into(self.source, writer, self.client, self.max_bytes, on_bytes, cancel)
         writer.commit()
 
 
@@ -155,8 +161,11 @@ def _stream_into(
     client: httpx.Client,
     max_bytes: int,
     on_bytes: Callable[[int], None] | None,
+    cancel: Cancellation | None = None,
 ) -> None:
     def take(chunk: bytes) -> None:
+        if cancel is not None:
+            cancel.check()  # between chunks: a tarball server's stalled read ends at timeouts.read
         writer.write(chunk)
         if on_bytes is not None:
             on_bytes(len(chunk))

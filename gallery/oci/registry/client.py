@@ -28,6 +28,7 @@ import httpx
 from gallery.config.models import Config
 from gallery.digests import sha256_digest
 from gallery.errors import DigestMismatch
+from gallery.net.cancel import Cancellation
 from gallery.net.client import raw_chunks
 from gallery.oci.models import (
     MANIFEST_ACCEPT,
@@ -243,16 +244,18 @@ class RegistryClient:
         writer: BlobWriter,
         *,
         on_bytes: Callable[[int], None] | None = None,
+        cancel: Cancellation | None = None,
     ) -> None:
         """Stream a blob into ``writer``, resuming after dropped connections; then commit it.
+        ``cancel`` ends it from another thread, even mid-read on a silent link.
 
         Raises:
-            RegistryError, DigestMismatch (nothing is cached then).
+            RegistryError, DigestMismatch (nothing is cached then), Cancelled.
         """
         repo = endpoint.repository(ref)
         url = f"{endpoint}/{repo}@{descriptor.digest}"
         with as_registry_errors(url, self.retry.attempts):
-            self._stream_blob(endpoint, repo, descriptor, writer, on_bytes)
+            self._stream_blob(endpoint, repo, descriptor, writer, on_bytes, cancel or Cancellation())
         writer.commit()
 
     def _stream_blob(
@@ -262,15 +265,19 @@ class RegistryClient:
         descriptor: Descriptor,
         writer: BlobWriter,
         on_bytes: Callable[[int], None] | None,
+        cancel: Cancellation,
     ) -> None:
-        for attempt in self.retry.retrying():
+        for attempt in self.retry.retrying(sleep=cancel.sleep):
             with attempt:
+                cancel.check()
                 if writer.complete:  # resumed with every byte already there: nothing to ask for
                     return
                 headers = {"Range": f"bytes={writer.offset}-"} if writer.offset else {}
-                with self._open(
-                    endpoint, repo, "GET", f"blobs/{descriptor.digest}", headers=headers
-                ) as response:
+                path = f"blobs/{descriptor.digest}"
+                with (
+                    self._open(endpoint, repo, "GET", path, headers=headers) as response,
+                    cancel.watching(response),
+                ):
                     if response.status_code == 206:
                         start = _content_range_start(response.headers.get("Content-Range", ""))
                         if start != writer.offset:
