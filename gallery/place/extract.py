@@ -8,7 +8,9 @@ outside it:
   (staging is private to the process, every entry is recorded when made and forgotten when
   removed), any other is walked with ``lstat``; a symlink anywhere in the parent chain fails the
   layer (no write, hardlink or whiteout *through* a symlink), and nothing is ever followed;
-- files are created with ``O_CREAT|O_EXCL|O_NOFOLLOW`` after removing whatever was at the path;
+- files are created with ``O_CREAT|O_EXCL|O_NOFOLLOW`` after removing whatever was at the path
+  (by ``FileWriter``, on a thread of its own, in order: anything that looks at the disk first
+  waits for the writes queued before it);
 - hardlinks may only point at regular files already extracted inside the tree;
 - device nodes and FIFOs fail the layer; setuid, setgid and sticky bits are stripped;
 - limits on total bytes, file count and path length stop a decompression bomb early; headers
@@ -39,7 +41,7 @@ from pathlib import Path
 from typing import IO, Literal
 
 from gallery.errors import OperationalError, UnsafeArchiveError
-from gallery.files import start_writeback, write_all
+from gallery.place.filewriter import FileWriter
 from gallery.place.linkfallback import LinkFallback, LinkMaker
 from gallery.place.records import FileRecord
 from gallery.place.tarheaders import SafeTarInfo, header_type_name
@@ -92,6 +94,7 @@ class TreeBuilder:
         self.bytes = 0
         self._records: dict[str, FileRecord] = {}
         self._dir_times: dict[str, tuple[int, int]] = {}
+        self._writer: FileWriter | None = None  # while a layer is applied
 
     @property
     def copied_links(self) -> list[str]:
@@ -109,6 +112,7 @@ class TreeBuilder:
         """
         this_layer: set[str] = set()
         last = None
+        self._writer = FileWriter()
         try:
             with tarfile.open(fileobj=stream, mode="r|", tarinfo=SafeTarInfo) as archive:
                 for member in archive:
@@ -117,6 +121,7 @@ class TreeBuilder:
                     # tarfile keeps every TarInfo it has read (for random access we never use):
                     # 40 MB on a 41,000-file layer. Our own records are what we keep.
                     archive.members.clear()  # type: ignore[attr-defined]
+            self._writer.close()
         except UnsafeArchiveError:
             raise
         except _NOT_A_TAR_STREAM as exc:
@@ -127,6 +132,11 @@ class TreeBuilder:
                 f"layer {layer}: cannot write into {self.root}: {exc.strerror or exc}",
                 hint="check free space and permissions of backends_path",
             ) from exc
+        finally:
+            # Whatever ended the layer, no write is still running when the caller discards
+            # (or goes on building) the staging directory.
+            self._writer.abort()
+            self._writer = None
 
     def finish(self) -> tuple[FileRecord, ...]:
         """Write refused symlinks as copies (``link_fallback``), apply directory modes and times
@@ -187,7 +197,7 @@ class TreeBuilder:
 
     def _make_dir(self, rel: str, member: tarfile.TarInfo, layer: str) -> None:
         path = self.root / rel
-        existing = _lstat(path)
+        existing = self._on_disk(rel)
         if existing is not None and not stat.S_ISDIR(existing.st_mode):
             self._remove(rel)
             existing = None
@@ -210,22 +220,15 @@ class TreeBuilder:
             raise _refuse(layer, member.name, "file data is missing")
         digest = hashlib.sha256()
         written = 0
-        fd = os.open(
-            self.root / rel, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600
-        )
-        try:
-            while chunk := source.read(_COPY_CHUNK):
-                written += len(chunk)
-                digest.update(chunk)
-                write_all(fd, chunk)
-            if written != member.size:
-                raise _refuse(layer, member.name, f"truncated: {written} of {member.size} bytes")
-            start_writeback(fd)  # the flush before the swap then waits for little
-            os.fchmod(fd, _safe_mode(member.mode))
-            ns = self._mtime_ns(member, layer)
-            os.utime(fd, ns=(ns, ns))
-        finally:
-            os.close(fd)
+        writer = self._writer_now()
+        pending = writer.create(self.root / rel)
+        while chunk := source.read(_COPY_CHUNK):
+            written += len(chunk)
+            digest.update(chunk)
+            writer.write(pending, chunk)
+        if written != member.size:
+            raise _refuse(layer, member.name, f"truncated: {written} of {member.size} bytes")
+        writer.finish(pending, _safe_mode(member.mode), self._mtime_ns(member, layer))
         self.bytes += written
         self._records[rel] = FileRecord(rel, "file", _safe_mode(member.mode), written, digest.hexdigest())
 
@@ -250,6 +253,7 @@ class TreeBuilder:
         self._records[rel] = FileRecord(rel, "symlink", 0o777, target=target)
 
     def _make_hardlink(self, member: tarfile.TarInfo, rel: str, layer: str) -> None:
+        self._settle()  # its target is checked (and maybe copied) on disk
         target_rel = _normalise(member.linkname, layer, self.limits)
         record = self._records.get(target_rel)
         if (
@@ -276,6 +280,7 @@ class TreeBuilder:
         )
 
     def _whiteout(self, parent: str, name: str, layer: str, member_name: str, this_layer: set[str]) -> None:
+        self._settle()  # it looks at (and deletes from) the disk
         if parent and not self._real_parents(parent, layer=layer, member=member_name):
             return  # the directory does not exist: nothing to hide
         if name == _OPAQUE:
@@ -309,7 +314,7 @@ class TreeBuilder:
             known = self._records.get(current)
             if known is not None and known.type == "dir":
                 continue
-            info = _lstat(self.root / current)
+            info = self._on_disk(current)
             if info is None:
                 os.mkdir(self.root / current, 0o700)
                 self._records.setdefault(current, FileRecord(current, "dir", 0o755))
@@ -339,12 +344,29 @@ class TreeBuilder:
     def _clear(self, rel: str) -> None:
         """Remove whatever is at ``rel``; nothing unrecorded is there (see ``_ensure_parents``),
         and the ``O_EXCL`` create that follows would refuse it anyway."""
-        if rel in self._records and _lstat(self.root / rel) is not None:
+        if rel in self._records and self._on_disk(rel) is not None:
             self._remove(rel)
         self._fallback.forget(rel)
 
+    def _on_disk(self, rel: str) -> os.stat_result | None:
+        """What is at ``rel`` (never followed). A recorded path may still have writes queued:
+        it is looked at once they are done; an unrecorded one has none."""
+        if rel in self._records:
+            self._settle()
+        return _lstat(self.root / rel)
+
+    def _settle(self) -> None:
+        if self._writer is not None:
+            self._writer.settle()
+
+    def _writer_now(self) -> FileWriter:
+        if self._writer is None:  # pragma: no cover - members are applied inside apply_layer only
+            raise RuntimeError("no layer is being applied")
+        return self._writer
+
     def _remove(self, rel: str) -> None:
         """Delete ``rel`` (a directory recursively) without following any link, and forget it."""
+        self._settle()
         path = self.root / rel
         info = os.lstat(path)
         if stat.S_ISDIR(info.st_mode):

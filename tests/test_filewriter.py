@@ -1,0 +1,64 @@
+"""The extraction's background file writer: in order, bounded, and a failure reaches the caller."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from gallery.place.filewriter import FileWriter
+
+
+def _open_fds() -> set[str]:
+    return set(os.listdir("/proc/self/fd"))
+
+
+def test_files_are_written_in_order_with_their_mode_and_time(tmp_path: Path) -> None:
+    writer = FileWriter(max_pending=64)  # a tiny budget: the caller waits for the thread
+    for number in range(300):
+        pending = writer.create(tmp_path / f"f{number}")
+        for part in range(3):
+            writer.write(pending, f"{number}:{part};".encode() * 10)
+        writer.finish(pending, 0o640, 1_000_000_000 * number)
+    writer.close()
+    for number in (0, 150, 299):
+        path = tmp_path / f"f{number}"
+        assert path.read_bytes() == b"".join(f"{number}:{part};".encode() * 10 for part in range(3))
+        info = path.stat()
+        assert stat.S_IMODE(info.st_mode) == 0o640 and info.st_mtime_ns == 1_000_000_000 * number
+
+
+def test_a_failed_create_is_raised_at_the_next_call_and_nothing_after_it_is_written(tmp_path: Path) -> None:
+    (tmp_path / "taken").write_bytes(b"already here")
+    writer = FileWriter()
+    writer.create(tmp_path / "taken")  # O_EXCL: refused, on the writer's thread
+    with pytest.raises(FileExistsError):
+        writer.settle()
+    with pytest.raises(FileExistsError):
+        writer.create(tmp_path / "later")
+    writer.abort()
+    assert not (tmp_path / "later").exists()
+    assert (tmp_path / "taken").read_bytes() == b"already here"
+
+
+def test_never_through_a_symlink(tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    (tmp_path / "link").symlink_to(outside)
+    writer = FileWriter()
+    writer.create(tmp_path / "link")
+    with pytest.raises(FileExistsError):
+        writer.close()
+    assert not outside.exists()
+
+
+def test_abort_drops_the_queue_and_closes_what_was_open(tmp_path: Path) -> None:
+    before = _open_fds()
+    writer = FileWriter()
+    pending = writer.create(tmp_path / "half")
+    writer.write(pending, b"x" * 1000)
+    writer.settle()  # created and written, never finished
+    assert len(_open_fds() - before) >= 1
+    writer.abort()
+    assert _open_fds() - before == set(), "the half-written file's descriptor was left open"
