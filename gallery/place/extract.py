@@ -133,9 +133,7 @@ class TreeBuilder:
                 hint="check free space and permissions of backends_path",
             ) from exc
         finally:
-            # Whatever ended the layer, no write is still running when the caller discards
-            # (or goes on building) the staging directory.
-            self._writer.abort()
+            self._writer.abort()  # no write runs on once the caller has staging back
             self._writer = None
 
     def finish(self) -> tuple[FileRecord, ...]:
@@ -220,7 +218,9 @@ class TreeBuilder:
             raise _refuse(layer, member.name, "file data is missing")
         digest = hashlib.sha256()
         written = 0
-        writer = self._writer_now()
+        writer = self._writer
+        if writer is None:  # pragma: no cover - members are applied inside apply_layer only
+            raise RuntimeError("no layer is being applied")
         pending = writer.create(self.root / rel)
         while chunk := source.read(_COPY_CHUNK):
             written += len(chunk)
@@ -349,8 +349,7 @@ class TreeBuilder:
         self._fallback.forget(rel)
 
     def _on_disk(self, rel: str) -> os.stat_result | None:
-        """What is at ``rel`` (never followed). A recorded path may still have writes queued:
-        it is looked at once they are done; an unrecorded one has none."""
+        """What is at ``rel``, never followed; a recorded path once its queued writes are done."""
         if rel in self._records:
             self._settle()
         return _lstat(self.root / rel)
@@ -358,11 +357,6 @@ class TreeBuilder:
     def _settle(self) -> None:
         if self._writer is not None:
             self._writer.settle()
-
-    def _writer_now(self) -> FileWriter:
-        if self._writer is None:  # pragma: no cover - members are applied inside apply_layer only
-            raise RuntimeError("no layer is being applied")
-        return self._writer
 
     def _remove(self, rel: str) -> None:
         """Delete ``rel`` (a directory recursively) without following any link, and forget it."""

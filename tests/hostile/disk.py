@@ -1,9 +1,9 @@
 """Disk faults: ENOSPC and EIO raised by the write call of each stage, and a read-only backends dir.
 
 Each fault is injected at the lowest call of ``gallery`` itself that reaches the kernel for that
-stage (``BlobWriter.write`` for the download, ``write_all`` for extraction, ``atomic_write_bytes``
-for metadata.json, the swap's ``FsOps``), so the error travels every layer above as a real one
-would. The pyfakefs sweep in tests/test_disk_faults.py fills a fake disk at every byte count, and
+stage (``BlobWriter.write`` for the download, ``write_all`` for extraction, on its writer thread,
+``atomic_write_bytes`` for metadata.json, the swap's ``FsOps``), so the error travels every layer
+above as a real one would. The pyfakefs sweep in tests/test_disk_faults.py fills a fake disk at every byte count, and
 tests/test_swap.py fails every filesystem call of the swap; these cases put the same faults in the
 corpus, through a whole install, with the corpus's checks.
 """
@@ -20,7 +20,7 @@ import pytest
 
 from gallery.errors import OperationalError
 from gallery.operations import deploy
-from gallery.place import extract
+from gallery.place import filewriter
 from gallery.place import swap as swapmodule
 from gallery.place.fsops import FsOps
 from gallery.prepare import blobcache
@@ -53,7 +53,7 @@ def download(code: int) -> Injector:
 def extraction(code: int) -> Injector:
     def inject(monkeypatch: pytest.MonkeyPatch, root: Path) -> None:
         # A few files are written first, so the failure lands in the middle of the tree.
-        monkeypatch.setattr(extract, "write_all", _failing(code, extract.write_all, after=3))
+        monkeypatch.setattr(filewriter, "write_all", _failing(code, filewriter.write_all, after=3))
 
     return inject
 

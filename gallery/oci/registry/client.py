@@ -247,7 +247,6 @@ class RegistryClient:
         cancel: Cancellation | None = None,
     ) -> None:
         """Stream a blob into ``writer``, resuming after dropped connections; then commit it.
-        ``cancel`` ends it from another thread, even mid-read on a silent link.
 
         Raises:
             RegistryError, DigestMismatch (nothing is cached then), Cancelled.
@@ -273,11 +272,8 @@ class RegistryClient:
                 if writer.complete:  # resumed with every byte already there: nothing to ask for
                     return
                 headers = {"Range": f"bytes={writer.offset}-"} if writer.offset else {}
-                path = f"blobs/{descriptor.digest}"
-                with (
-                    self._open(endpoint, repo, "GET", path, headers=headers) as response,
-                    cancel.watching(response),
-                ):
+                opened = self._open(endpoint, repo, "GET", f"blobs/{descriptor.digest}", headers=headers)
+                with opened as response, cancel.watching(response):  # ``cancel``: from another thread
                     if response.status_code == 206:
                         start = _content_range_start(response.headers.get("Content-Range", ""))
                         if start != writer.offset:
