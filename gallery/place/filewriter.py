@@ -26,9 +26,9 @@ from gallery.files import start_writeback, write_all
 __all__ = ["FileWriter", "PendingFile"]
 
 _CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-_MAX_PENDING = 16 * 1024 * 1024
+_MAX_PENDING = 8 * 1024 * 1024
 _BATCH_OPS = 256
-_BATCH_BYTES = 4 * 1024 * 1024
+_BATCH_BYTES = 2 * 1024 * 1024
 
 
 class PendingFile:
