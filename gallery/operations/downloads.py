@@ -9,7 +9,6 @@ at the cached file.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 
@@ -38,8 +37,7 @@ class LayerDownloads:
         self._missing = list(missing)
         self._backend = backend
         self.feeds = {blob.digest: LayerFeed() for blob in self._missing}
-        self._stop = threading.Event()
-        self._cancel = Cancellation()  # ends a read blocked on a silent link as well
+        self._cancel = Cancellation()  # stops every download, even one blocked on a silent link
         self._counted: list[int] = []
         self._pool: ThreadPoolExecutor | None = None
         self._futures: list[Future[None]] = []
@@ -61,7 +59,6 @@ class LayerDownloads:
             self._pool.shutdown(wait=True)
 
     def _abort(self) -> None:
-        self._stop.set()
         self._cancel.cancel()
         for future in self._futures:
             future.cancel()
@@ -104,11 +101,11 @@ class LayerDownloads:
         cache, progress, backend = self._session.cache, self._session.progress, self._backend
         feed = self.feeds[blob.digest]
         try:
-            if self._stop.is_set():
+            if self._cancel.cancelled:
                 raise _Stopped(blob.digest)
 
             def on_bytes(amount: int) -> None:
-                if self._stop.is_set():
+                if self._cancel.cancelled:
                     raise _Stopped(blob.digest)
                 self._counted.append(amount)
                 progress.layer_advanced(backend, blob.digest, amount)
@@ -130,9 +127,9 @@ class LayerDownloads:
                     progress.layer_finished(backend, blob.digest)
                 feed.finished(cache.path(blob.digest))
         except BaseException as exc:
-            if self._stop.is_set():  # whatever the cut connection raised: this one was stopped
+            if self._cancel.cancelled:  # whatever the cut connection raised: this one was stopped
                 exc = exc if isinstance(exc, _Stopped) else _Stopped(blob.digest)
             feed.failed(self.explained(exc) if not isinstance(exc, _Stopped) else exc)
             if not isinstance(exc, _Stopped):
                 self._abort()  # the others stop at their next chunk, the extractor at its next read
-            raise
+            raise exc  # not a bare raise: what a cut connection raised is reported as the stop it is
