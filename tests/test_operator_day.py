@@ -37,6 +37,9 @@ from .test_crash import EXPECTED_STEPS, Project, before_and_after, prepare, vers
 from .test_install import RUN_SH, Env
 
 GALLERY = Path(sys.executable).parent / "gallery"
+# A stalled link lasts 120 s (faulty_proxy) and reads time out after 60 s: an exit within 20 s
+# can only come from cancelling the blocked read.
+STALL_TIMEOUTS = {"connect": 2, "read": 60, "min_speed": 0}
 BIG = 6_000_000  # incompressible: through the slow proxy (~0.8 MB/s) it takes several seconds
 
 
@@ -152,10 +155,9 @@ def test_ctrl_c_on_a_stalled_link_exits_without_waiting_for_the_link(
     # download (blocked in a read, 60 s from its read timeout) may hold the exit.
     faults = Faults(stall_blobs_after=1_000_000)
     with faulty_proxy(registry.url, faults) as proxy:
-        env, gallery = _proxied(tmp_path, registry, proxy, [gz(tar_bytes([RUN_SH])), big_layer()])
-        data = yaml.safe_load((tmp_path / "gallery.yaml").read_text())
-        data["timeouts"] = {"connect": 2, "read": 60, "min_speed": 0}
-        (tmp_path / "gallery.yaml").write_text(yaml.safe_dump(data))
+        env, gallery = _proxied(
+            tmp_path, registry, proxy, [gz(tar_bytes([RUN_SH])), big_layer()], STALL_TIMEOUTS
+        )
         process = subprocess.Popen([*gallery, "install", "big"], stdout=subprocess.PIPE,
                                    stderr=subprocess.PIPE, text=True)  # fmt: skip
         partial = tmp_path / "cache" / "partial"
@@ -328,12 +330,18 @@ def test_ctrl_c_at_every_swap_step_completes_the_swap_first(
 # -- streaming: layers are extracted while they download (issue 21) ------------------------------
 
 
-def _proxied(tmp_path: Path, registry: Registry, proxy: str, layers: list[bytes]) -> tuple[Env, list[str]]:
+def _proxied(
+    tmp_path: Path,
+    registry: Registry,
+    proxy: str,
+    layers: list[bytes],
+    timeouts: dict[str, float] | None = None,
+) -> tuple[Env, list[str]]:
     env = Env(tmp_path, registry)
     env.push("v1", [(data, LAYER_GZIP) for data in layers])
     host = proxy.removeprefix("http://")
     env.entries.append({"name": "big", "uri": f"{host}/{env.repo}:v1"})
-    env.config(insecure_registries=[registry.host, host], timeouts={"connect": 2, "read": 30})
+    env.config(insecure_registries=[registry.host, host], timeouts=timeouts or {"connect": 2, "read": 30})
     return env, [str(GALLERY), "--config", str(tmp_path / "gallery.yaml")]
 
 
@@ -414,10 +422,7 @@ def test_one_failed_layer_stops_a_stalled_one_without_waiting_for_its_timeout(
     missing = gz(tar_bytes([file("lib/gone.so", b"x" * 1000)]))
     faults = Faults(stall_blobs_after=500_000)
     with faulty_proxy(registry.url, faults) as proxy:
-        env, gallery = _proxied(tmp_path, registry, proxy, [big_layer(), missing])
-        data = yaml.safe_load((tmp_path / "gallery.yaml").read_text())
-        data["timeouts"] = {"connect": 2, "read": 60, "min_speed": 0}
-        (tmp_path / "gallery.yaml").write_text(yaml.safe_dump(data))
+        env, gallery = _proxied(tmp_path, registry, proxy, [big_layer(), missing], STALL_TIMEOUTS)
         registry.blob_data_path(digest_of(missing)).unlink()
         try:
             # The stall lasts 120 s and the read timeout is 60 s: only cancelling the stalled
