@@ -91,7 +91,7 @@ def read_at_most(handle: IO[bytes], limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def write_all(fd: int, data: bytes) -> None:
+def write_all(fd: int, data: bytes | bytearray | memoryview) -> None:
     """All of ``data`` to ``fd`` (``os.write`` may write less)."""
     view = memoryview(data)
     while view:

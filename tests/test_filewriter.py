@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import io
 import os
 import stat
 from pathlib import Path
@@ -16,18 +18,29 @@ def _open_fds() -> set[str]:
 
 
 def test_files_are_written_in_order_with_their_mode_and_time(tmp_path: Path) -> None:
-    writer = FileWriter(max_pending=64)  # a tiny budget: the caller waits for the thread
-    for number in range(300):
+    # Tiny chunks, two of them: files span chunks, and the caller waits for the thread to give
+    # chunks back before it can read on.
+    writer = FileWriter(chunk_size=64, chunks=2)
+    contents = {number: f"{number};".encode() * (number % 40) for number in range(300)}
+    for number, data in contents.items():
         pending = writer.create(tmp_path / f"f{number}")
-        for part in range(3):
-            writer.write(pending, f"{number}:{part};".encode() * 10)
+        digest = hashlib.sha256()
+        assert writer.copy(pending, io.BytesIO(data + b"beyond"), len(data), digest) == len(data)
+        assert digest.hexdigest() == hashlib.sha256(data).hexdigest()
         writer.finish(pending, 0o640, 1_000_000_000 * number)
     writer.close()
-    for number in (0, 150, 299):
+    for number, data in contents.items():
         path = tmp_path / f"f{number}"
-        assert path.read_bytes() == b"".join(f"{number}:{part};".encode() * 10 for part in range(3))
+        assert path.read_bytes() == data
         info = path.stat()
         assert stat.S_IMODE(info.st_mode) == 0o640 and info.st_mtime_ns == 1_000_000_000 * number
+
+
+def test_a_source_that_ends_early_is_counted_short(tmp_path: Path) -> None:
+    writer = FileWriter(chunk_size=16)
+    pending = writer.create(tmp_path / "short")
+    assert writer.copy(pending, io.BytesIO(b"x" * 40), 100, hashlib.sha256()) == 40
+    writer.close()
 
 
 def test_a_failed_create_is_raised_at_the_next_call_and_nothing_after_it_is_written(tmp_path: Path) -> None:
@@ -57,7 +70,7 @@ def test_abort_drops_the_queue_and_closes_what_was_open(tmp_path: Path) -> None:
     before = _open_fds()
     writer = FileWriter()
     pending = writer.create(tmp_path / "half")
-    writer.write(pending, b"x" * 1000)
+    writer.copy(pending, io.BytesIO(b"x" * 1000), 1000, hashlib.sha256())
     writer.settle()  # created and written, never finished
     assert len(_open_fds() - before) >= 1
     writer.abort()

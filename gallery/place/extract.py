@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import io
 import math
 import os
 import posixpath
@@ -54,7 +55,6 @@ _MAX_COMPONENT = 255
 # Seconds a 64-bit time_t holds with room to spare; a pax mtime may say inf, nan or 1e300.
 _MAX_TIME = 2**62
 _MIN_TIME = -(2**62)
-_COPY_CHUNK = 1024 * 1024
 _OPAQUE = ".wh..wh..opq"
 _WHITEOUT_PREFIX = ".wh."
 # What a corrupt or truncated layer raises while it is read: an integrity refusal, not a disk error.
@@ -214,18 +214,14 @@ class TreeBuilder:
             )
         self._clear(rel)
         source = archive.extractfile(member)
-        if source is None:
+        if not isinstance(source, io.BufferedIOBase):  # tarfile's reader is one
             raise _refuse(layer, member.name, "file data is missing")
         digest = hashlib.sha256()
-        written = 0
         writer = self._writer
         if writer is None:  # pragma: no cover - members are applied inside apply_layer only
             raise RuntimeError("no layer is being applied")
         pending = writer.create(self.root / rel)
-        while chunk := source.read(_COPY_CHUNK):
-            written += len(chunk)
-            digest.update(chunk)
-            writer.write(pending, chunk)
+        written = writer.copy(pending, source, member.size, digest)
         if written != member.size:
             raise _refuse(layer, member.name, f"truncated: {written} of {member.size} bytes")
         writer.finish(pending, _safe_mode(member.mode), self._mtime_ns(member, layer))

@@ -9,13 +9,20 @@ in a process of its own.
 The extractor decides everything; this thread only carries out what it was handed: files are
 still created with ``O_CREAT|O_EXCL|O_NOFOLLOW`` at paths the extractor has checked, and anything
 that must look at the disk (a removal, a whiteout, a hardlink's target) first waits for the
-writes before it (``settle``). At most ``max_pending`` bytes wait, so memory stays bounded. A
-failed system call stops the thread: the error is raised to the extractor at its next call.
+writes before it (``settle``). A failed system call stops the thread: the error is raised to the
+extractor at its next call.
+
+File data travels in a fixed pool of chunks (8 × 1 MiB) read into with ``readinto`` and reused:
+memory stays bounded, and no buffer is allocated on one thread and freed on the other — with
+fresh ``bytes`` per read, glibc's heap fragmented to twice the old peak RSS (100 MB against 44 on
+the 41k-file image).
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import io
 import os
 import threading
 from collections import deque
@@ -26,9 +33,9 @@ from gallery.files import start_writeback, write_all
 __all__ = ["FileWriter", "PendingFile"]
 
 _CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-_MAX_PENDING = 8 * 1024 * 1024
+_CHUNK_SIZE = 1024 * 1024
+_CHUNKS = 8
 _BATCH_OPS = 256
-_BATCH_BYTES = 2 * 1024 * 1024
 
 
 class PendingFile:
@@ -41,17 +48,21 @@ class PendingFile:
         self.fd: int | None = None
 
 
-_Op = tuple[str, PendingFile, bytes | None, int, int]  # kind, file, data, mode, mtime in ns
+_Op = tuple[str, PendingFile, memoryview | None, int, int]  # kind, file, data, mode, mtime in ns
+_Batch = tuple[list[_Op], bytearray | None]  # its operations and the chunk their data is in
 
 
 class FileWriter:
-    def __init__(self, *, max_pending: int = _MAX_PENDING) -> None:
-        self._max_pending = max_pending
+    def __init__(self, *, chunk_size: int = _CHUNK_SIZE, chunks: int = _CHUNKS) -> None:
+        self._chunk_size = chunk_size
+        self._chunks_left = chunks  # not yet allocated
+        self._max_batches = chunks
         self._changed = threading.Condition()
-        self._queue: deque[list[_Op]] = deque()
-        self._batch: list[_Op] = []  # the extractor's, handed over whole (one wake-up per batch)
-        self._batch_bytes = 0
-        self._pending = 0
+        self._queue: deque[_Batch] = deque()
+        self._free: list[bytearray] = []  # chunks the writer is done with
+        self._ops: list[_Op] = []  # the extractor's batch, handed over whole (one wake-up each)
+        self._chunk: bytearray | None = None  # the extractor's: data is read into it at _used
+        self._used = 0
         self._busy = False
         self._stopping = False
         self._error: OSError | None = None
@@ -66,8 +77,21 @@ class FileWriter:
         self._submit(("create", pending, None, 0, 0))
         return pending
 
-    def write(self, pending: PendingFile, data: bytes) -> None:
-        self._submit(("write", pending, data, 0, 0))
+    def copy(self, pending: PendingFile, source: io.BufferedIOBase, size: int, digest: hashlib._Hash) -> int:
+        """Read up to ``size`` bytes of ``source`` into the file, hashing them on the way; the
+        count read (less than ``size`` if ``source`` ended first)."""
+        copied = 0
+        while copied < size:
+            space = self._space(size - copied)
+            got = source.readinto(space) or 0
+            if not got:
+                break
+            data = space[:got]
+            digest.update(data)
+            self._used += got
+            copied += got
+            self._submit(("write", pending, data, 0, 0))
+        return copied
 
     def finish(self, pending: PendingFile, mode: int, mtime_ns: int) -> None:
         self._submit(("finish", pending, None, mode, mtime_ns))
@@ -90,32 +114,48 @@ class FileWriter:
     def abort(self) -> None:
         """Drop what is still queued, end the thread once the call in progress returns, and close
         any file it left open (the extraction failed: staging is about to be discarded)."""
-        self._batch.clear()
+        self._ops.clear()
         with self._changed:
-            self._pending -= sum(len(op[2] or b"") for batch in self._queue for op in batch)
             self._queue.clear()
             self._stopping = True
             self._changed.notify_all()
         self._thread.join()
 
+    def _space(self, wanted: int) -> memoryview:
+        """Room for at most ``wanted`` bytes in the current chunk (a fresh one if it is full)."""
+        if self._chunk is not None and self._used == len(self._chunk):
+            self._hand_over()
+        if self._chunk is None:
+            self._chunk, self._used = self._take_chunk(), 0
+        end = min(len(self._chunk), self._used + wanted)
+        return memoryview(self._chunk)[self._used : end]
+
+    def _take_chunk(self) -> bytearray:
+        with self._changed:
+            if not self._free and self._chunks_left:
+                self._chunks_left -= 1
+                return bytearray(self._chunk_size)
+            while not self._free and self._error is None:
+                self._changed.wait()
+            self._raise_error()
+            return self._free.pop()
+
     def _submit(self, op: _Op) -> None:
         self._raise_error()  # read without the lock: set once, never cleared
-        self._batch.append(op)
-        self._batch_bytes += len(op[2] or b"")
-        if len(self._batch) >= _BATCH_OPS or self._batch_bytes >= _BATCH_BYTES:
+        self._ops.append(op)
+        if len(self._ops) >= _BATCH_OPS:
             self._hand_over()
 
     def _hand_over(self) -> None:
-        if not self._batch:
+        if not self._ops and self._chunk is None:
             return
-        batch, size = self._batch, self._batch_bytes
-        self._batch, self._batch_bytes = [], 0
+        batch: _Batch = (self._ops, self._chunk)
+        self._ops, self._chunk = [], None
         with self._changed:
-            while self._pending and self._pending + size > self._max_pending and self._error is None:
+            while len(self._queue) >= self._max_batches and self._error is None:
                 self._changed.wait()
             self._raise_error()
             self._queue.append(batch)
-            self._pending += size
             self._changed.notify_all()
 
     def _raise_error(self) -> None:
@@ -132,19 +172,21 @@ class FileWriter:
                         self._changed.wait()
                     if self._stopping:
                         return
-                    batch = self._queue.popleft()
+                    ops, chunk = self._queue.popleft()
                     self._busy = True
                 try:
-                    for op in batch:
+                    for op in ops:
                         self._apply(op)
                 except OSError as exc:
                     with self._changed:
                         self._error = exc
                         self._stopping = True
                 finally:
+                    ops.clear()  # the views into the chunk go before the chunk is reused
                     with self._changed:
                         self._busy = False
-                        self._pending -= sum(len(op[2] or b"") for op in batch)
+                        if chunk is not None:
+                            self._free.append(chunk)
                         self._changed.notify_all()
         finally:
             for pending in self._open:
@@ -163,7 +205,7 @@ class FileWriter:
         if fd is None:  # pragma: no cover - create always comes first
             raise OSError(f"{pending.path} was not created")
         if kind == "write":
-            write_all(fd, data or b"")
+            write_all(fd, data if data is not None else b"")
             return
         start_writeback(fd)  # the flush before the swap then waits for little
         os.fchmod(fd, mode)
