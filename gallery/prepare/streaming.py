@@ -138,7 +138,12 @@ class FeedReader:
                 self._fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
             except FileNotFoundError:
                 path, available, done = self._feed._wait_committed(self._restarts)
-                self._fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+                try:
+                    self._fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+                except FileNotFoundError:
+                    # Committed, then removed by a concurrent `cache prune` before this first
+                    # read: the caller fetches it again, as for any blob lost from the cache.
+                    raise FeedRestarted() from None
         want = available - self._position if size < 0 else min(size, available - self._position)
         data = os.pread(self._fd, want, self._position)
         self._position += len(data)
