@@ -257,6 +257,9 @@ def http_client(ctx: typer.Context, out: Output, config: gallery.Config) -> http
 def installer(
     config: gallery.Config, client: httpx.Client, progress: gallery.ProgressReporter | None = None
 ) -> gallery.Installer:
+    from .memory import keep_big_buffers_off_the_heap
+
+    keep_big_buffers_off_the_heap()
     return gallery.Installer(
         config,
         client=client,
