@@ -39,13 +39,14 @@ if TYPE_CHECKING:
     from gallery.operations.bundle_check import verify_bundle_file
     from gallery.operations.checksum import ChecksumReport, checksum_index
     from gallery.operations.fleet import LockOutcome, lock_fleet, preload
-    from gallery.operations.fsck import FsckOutcome, FsckReport, PruneResult, prune_cache
+    from gallery.operations.fsck import FsckOutcome, FsckReport
     from gallery.operations.installer import Installer
     from gallery.operations.inventory import Inventory, installed_summary, inventory
     from gallery.operations.lint import LintReport, lint_files
     from gallery.operations.listing import ListResult, Notice, list_entries
     from gallery.operations.lockfile import LockFile, read_lock, write_lock
     from gallery.operations.maintenance import verify_backends
+    from gallery.operations.prune import PruneResult, prune_cache
     from gallery.operations.queries import DoctorReport, ShowResult, describe_backend, run_doctor
     from gallery.place.metadata import BackendMetadata
     from gallery.place.swap import RecoveryReport, recover_pending
@@ -168,8 +169,8 @@ _EXPORTS: dict[str, str] = {
     "preload": "gallery.operations.fleet",
     "FsckOutcome": "gallery.operations.fsck",
     "FsckReport": "gallery.operations.fsck",
-    "PruneResult": "gallery.operations.fsck",
-    "prune_cache": "gallery.operations.fsck",
+    "PruneResult": "gallery.operations.prune",
+    "prune_cache": "gallery.operations.prune",
     "Installer": "gallery.operations.installer",
     "Inventory": "gallery.operations.inventory",
     "inventory": "gallery.operations.inventory",

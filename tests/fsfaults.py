@@ -84,6 +84,15 @@ def tree(root: Path) -> dict[str, tuple[str, int, bytes]]:
     return result
 
 
+def as_installed(found: dict[str, tuple[object, ...]]) -> dict[str, tuple[object, ...]]:
+    """``found`` (a ``permissions_tree``) as gallery installs it by default: regular files without
+    write bits (``file_store.read_only_files``), so that identical files can be shared."""
+    return {
+        rel: (entry[0], int(entry[1]) & ~0o222, *entry[2:]) if entry[0] == "file" else entry  # type: ignore[call-overload]
+        for rel, entry in found.items()
+    }
+
+
 def permissions_tree(root: Path) -> dict[str, tuple[object, ...]]:
     """A tree as other tools would agree on it: type, permission bits (no setuid, setgid or
     sticky: we strip them), size and sha256 of files, symlink targets; other files by type."""

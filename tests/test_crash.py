@@ -25,6 +25,7 @@ from typer.testing import CliRunner
 from cli.main import app
 from gallery.catalog.capability import HostFacts
 from gallery.config.models import load_config
+from gallery.operations.fsck import scan
 from gallery.operations.installer import Installer
 from gallery.place.swap import StateDir
 from gallery.verify.signatures import SigstoreVerifier
@@ -114,6 +115,10 @@ class Project:
         assert not state.journal("b").exists()
         for parent in (state.staging, state.trash):
             assert not parent.exists() or not any(parent.iterdir()), list(parent.iterdir())
+        # The file store too: every stored file whole and as named, every tree as recorded
+        # (objects a kill left unused are not damage: prune removes them).
+        damage = [f for f in scan(load_config(self.config)).findings if f.damage]
+        assert not damage, damage
 
 
 def prepare(project: Project, op: str) -> None:

@@ -13,6 +13,25 @@ import pytest
 from gallery.place.filewriter import FileWriter
 
 
+class _Broken(Exception):
+    pass
+
+
+class _BreaksAfter(io.RawIOBase):
+    """A source that gives ``count`` bytes, then fails (a layer cut off mid-file)."""
+
+    def __init__(self, count: int) -> None:
+        self._left = count
+
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+        if not self._left:
+            raise _Broken
+        count = min(len(buffer), self._left)
+        buffer[:count] = b"x" * count
+        self._left -= count
+        return count
+
+
 def _open_fds() -> set[str]:
     return set(os.listdir("/proc/self/fd"))
 
@@ -23,34 +42,31 @@ def test_files_are_written_in_order_with_their_mode_and_time(tmp_path: Path) -> 
     writer = FileWriter(chunk_size=64, chunks=2)
     contents = {number: f"{number};".encode() * (number % 40) for number in range(300)}
     for number, data in contents.items():
-        pending = writer.create(tmp_path / f"f{number}")
-        digest = hashlib.sha256()
-        assert writer.copy(pending, io.BytesIO(data + b"beyond"), len(data), digest) == len(data)
-        assert digest.hexdigest() == hashlib.sha256(data).hexdigest()
-        writer.finish(pending, 0o640, 1_000_000_000 * number)
+        source = io.BytesIO(data + b"beyond")
+        count, sha256 = writer.write_file(tmp_path / f"f{number}", source, len(data), 0o640, 10**9 * number)
+        assert (count, sha256) == (len(data), hashlib.sha256(data).hexdigest())
     writer.close()
     for number, data in contents.items():
         path = tmp_path / f"f{number}"
         assert path.read_bytes() == data
         info = path.stat()
-        assert stat.S_IMODE(info.st_mode) == 0o640 and info.st_mtime_ns == 1_000_000_000 * number
+        assert stat.S_IMODE(info.st_mode) == 0o640 and info.st_mtime_ns == 10**9 * number
 
 
 def test_a_source_that_ends_early_is_counted_short(tmp_path: Path) -> None:
     writer = FileWriter(chunk_size=16)
-    pending = writer.create(tmp_path / "short")
-    assert writer.copy(pending, io.BytesIO(b"x" * 40), 100, hashlib.sha256()) == 40
+    assert writer.write_file(tmp_path / "short", io.BytesIO(b"x" * 40), 100, 0o644, 0)[0] == 40
     writer.close()
 
 
 def test_a_failed_create_is_raised_at_the_next_call_and_nothing_after_it_is_written(tmp_path: Path) -> None:
     (tmp_path / "taken").write_bytes(b"already here")
     writer = FileWriter()
-    writer.create(tmp_path / "taken")  # O_EXCL: refused, on the writer's thread
+    writer.write_file(tmp_path / "taken", io.BytesIO(b"new"), 3, 0o644, 0)  # O_EXCL: refused
     with pytest.raises(FileExistsError):
         writer.settle()
     with pytest.raises(FileExistsError):
-        writer.create(tmp_path / "later")
+        writer.write_file(tmp_path / "later", io.BytesIO(b"new"), 3, 0o644, 0)
     writer.abort()
     assert not (tmp_path / "later").exists()
     assert (tmp_path / "taken").read_bytes() == b"already here"
@@ -60,7 +76,7 @@ def test_never_through_a_symlink(tmp_path: Path) -> None:
     outside = tmp_path / "outside"
     (tmp_path / "link").symlink_to(outside)
     writer = FileWriter()
-    writer.create(tmp_path / "link")
+    writer.write_file(tmp_path / "link", io.BytesIO(b"new"), 3, 0o644, 0)
     with pytest.raises(FileExistsError):
         writer.close()
     assert not outside.exists()
@@ -68,9 +84,9 @@ def test_never_through_a_symlink(tmp_path: Path) -> None:
 
 def test_abort_drops_the_queue_and_closes_what_was_open(tmp_path: Path) -> None:
     before = _open_fds()
-    writer = FileWriter()
-    pending = writer.create(tmp_path / "half")
-    writer.copy(pending, io.BytesIO(b"x" * 1000), 1000, hashlib.sha256())
+    writer = FileWriter(chunk_size=16)
+    with pytest.raises(_Broken):
+        writer.write_file(tmp_path / "half", _BreaksAfter(40), 1000, 0o644, 0)
     writer.settle()  # created and written, never finished
     assert len(_open_fds() - before) >= 1
     writer.abort()

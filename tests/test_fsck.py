@@ -89,9 +89,19 @@ def test_damaged_files_are_found_and_repaired_from_the_recorded_digest(project: 
     (live / "lib" / "current").symlink_to("/etc/passwd")
     code, report = project.fsck()
     assert code == 3
-    details = sorted(f["detail"].split(":")[0] for f in report["findings"] if f["damage"])
+    in_tree = [f for f in report["findings"] if f["damage"] and f["subject"] == "b"]
+    details = sorted(f["detail"].split(":")[0] for f in in_tree)
     assert details == ["VERSION", "lib/a.so", "lib/current", "lib/intruder.so", "run.sh"]
-    assert {k for k, _ in kinds(report)} == {"missing", "modified", "unexpected"}
+    # a.so and run.sh are links to the file store's copies (installed read-only, shared): writing
+    # into them, as root can, damaged the stored copies too — found, named by content and mode
+    stored = sorted(
+        f["detail"].split(": ", 1)[1] for f in report["findings"] if f["kind"] == "bad-stored-file"
+    )
+    assert [d.split(";")[0] for d in stored] == [
+        "content changed (sha256 differs)",
+        "mode 0777, stored as 0555",
+    ]
+    assert {k for k, _ in kinds(report)} == {"missing", "modified", "unexpected", "bad-stored-file"}
 
     project.offer("b", "v2")  # the gallery moved on: repair still restores what was installed (v1)
     code, report = project.fsck("--repair")
@@ -225,12 +235,12 @@ def test_a_blob_pruned_under_a_repair_from_the_cache_is_named(
 
 def test_a_rebuild_from_the_cache_must_give_exactly_the_recorded_files(project: Project) -> None:
     """The cached layers rebuild something other than metadata.json records (here the record
-    was edited: lib/a.so "0600"): the repair refuses to keep that record over other files, and
+    was edited: lib/a.so "0400", installed read-only as "0444"): the repair refuses to keep that record over other files, and
     the backend is left as it was."""
     path = project.backends / "b" / "metadata.json"
     lines = path.read_text().splitlines()
     edited = [
-        line.replace('"mode": "0644"', '"mode": "0600"') if '"lib/a.so"' in line else line for line in lines
+        line.replace('"mode": "0444"', '"mode": "0400"') if '"lib/a.so"' in line else line for line in lines
     ]
     assert edited != lines
     path.write_text("\n".join(edited) + "\n")

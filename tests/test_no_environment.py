@@ -22,9 +22,10 @@ from gallery.catalog.capability import detect_host_facts
 from gallery.config.models import load_config
 from gallery.net.client import make_http_client
 from gallery.operations.fleet import lock_backends, preload
-from gallery.operations.fsck import prune_cache, scan
+from gallery.operations.fsck import scan
 from gallery.operations.installer import Installer
 from gallery.operations.lockfile import read_lock, write_lock
+from gallery.operations.prune import prune_cache
 from gallery.operations.queries import list_entries, run_doctor, show_backend
 from gallery.verify.signatures import SigstoreVerifier
 

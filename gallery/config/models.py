@@ -26,6 +26,7 @@ from pydantic import (
 from gallery.config.safe_yaml import YamlLimits, YamlRefused, load_bounded_yaml
 from gallery.config.sections import (
     ConfigModel,
+    FileStoreConfig,
     GalleryConfig,
     Limits,
     Timeouts,
@@ -199,6 +200,9 @@ class Config(ConfigModel):
     ] = 4
     timeouts: Timeouts = Field(default_factory=Timeouts, description="Network and lock timeouts.")
     limits: Limits = Field(default_factory=Limits, description="Caps on everything read from outside.")
+    file_store: FileStoreConfig = Field(
+        default_factory=FileStoreConfig, description="Identical installed files stored once."
+    )
     link_fallback: Literal["none", "copy"] = Field(
         "none",
         description=(

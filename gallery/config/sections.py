@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
@@ -13,7 +13,7 @@ from gallery.catalog.sources import SourceParseError, parse_index_location
 from gallery.names import validate_name
 from gallery.verify.policy import VerificationPolicy
 
-__all__ = ["INDEX_NOT_SIGNED", "GalleryConfig", "Limits", "Timeouts"]
+__all__ = ["INDEX_NOT_SIGNED", "FileStoreConfig", "GalleryConfig", "Limits", "Timeouts"]
 
 
 def _base_dir(info: ValidationInfo) -> Path | None:
@@ -85,6 +85,28 @@ class Timeouts(ConfigModel):
             ),
         ),
     ] = 600.0
+
+
+class FileStoreConfig(ConfigModel):
+    """Identical files stored once: installed regular files are links into a content-addressed
+    store under ``backends_path/.gallery/store`` (docs/operations.md)."""
+
+    link: Literal["auto", "hardlink", "reflink", "off"] = Field(
+        "auto",
+        description=(
+            "How installed files share the store's copy: `hardlink`; `reflink` (copy-on-write "
+            "clones, btrfs/XFS); `auto`: hard links, or reflinks (then copies) where the "
+            "filesystem refuses them; `off`: every backend has its own copies."
+        ),
+    )
+    read_only_files: bool = Field(
+        True,
+        description=(
+            "Install regular files without write bits, so that they can be shared. `false` keeps "
+            "the image's modes: files with a write bit are then copied, never linked (a backend "
+            "that changes its files in place would change every tree sharing them)."
+        ),
+    )
 
 
 class Limits(ConfigModel):

@@ -17,6 +17,7 @@ from gallery.operations.downloads import LayerDownloads
 from gallery.operations.gate import Verified
 from gallery.operations.session import Session
 from gallery.place.extract import FileRecord, TreeBuilder
+from gallery.place.filestore import FileStore
 from gallery.place.metadata import METADATA_FORMAT_VERSION, BackendMetadata, LayerRecord, write_metadata
 from gallery.place.swap import Op
 from gallery.prepare.blobcache import BlobCache, HashingReader
@@ -58,21 +59,33 @@ class Deployer:
                 return keep
             return _metadata(verified, resolution, files)
 
-        return self._build_and_place(verified.pinned, name, metadata, op)
+        # A repair rebuilds the recorded files, modes included: a backend installed with the
+        # image's own modes (before read_only_files, or with it off) keeps them.
+        image_modes = keep is not None and any(
+            int(f["mode"], 8) & 0o222 for f in keep.files if f["type"] == "file"
+        )
+        store = self._session.file_store.for_one_tree(image_modes=image_modes)
+        try:
+            return self._build_and_place(verified.pinned, name, metadata, op, store)
+        except BaseException:
+            store.forget_added()  # a failed install leaves no trace, in the store neither
+            raise
 
     def fetch(self, verified: Verified, backend: str) -> int:
         """Bring the image's config and layers into the cache (export), by digest."""
         pinned = verified.pinned
         return self._fetch_blobs(pinned, (pinned.manifest.config, *pinned.manifest.layers), backend)
 
-    def _build_and_place(self, pinned: PinnedImage, name: str, metadata: MetadataFor, op: Op) -> int:
+    def _build_and_place(
+        self, pinned: PinnedImage, name: str, metadata: MetadataFor, op: Op, store: FileStore
+    ) -> int:
         session = self._session
         register_user(session.cache.state, session.config.backends_path)
         fetched = 0
         staging = self._new_staging(name)
         try:
             try:
-                builder, fetched = self._stream(pinned, staging, name)
+                builder, fetched = self._stream(pinned, staging, name, store)
             except (_CachedBlobBad, _Restarted) as bad:
                 # The cache held bytes that are not the blob (or lost it to a concurrent prune),
                 # or a download started over under the extractor: fetch what is missing, and
@@ -83,7 +96,7 @@ class Deployer:
                 remove_tree(staging)
                 staging = self._new_staging(name)
                 try:
-                    builder = self._extract(pinned, staging, name)
+                    builder = self._extract(pinned, staging, name, store)
                 except _CachedBlobBad as again:
                     raise DigestMismatch(
                         f"{pinned.label}: blob {again.digest} does not hash to its digest, even fetched again"
@@ -124,14 +137,16 @@ class Deployer:
                 hint="free space or fix permissions under backends_path (is it read-only?), then retry",
             ) from exc
 
-    def _stream(self, pinned: PinnedImage, staging: Path, name: str) -> tuple[TreeBuilder, int]:
+    def _stream(
+        self, pinned: PinnedImage, staging: Path, name: str, store: FileStore
+    ) -> tuple[TreeBuilder, int]:
         """Download the missing layers into the cache while extracting them in order: a layer is
         read behind its download (staging is discarded unless its digest matches at the end)."""
         downloads = self._downloads(pinned, pinned.manifest.layers, name)
         if downloads is None:
-            return self._extract(pinned, staging, name), 0
+            return self._extract(pinned, staging, name, store), 0
         try:
-            builder = self._extract(pinned, staging, name, feeds=downloads.feeds)
+            builder = self._extract(pinned, staging, name, store, feeds=downloads.feeds)
         except FeedFailed:
             downloads.wait()  # raises the download's own error (a feed fails only with it)
             raise
@@ -167,12 +182,18 @@ class Deployer:
         return downloads.fetched
 
     def _extract(
-        self, pinned: PinnedImage, staging: Path, name: str, *, feeds: dict[str, LayerFeed] | None = None
+        self,
+        pinned: PinnedImage,
+        staging: Path,
+        name: str,
+        store: FileStore,
+        *,
+        feeds: dict[str, LayerFeed] | None = None,
     ) -> TreeBuilder:
         """Every layer in order into ``staging``: a layer with a feed as it downloads, any other
         from the cache (or the local layout); each re-hashed as it is read."""
         cache, progress = self._session.cache, self._session.progress
-        builder = TreeBuilder(staging, self._session.limits, links=self._session.swapper.fs)
+        builder = TreeBuilder(staging, self._session.limits, links=self._session.swapper.fs, store=store)
         layers = pinned.manifest.layers
         for number, layer in enumerate(layers, 1):
             so_far = f", {builder.files} files" if builder.files else ""

@@ -20,9 +20,10 @@ Damage (``damage=True``) makes ``fsck`` exit 3; what ``--repair`` fixed is marke
 
 from __future__ import annotations
 
+import os
 import stat
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -32,12 +33,12 @@ from gallery.digests import is_digest, sha256_file
 from gallery.errors import GalleryError
 from gallery.filelocks import LockBusy, backend_lock
 from gallery.operations.localai_dirs import LOCALAI_IDLE_SECONDS, Leftover, is_sideloaded
-from gallery.operations.lockfile import read_lock
+from gallery.operations.prune import cache_of, file_store_of, referenced_blobs
 from gallery.operations.store import BackendStore
+from gallery.place.filestore import FileStore
 from gallery.place.metadata import METADATA_FILE, BackendMetadata, read_metadata
 from gallery.place.swap import StateDir, pending_names
 from gallery.prepare.blobcache import BlobCache
-from gallery.prepare.cache_users import cache_users
 from gallery.results import BatchResult, InstallResult
 from gallery.trees import remove_tree, scanned_tree
 from gallery.units import human_bytes, human_seconds
@@ -46,11 +47,8 @@ __all__ = [
     "Finding",
     "FsckOutcome",
     "FsckReport",
-    "PruneResult",
     "check_and_repair",
     "mark_repaired",
-    "prune_cache",
-    "referenced_blobs",
     "scan",
 ]
 
@@ -69,6 +67,8 @@ Kind = Literal[
     "bad-blob",
     "unreferenced-blob",
     "partial-download",
+    "bad-stored-file",
+    "damaged-generation",
 ]
 _CHUNK = 1024 * 1024
 
@@ -109,29 +109,19 @@ class FsckReport:
         }
 
 
-@dataclass(frozen=True)
-class PruneResult:
-    removed: tuple[str, ...]
-    bytes_freed: int
-    kept: int
-    partials_removed: int = 0
-    bundles_removed: int = 0  # unpacked copies of bundle tars (install --from unpacks again)
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "removed": list(self.removed),
-            "bytes_freed": self.bytes_freed,
-            "kept": self.kept,
-            "partials_removed": self.partials_removed,
-            "bundles_removed": self.bundles_removed,
-        }
-
-
 @dataclass
 class _Scan:
     config: Config
     repair: bool
     findings: list[Finding] = field(default_factory=list)
+    # sha256 by inode: a file the store shares is hashed once, however many trees link it
+    hashes: dict[tuple[int, int, int, int], str] = field(default_factory=dict)
+
+    def sha256(self, path: Path, info: os.stat_result) -> str:
+        key = (info.st_dev, info.st_ino, info.st_size, info.st_ctime_ns)
+        if key not in self.hashes:
+            self.hashes[key] = sha256_file(path)
+        return self.hashes[key]
 
     def add(self, finding: Finding) -> None:
         self.findings.append(finding)
@@ -145,6 +135,9 @@ def scan(config: Config, *, repair: bool = False) -> FsckReport:
     checked = 0
     installed: list[BackendMetadata] = []
     if config.backends_path.is_dir():
+        # First: a bad stored file is bad in every tree that links it, and --repair must take it
+        # out of the store before those trees are rebuilt (from the store, otherwise).
+        bad = _check_file_store(run, file_store_of(config))
         for child in store.directories():
             if is_sideloaded(child):
                 detail = (
@@ -161,9 +154,10 @@ def scan(config: Config, *, repair: bool = False) -> FsckReport:
                 _check_meta(run, child, metadata)
             else:
                 _check_files(run, child, metadata)
+        _check_generations(run, store, installed, bad)
         _check_leftovers(run, store.state)
         _check_localai_leftovers(run, store)
-    blobs = _check_cache(run, _cache(config), referenced_blobs(config))
+    blobs = _check_cache(run, cache_of(config), referenced_blobs(config))
     return FsckReport(tuple(run.findings), checked, blobs)
 
 
@@ -253,7 +247,7 @@ def _check_files(run: _Scan, directory: Path, metadata: BackendMetadata) -> None
         present = {str(Path(entry.path).relative_to(directory)) for _base, entries in scan.walk()
                    for entry in entries}  # fmt: skip
         for path, record in recorded.items():
-            problem = _compare(directory / path, record, scan.mode)
+            problem = _compare(directory / path, record, scan.mode, run.sha256)
             if problem is not None:
                 kind: Kind = "missing" if problem == "missing" else "modified"
                 run.add(Finding(kind, name, f"{path}: {problem}", damage=True))
@@ -261,7 +255,12 @@ def _check_files(run: _Scan, directory: Path, metadata: BackendMetadata) -> None
         run.add(Finding("unexpected", name, f"{path}: not part of the installed image", damage=True))
 
 
-def _compare(path: Path, record: dict[str, Any], mode_of: Callable[[Path], int]) -> str | None:
+def _compare(
+    path: Path,
+    record: dict[str, Any],
+    mode_of: Callable[[Path], int],
+    sha256_of: Callable[[Path, os.stat_result], str],
+) -> str | None:
     """What differs between ``path`` and its record, or ``None``."""
     try:
         info = path.lstat()
@@ -280,9 +279,63 @@ def _compare(path: Path, record: dict[str, Any], mode_of: Callable[[Path], int])
     if kind in ("file", "hardlink"):
         if info.st_size != record.get("size"):
             return f"size {info.st_size}, recorded {record.get('size')}"
-        if sha256_file(path) != record.get("sha256"):
+        if sha256_of(path, info) != record.get("sha256"):
             return "content changed (sha256 differs)"
     return None
+
+
+def _check_file_store(run: _Scan, file_store: FileStore) -> set[tuple[int, int]]:
+    """Stored files whose mode or content is no longer what their name says; the inodes."""
+    bad: set[tuple[int, int]] = set()
+    for item in file_store.stored():
+        info = item.path.lstat()
+        problem = None
+        if stat.S_IMODE(info.st_mode) != item.mode:
+            problem = f"mode {stat.S_IMODE(info.st_mode):04o}, stored as {item.mode:04o}"
+        elif run.sha256(item.path, info) != item.sha256:
+            problem = "content changed (sha256 differs)"
+        if problem is None:
+            continue
+        bad.add((info.st_dev, info.st_ino))
+        users = f"{item.links - 1} installed file{'' if item.links == 2 else 's'} share it"
+        finding = Finding("bad-stored-file", item.path.name, f"{item.path}: {problem}; {users}", damage=True)
+        if run.repair:
+            file_store.remove(item)
+            finding = replace(finding, repaired="removed from the store; the backends sharing it are rebuilt")
+        run.add(finding)
+    return bad
+
+
+def _check_generations(
+    run: _Scan, store: BackendStore, installed: list[BackendMetadata], bad: set[tuple[int, int]]
+) -> None:
+    """Kept generations that link a bad stored file: a rollback would bring the damage back."""
+    if not bad:
+        return
+    for metadata in installed:
+        for generation in store.state.kept(metadata.name):
+            kept = read_metadata(generation)
+            damaged = [
+                str(f["path"])
+                for f in (kept.files if kept is not None else ())
+                if f.get("type") == "file" and _inode(generation / str(f["path"])) in bad
+            ]
+            if not damaged:
+                continue
+            detail = f"{generation}: {damaged[0]} is a damaged stored file (rollback would restore it)"
+            finding = Finding("damaged-generation", metadata.name, detail, damage=True)
+            if run.repair:
+                remove_tree(generation)
+                finding = replace(finding, repaired=f"removed {generation} (no rollback to it)")
+            run.add(finding)
+
+
+def _inode(path: Path) -> tuple[int, int] | None:
+    try:
+        info = path.lstat()
+    except OSError:
+        return None
+    return (info.st_dev, info.st_ino)
 
 
 def _check_leftovers(run: _Scan, state: StateDir) -> None:
@@ -349,20 +402,6 @@ def _repair_localai_leftover(
         return replace(finding, detail=f"{finding.detail} (could not repair: {exc.strerror or exc})")
 
 
-def referenced_blobs(config: Config) -> set[str]:
-    """Layer digests of installed backends and of their kept generations, in this config's
-    ``backends_path`` and in every other one recorded as using the same cache."""
-    directories = {config.backends_path.resolve(), *cache_users(config.cache_path)}
-    referenced: set[str] = set()
-    for directory in sorted(directories):
-        referenced |= BackendStore(directory).referenced_blobs()
-    return referenced
-
-
-def _cache(config: Config) -> BlobCache:
-    return BlobCache(config.cache_path / "blobs", lock_timeout=config.timeouts.lock)
-
-
 def _check_cache(run: _Scan, cache: BlobCache, referenced: set[str]) -> int:
     digests = cache.digests()
     for digest in digests:
@@ -397,48 +436,3 @@ def _note_partials(run: _Scan, cache: BlobCache) -> None:
         run.add(Finding("partial-download", what, f"{human_bytes(info.st_size)} downloaded, last written "
                         f"{age} ago; the next install needing it resumes it, 'gallery cache prune' "
                         "removes abandoned ones", damage=False))  # fmt: skip
-
-
-def prune_cache(config: Config, *, keep: Iterable[str] = (), lock_files: Iterable[Path] = ()) -> PruneResult:
-    """Remove cached blobs nothing references, and partial downloads no process is writing.
-
-    ``keep``: more digests to keep; ``lock_files``: keep the layers they pin (what a fleet will
-    preload). Raises ConfigError for an unreadable lock file.
-
-    A blob being fetched right now is not in ``blobs/`` yet (it is a partial under its own lock),
-    so pruning never races an install's download; a blob another command is about to extract is
-    re-fetched by it if pruned (it is verified by digest either way).
-    """
-    referenced = referenced_blobs(config) | set(keep)
-    for lock_file in lock_files:
-        referenced |= read_lock(lock_file).blob_digests()
-    cache = _cache(config)
-    removed: list[str] = []
-    freed = 0
-    kept = 0
-    for digest in cache.digests():
-        if digest in referenced:
-            kept += 1
-            continue
-        freed += cache.size(digest)
-        cache.evict(digest)
-        removed.append(digest)
-    partials, partial_bytes = cache.prune_partials()
-    freed += partial_bytes
-    bundles = 0
-    unpacked = config.cache_path / "bundles"
-    if unpacked.is_dir():
-        for directory in unpacked.iterdir():
-            # An install --from may be reading a recent one right now; an hour old is done with.
-            if time.time() - directory.lstat().st_mtime < 3600:
-                continue
-            with scanned_tree(directory) as scan:
-                freed += sum(
-                    entry.stat(follow_symlinks=False).st_size
-                    for _base, entries in scan.walk()
-                    for entry in entries
-                    if entry.is_file(follow_symlinks=False)
-                )
-            remove_tree(directory)
-            bundles += 1
-    return PruneResult(tuple(removed), freed, kept, partials, bundles)

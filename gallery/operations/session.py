@@ -12,6 +12,7 @@ from gallery.catalog.galleries import Catalog, load_catalog
 from gallery.catalog.resolve import CapabilitySelector
 from gallery.config.models import Config, GalleryConfig
 from gallery.oci.registry import RegistryClient
+from gallery.operations.prune import file_store_of
 from gallery.operations.store import BackendStore
 from gallery.place.extract import ExtractLimits
 from gallery.place.fsops import FsOps
@@ -53,6 +54,7 @@ class Session:
         self.registry = registry or RegistryClient.from_config(config, client)
         self.cache = BlobCache(config.cache_path / "blobs", lock_timeout=config.timeouts.lock)
         self.store = BackendStore(config.backends_path)
+        self.file_store = file_store_of(config)
         self.swapper = Swapper(
             config.backends_path, keep_generations=config.keep_generations, fs=fs, step=step
         )

@@ -4,6 +4,7 @@ live directory; swaps themselves are ``gallery.swap``'s)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -53,26 +54,42 @@ class BackendStore:
                 found.append(metadata)
         return found
 
-    def referenced_blobs(self) -> set[str]:
-        """Layer digests of installed backends and of their kept generations (what the blob
-        cache must keep); unreadable metadata references nothing."""
+    def recorded(self) -> Iterator[BackendMetadata]:
+        """The metadata of installed backends and of their kept generations; unreadable metadata
+        is skipped (it references nothing)."""
         directories: list[Path] = []
         for child in self.directories():
             if child.is_dir() and not child.is_symlink():
                 directories.append(child)
                 if is_valid_name(child.name):
                     directories += self.state.kept(child.name)
-        referenced: set[str] = set()
         for directory in directories:
             try:
                 metadata = read_metadata(directory)
             except GalleryError:
                 continue
             if metadata is not None:
-                referenced |= {layer.digest for layer in metadata.layers}
-                if metadata.digest and not metadata.layers:
-                    referenced.add(metadata.digest)
+                yield metadata
+
+    def referenced_blobs(self) -> set[str]:
+        """Layer digests of installed backends and of their kept generations (what the blob
+        cache must keep)."""
+        referenced: set[str] = set()
+        for metadata in self.recorded():
+            referenced |= {layer.digest for layer in metadata.layers}
+            if metadata.digest and not metadata.layers:
+                referenced.add(metadata.digest)
         return referenced
+
+    def referenced_files(self) -> set[tuple[str, int]]:
+        """(sha256, mode) of every regular file recorded by installed backends and kept
+        generations (what the file store keeps even where trees hold clones, not links)."""
+        return {
+            (str(f["sha256"]), int(str(f["mode"]), 8))
+            for metadata in self.recorded()
+            for f in metadata.files
+            if f.get("type") == "file" and f.get("sha256")
+        }
 
     def get(self, name: str) -> BackendMetadata | None:
         """The metadata of the backend installed as ``name`` (``None``: not installed)."""

@@ -29,7 +29,6 @@ extraction filters are not used (3.11.7 has known bypasses): these checks are th
 from __future__ import annotations
 
 import gzip
-import hashlib
 import io
 import math
 import os
@@ -42,6 +41,7 @@ from pathlib import Path
 from typing import IO, Literal
 
 from gallery.errors import OperationalError, UnsafeArchiveError
+from gallery.place.filestore import FileStore
 from gallery.place.filewriter import FileWriter
 from gallery.place.linkfallback import LinkFallback, LinkMaker
 from gallery.place.records import FileRecord
@@ -56,6 +56,7 @@ _MAX_COMPONENT = 255
 _MAX_TIME = 2**62
 _MIN_TIME = -(2**62)
 _OPAQUE = ".wh..wh..opq"
+_AS_IS = FileStore(Path("/nonexistent"), link="off", read_only_files=False)  # no store
 _WHITEOUT_PREFIX = ".wh."
 # What a corrupt or truncated layer raises while it is read: an integrity refusal, not a disk error.
 _NOT_A_TAR_STREAM: tuple[type[Exception], ...] = (
@@ -83,7 +84,9 @@ class ExtractLimits:
 class TreeBuilder:
     """Applies tar layers, in order, to one staging directory that only this object writes to."""
 
-    def __init__(self, root: Path, limits: ExtractLimits, *, links: LinkMaker | None = None) -> None:
+    def __init__(
+        self, root: Path, limits: ExtractLimits, *, links: LinkMaker | None = None, store: FileStore = _AS_IS
+    ) -> None:
         if not stat.S_ISDIR(os.lstat(root).st_mode):
             raise ValueError(f"staging root {root} is not a directory")
         self.root = root
@@ -95,6 +98,7 @@ class TreeBuilder:
         self._records: dict[str, FileRecord] = {}
         self._dir_times: dict[str, tuple[int, int]] = {}
         self._writer: FileWriter | None = None  # while a layer is applied
+        self._store = store
 
     @property
     def copied_links(self) -> list[str]:
@@ -112,7 +116,7 @@ class TreeBuilder:
         """
         this_layer: set[str] = set()
         last = None
-        self._writer = FileWriter()
+        self._writer = FileWriter(store=self._store if self._store.enabled else None)
         try:
             with tarfile.open(fileobj=stream, mode="r|", tarinfo=SafeTarInfo) as archive:
                 for member in archive:
@@ -216,17 +220,17 @@ class TreeBuilder:
         source = archive.extractfile(member)
         if not isinstance(source, io.BufferedIOBase):  # tarfile's reader is one
             raise _refuse(layer, member.name, "file data is missing")
-        digest = hashlib.sha256()
         writer = self._writer
         if writer is None:  # pragma: no cover - members are applied inside apply_layer only
             raise RuntimeError("no layer is being applied")
-        pending = writer.create(self.root / rel)
-        written = writer.copy(pending, source, member.size, digest)
+        mode = self._store.installed_mode(member.mode)
+        written, sha256 = writer.write_file(
+            self.root / rel, source, member.size, mode, self._mtime_ns(member, layer)
+        )
         if written != member.size:
             raise _refuse(layer, member.name, f"truncated: {written} of {member.size} bytes")
-        writer.finish(pending, _safe_mode(member.mode), self._mtime_ns(member, layer))
         self.bytes += written
-        self._records[rel] = FileRecord(rel, "file", _safe_mode(member.mode), written, digest.hexdigest())
+        self._records[rel] = FileRecord(rel, "file", mode, written, sha256)
 
     def _make_symlink(self, member: tarfile.TarInfo, rel: str, layer: str) -> None:
         target = member.linkname

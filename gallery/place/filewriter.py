@@ -27,8 +27,10 @@ import os
 import threading
 from collections import deque
 from pathlib import Path
+from typing import Any
 
 from gallery.files import start_writeback, write_all
+from gallery.place.filestore import FileStore
 
 __all__ = ["FileWriter", "PendingFile"]
 
@@ -48,12 +50,16 @@ class PendingFile:
         self.fd: int | None = None
 
 
-_Op = tuple[str, PendingFile, memoryview | None, int, int]  # kind, file, data, mode, mtime in ns
+# kind, file, data, mode, mtime in ns, sha256 (to give the file to the store)
+_Op = tuple[str, PendingFile, memoryview | None, int, int, str | None]
 _Batch = tuple[list[_Op], bytearray | None]  # its operations and the chunk their data is in
 
 
 class FileWriter:
-    def __init__(self, *, chunk_size: int = _CHUNK_SIZE, chunks: int = _CHUNKS) -> None:
+    def __init__(
+        self, *, store: FileStore | None = None, chunk_size: int = _CHUNK_SIZE, chunks: int = _CHUNKS
+    ) -> None:
+        self._store = store
         self._chunk_size = chunk_size
         self._chunks_left = chunks  # not yet allocated
         self._max_batches = chunks
@@ -72,14 +78,27 @@ class FileWriter:
 
     # -- the extractor's side ------------------------------------------------------------------
 
-    def create(self, path: Path) -> PendingFile:
-        pending = PendingFile(path)
-        self._submit(("create", pending, None, 0, 0))
-        return pending
+    def write_file(
+        self, path: Path, source: io.BufferedIOBase, size: int, mode: int, mtime_ns: int
+    ) -> tuple[int, str]:
+        """Read up to ``size`` bytes of ``source`` into a new file at ``path`` (which the
+        extractor checked), hashing them on the way; the count read (less than ``size`` if
+        ``source`` ended first: the caller refuses the member) and the sha256.
 
-    def copy(self, pending: PendingFile, source: io.BufferedIOBase, size: int, digest: hashlib._Hash) -> int:
-        """Read up to ``size`` bytes of ``source`` into the file, hashing them on the way; the
-        count read (less than ``size`` if ``source`` ended first)."""
+        A file the store shares (its mode has no write bit) is linked from the store when the
+        store has its content: one that fits a chunk is read whole first, so that it is never
+        written; a bigger one is written, then given back to the store's copy."""
+        digest = hashlib.sha256()
+        pending = PendingFile(path)
+        store = self._store if self._store is not None and self._store.shares(mode) else None
+        if store is not None and size <= self._chunk_size:
+            data = self._read_whole(source, size, digest)
+            sha256 = digest.hexdigest()
+            if len(data) == size:
+                kind = "place" if store.has(sha256, mode, size) else "whole"
+                self._submit((kind, pending, data, mode, mtime_ns, sha256))
+            return len(data), sha256
+        self._submit(("create", pending, None, 0, 0, None))
         copied = 0
         while copied < size:
             space = self._space(size - copied)
@@ -90,11 +109,26 @@ class FileWriter:
             digest.update(data)
             self._used += got
             copied += got
-            self._submit(("write", pending, data, 0, 0))
-        return copied
+            self._submit(("write", pending, data, 0, 0, None))
+        sha256 = digest.hexdigest()
+        self._submit(("finish", pending, None, mode, mtime_ns, sha256 if store is not None else None))
+        return copied, sha256
 
-    def finish(self, pending: PendingFile, mode: int, mtime_ns: int) -> None:
-        self._submit(("finish", pending, None, mode, mtime_ns))
+    def _read_whole(self, source: io.BufferedIOBase, size: int, digest: Any) -> memoryview:
+        """Up to ``size`` bytes of ``source`` in one stretch of a chunk (what it had, if less)."""
+        if self._chunk is not None and len(self._chunk) - self._used < size:
+            self._hand_over()
+        space = self._space(size)
+        filled = 0
+        while filled < size:
+            got = source.readinto(space[filled:]) or 0
+            if not got:
+                break
+            filled += got
+        data = space[:filled]
+        digest.update(data)
+        self._used += filled
+        return data
 
     def settle(self) -> None:
         """Wait until everything handed over is on disk (or raise what failed)."""
@@ -196,7 +230,21 @@ class FileWriter:
             self._open.clear()
 
     def _apply(self, op: _Op) -> None:
-        kind, pending, data, mode, mtime_ns = op
+        kind, pending, data, mode, mtime_ns, sha256 = op
+        if kind == "place":
+            store = self._store
+            try:
+                if store is None or sha256 is None:  # pragma: no cover - only made with both
+                    raise FileNotFoundError(pending.path)
+                store.place(sha256, mode, pending.path)
+                return
+            except OSError:
+                kind = "whole"  # pruned meanwhile, or refused: a copy of its own, as if new
+        if kind == "whole":
+            self._apply(("create", pending, None, 0, 0, None))
+            self._apply(("write", pending, data, 0, 0, None))
+            self._apply(("finish", pending, None, mode, mtime_ns, sha256))
+            return
         if kind == "create":
             pending.fd = os.open(pending.path, _CREATE, 0o600)
             self._open.add(pending)
@@ -213,3 +261,6 @@ class FileWriter:
         self._open.discard(pending)
         pending.fd = None
         os.close(fd)
+        if sha256 is not None and self._store is not None:
+            with contextlib.suppress(OSError):  # the file is correct as it is, only not shared
+                self._store.adopt(pending.path, sha256, mode)

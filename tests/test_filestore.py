@@ -1,0 +1,328 @@
+"""The file store: identical files stored once across kept generations and backends, checked by
+fsck, pruned when no tree uses them (OCI layouts on a real filesystem, no network)."""
+
+from __future__ import annotations
+
+import errno
+import gzip
+import json
+import os
+import random
+import stat
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from cli.main import app
+from gallery.place import filestore, filewriter
+
+from .conftest import REPO
+from .fsfaults import tree
+from .tarbuild import Member, file, tar_bytes
+
+sys.path.insert(0, str(REPO / "galleries" / "demo"))
+from make_layouts import write_layout
+
+LAYER = "application/vnd.oci.image.layer.v1.tar+gzip"
+LIBRARY = 256 * 1024
+LIBRARIES = 60
+_rng = random.Random(20261202)
+SHARED = [_rng.randbytes(LIBRARY) for _ in range(LIBRARIES)]  # the "CUDA runtime" every image has
+
+
+def image(own: dict[str, bytes]) -> bytes:
+    """One layer, as LocalAI's backends are built (FROM scratch + COPY): run.sh, the 60 shared
+    libraries, and the image's own files."""
+    members: list[Member] = [file("run.sh", b"#!/bin/sh\nexec ./backend\n", mode=0o755)]
+    members += [file(f"lib/libcuda{n}.so", data, mode=0o755) for n, data in enumerate(SHARED)]
+    members += [file(name, data) for name, data in own.items()]
+    return gzip.compress(tar_bytes(members), compresslevel=1, mtime=0)
+
+
+A_V1 = {"backend": _rng.randbytes(LIBRARY)}
+A_V2 = {"backend": _rng.randbytes(LIBRARY)}  # the one file an upgrade changes
+B = {"backend": _rng.randbytes(LIBRARY)}
+
+
+class Project:
+    def __init__(self, root: Path, **config: Any) -> None:
+        self.root = root
+        self.config = root / "gallery.yaml"
+        self.config.write_text(yaml.safe_dump({
+            "format_version": 1, "backends_path": "./backends", "cache_path": "./cache", "capability": "default",
+            "galleries": [{"name": "g", "url": "./index.yaml"}], **config,
+        }))  # fmt: skip
+        self.offered: dict[str, str] = {}
+
+    @property
+    def backends(self) -> Path:
+        return self.root / "backends"
+
+    @property
+    def objects(self) -> Path:
+        return self.backends / ".gallery" / "store" / "objects"
+
+    def offer(self, name: str, version: str, own: dict[str, bytes]) -> None:
+        layout = self.root / "layouts" / f"{name}-{version}"
+        if not layout.exists():
+            write_layout(layout, [(image(own), LAYER)])
+        self.offered[name] = f"ocifile://layouts/{name}-{version}"
+        entries = [{"name": n, "uri": uri} for n, uri in self.offered.items()]
+        (self.root / "index.yaml").write_text(yaml.safe_dump(entries))
+
+    def gallery(self, *args: str) -> Any:
+        result = CliRunner().invoke(app, ["--config", str(self.config), *args])
+        if result.exception is not None and not isinstance(result.exception, SystemExit):
+            raise result.exception
+        return result
+
+    def ok(self, *args: str) -> Any:
+        result = self.gallery(*args)
+        assert result.exit_code == 0, result.output
+        return result
+
+    def fsck(self, *args: str) -> tuple[int, list[dict[str, Any]]]:
+        """The exit code and the damage found (unreferenced blobs are not damage)."""
+        result = self.gallery("fsck", "--json", *args)
+        return result.exit_code, [f for f in json.loads(result.stdout)["findings"] if f["damage"]]
+
+
+def du_bytes(path: Path) -> int:
+    """``du``'s apparent size: a file with several hard links is counted once."""
+    output = subprocess.run(["du", "-sb", str(path)], capture_output=True, text=True, check=True).stdout
+    return int(output.split()[0])
+
+
+def one_copy(project: Project, name: str) -> int:
+    return sum(p.stat().st_size for p in (project.backends / name).rglob("*") if p.is_file())
+
+
+@pytest.fixture
+def written(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Bytes the extractor writes into files (a file linked from the store writes none)."""
+    counts: list[int] = []
+    real = filewriter.write_all
+
+    def counting(fd: int, data: Any) -> None:
+        counts.append(len(data))
+        real(fd, data)
+
+    monkeypatch.setattr(filewriter, "write_all", counting)
+    return counts
+
+
+def test_three_trees_of_shared_libraries_take_little_more_than_one(
+    tmp_path: Path, written: list[int]
+) -> None:
+    """The issue's scenario: A v1, the upgrade to A v2 (v1 kept for rollback), B."""
+    project = Project(tmp_path)
+    project.offer("a", "v1", A_V1)
+    project.ok("install", "a")
+    copy = one_copy(project, "a")
+    assert sum(written) >= LIBRARIES * LIBRARY  # the first install writes everything once
+
+    project.offer("a", "v2", A_V2)
+    written.clear()
+    project.ok("upgrade", "a")
+    assert sum(written) == LIBRARY, "the upgrade writes only the changed file"
+    assert (project.backends / "a" / "backend").read_bytes() == A_V2["backend"]
+
+    project.offer("b", "v1", B)
+    written.clear()
+    project.ok("install", "b")
+    assert sum(written) == LIBRARY
+
+    total = du_bytes(project.backends)
+    assert total <= 1.25 * copy, f"backends_path is {total / copy:.2f}x one copy"
+    # The same inode in every tree: the kept generation, the new live tree, the other backend.
+    generation = project.backends / ".gallery" / "generations" / "a" / "1"
+    inodes = {os.stat(root / "lib" / "libcuda7.so").st_ino for root in
+              (project.backends / "a", project.backends / "b", generation)}  # fmt: skip
+    assert len(inodes) == 1
+    # Read-only, as recorded: nobody writes into a file shared by three trees by accident.
+    recorded = json.loads((project.backends / "b" / "metadata.json").read_text())["files"]
+    modes = {f["path"]: f["mode"] for f in recorded}
+    assert modes["lib/libcuda7.so"] == "0555" and modes["backend"] == "0444"
+    assert stat.S_IMODE((project.backends / "b" / "lib" / "libcuda7.so").stat().st_mode) == 0o555
+
+    # Rollback, uninstall and fsck work as without the store.
+    project.ok("rollback", "a")
+    assert (project.backends / "a" / "backend").read_bytes() == A_V1["backend"]
+    assert project.fsck() == (0, [])
+
+
+def test_prune_removes_only_what_no_tree_uses(tmp_path: Path) -> None:
+    project = Project(tmp_path, keep_generations=0)
+    project.offer("a", "v1", A_V1)
+    project.offer("b", "v1", B)
+    project.ok("install", "a", "b")
+    stored = {p.name for p in project.objects.rglob("*-*")}
+    assert len(stored) == LIBRARIES + 3  # the libraries, run.sh, and each backend's own file
+
+    project.ok("uninstall", "a")
+    result = json.loads(project.ok("cache", "prune", "--json").stdout)
+    assert result["stored_files_removed"] == 1  # a's own file; the libraries are b's too
+    project.ok("uninstall", "b")
+    result = json.loads(project.ok("cache", "prune", "--json").stdout)
+    assert result["stored_files_removed"] == LIBRARIES + 2
+    assert not list(project.objects.rglob("*-*"))
+
+
+def test_a_modified_stored_file_is_found_once_and_every_tree_sharing_it_is_repaired(tmp_path: Path) -> None:
+    project = Project(tmp_path)
+    project.offer("a", "v1", A_V1)
+    project.offer("b", "v1", B)
+    project.ok("install", "a", "b")
+    before = {name: tree(project.backends / name) for name in ("a", "b")}
+    # As root (or the owner, after a chmod) a backend can still write into a read-only file:
+    # here into a library three trees share. One write, two damaged backends.
+    victim = project.backends / "a" / "lib" / "libcuda3.so"
+    with victim.open("r+b") as handle:
+        handle.write(b"\0" * 16)
+    code, findings = project.fsck()
+    assert code == 3
+    kinds = sorted((f["kind"], f["subject"] if f["kind"] != "bad-stored-file" else "") for f in findings)
+    assert kinds == [("bad-stored-file", ""), ("modified", "a"), ("modified", "b")], findings
+    assert "2 installed files share it" in next(
+        f["detail"] for f in findings if f["kind"] == "bad-stored-file"
+    )
+
+    code, findings = project.fsck("--repair")
+    assert code == 0 and all(f["repaired"] for f in findings if f["damage"]), findings
+    assert {name: tree(project.backends / name) for name in ("a", "b")} == before
+    assert project.fsck() == (0, [])
+    # The repaired trees share a good copy again.
+    assert (project.backends / "a" / "lib" / "libcuda3.so").stat().st_ino == (
+        project.backends / "b" / "lib" / "libcuda3.so"
+    ).stat().st_ino
+
+
+def test_a_kept_generation_linking_a_damaged_stored_file_is_not_rolled_back_to(tmp_path: Path) -> None:
+    project = Project(tmp_path)
+    project.offer("a", "v1", A_V1)
+    project.ok("install", "a")
+    project.offer("a", "v2", A_V2)
+    project.ok("upgrade", "a")
+    (project.backends / "a" / "run.sh").chmod(0o777)  # the inode v1, v2 and the store share
+    code, findings = project.fsck("--repair")
+    assert code == 0, findings
+    assert {f["kind"] for f in findings} == {"bad-stored-file", "modified", "damaged-generation"}
+    assert not (project.backends / ".gallery" / "generations" / "a" / "1").exists()
+    assert stat.S_IMODE((project.backends / "a" / "run.sh").stat().st_mode) == 0o555
+
+
+def test_with_read_only_files_off_writable_files_are_copies_of_their_own(tmp_path: Path) -> None:
+    project = Project(tmp_path, file_store={"read_only_files": False})
+    project.offer("a", "v1", A_V1)
+    project.offer("b", "v1", B)
+    project.ok("install", "a", "b")
+    a, b = project.backends / "a", project.backends / "b"
+    # lib/*.so are 0755 in the image (writable): copies; nothing in the store
+    assert stat.S_IMODE((a / "lib" / "libcuda1.so").stat().st_mode) == 0o755
+    assert (a / "lib" / "libcuda1.so").stat().st_ino != (b / "lib" / "libcuda1.so").stat().st_ino
+    assert not project.objects.exists() or not list(project.objects.rglob("*-*"))
+    # ... and a repair keeps the modes the backend was installed with
+    (a / "backend").write_bytes(b"damaged")
+    assert project.fsck("--repair")[0] == 0
+    assert stat.S_IMODE((a / "backend").stat().st_mode) == 0o644
+
+
+def test_link_off_gives_every_backend_its_own_copies(tmp_path: Path) -> None:
+    project = Project(tmp_path, file_store={"link": "off"})
+    project.offer("a", "v1", A_V1)
+    project.offer("b", "v1", B)
+    project.ok("install", "a", "b")
+    assert du_bytes(project.backends) >= 2 * LIBRARIES * LIBRARY
+    assert not project.objects.exists()
+
+
+def test_a_filesystem_refusing_hard_links_gets_copies(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """CIFS, some FUSE filesystems: link() fails with EPERM. Files are then cloned (reflink) or
+    copied from the store, and the installs are as correct as ever."""
+    real_link = os.link
+
+    def refused(src: Any, dst: Any, **kwargs: Any) -> None:
+        if ".gallery/store" in str(src) or ".gallery/store" in str(dst):
+            raise OSError(errno.EPERM, "Operation not permitted")
+        real_link(src, dst, **kwargs)
+
+    monkeypatch.setattr(filestore.os, "link", refused)
+    project = Project(tmp_path)
+    project.offer("a", "v1", A_V1)
+    project.offer("b", "v1", B)
+    project.ok("install", "a", "b")
+    a, b = project.backends / "a", project.backends / "b"
+    assert (a / "lib" / "libcuda1.so").read_bytes() == SHARED[1] == (b / "lib" / "libcuda1.so").read_bytes()
+    assert (a / "lib" / "libcuda1.so").stat().st_ino != (b / "lib" / "libcuda1.so").stat().st_ino
+    assert project.fsck() == (0, [])
+
+
+def test_an_object_pruned_between_check_and_link_is_written_instead(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A concurrent `cache prune` removes an object after the extractor found it: the file is
+    written from the data in hand, never left missing."""
+    project = Project(tmp_path, keep_generations=0)
+    project.offer("a", "v1", A_V1)
+    project.ok("install", "a")
+    project.ok("uninstall", "a")  # every object unused, still stored
+    real_place = filestore.FileStore.place
+
+    def pruned_first(self: filestore.FileStore, sha256: str, mode: int, dest: Path) -> None:
+        self.path_of(sha256, mode).unlink(missing_ok=True)
+        real_place(self, sha256, mode, dest)
+
+    monkeypatch.setattr(filestore.FileStore, "place", pruned_first)
+    project.ok("install", "a")
+    assert project.fsck() == (0, [])
+    assert (project.backends / "a" / "backend").read_bytes() == A_V1["backend"]
+
+
+_PRUNE_KILLED_AFTER = """
+import os, signal, sys
+from pathlib import Path
+from gallery.config.models import load_config
+from gallery.operations.prune import prune_cache
+from gallery.place import filestore
+
+removed = 0
+real = filestore.FileStore.remove
+
+def remove(self, item):
+    global removed
+    real(self, item)
+    removed += 1
+    if removed == int(sys.argv[2]):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+filestore.FileStore.remove = remove
+prune_cache(load_config(Path(sys.argv[1])))
+"""
+
+
+def test_kill_9_in_the_middle_of_a_prune_leaves_every_backend_and_the_store_whole(tmp_path: Path) -> None:
+    project = Project(tmp_path, keep_generations=0)
+    own = {f"data/{n}": _rng.randbytes(2000) for n in range(200)}
+    project.offer("b", "v1", B)
+    project.offer("c", "v1", own)
+    project.ok("install", "b", "c")
+    before = tree(project.backends / "b")
+    project.ok("uninstall", "c")  # 200 stored files unused; the libraries are b's too
+    process = subprocess.run(
+        [sys.executable, "-c", _PRUNE_KILLED_AFTER, str(project.config), "50"], cwd=REPO, timeout=120
+    )
+    assert process.returncode == -9
+    left = len(list(project.objects.rglob("*-*")))
+    assert LIBRARIES + 2 < left < LIBRARIES + 2 + 200  # killed half-way
+    assert tree(project.backends / "b") == before
+    assert project.fsck() == (0, [])
+    project.ok("install", "c")  # links what is left, writes what was pruned
+    assert {n: (project.backends / "c" / n).read_bytes() for n in own} == own
+    assert project.fsck() == (0, [])
