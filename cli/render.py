@@ -278,14 +278,17 @@ class Output:
         *,
         sideloaded: Sequence[str] = (),
         system: Sequence[str] = (),
+        usage: gallery.DiskUsage | None = None,
     ) -> None:
         updates = updates if updates is not None else {}
+        sizes = usage.backends if usage is not None else {}
         if self.as_json:
             self.json({"installed": [
                 {**b.model_dump(mode="json", exclude={"files"}, exclude_none=True),
-                 **gallery.installed_summary(b, updates.get(b.name))}
+                 **gallery.installed_summary(b, updates.get(b.name)), **_usage_json(sizes.get(b.name))}
                 for b in backends
-            ], "sideloaded": list(sideloaded), "system": list(system)})  # fmt: skip
+            ], "sideloaded": list(sideloaded), "system": list(system),
+               **({"disk": usage.to_json()} if usage is not None else {})})  # fmt: skip
             return
         rows = []
         for backend in backends:
@@ -301,16 +304,30 @@ class Output:
                 (backend.digest or "")[:19],
                 "" if backend.meta_backend_for else signed,
                 "" if backend.meta_backend_for or update is None else plain(_short_update(update)),
+                _size(sizes.get(backend.name)),
                 plain(note),
             ))  # fmt: skip
         for name in sideloaded:
-            rows.append((plain(name), "", "", "unverified", "", "sideloaded (run.sh, no metadata)"))
+            rows.append((plain(name), "", "", "unverified", "", "", "sideloaded (run.sh, no metadata)"))
         for name in system:
-            rows.append((plain(name), "", "", "unverified", "", "LocalAI system backend (read-only)"))
-        self.table(("NAME", "GALLERY", "DIGEST", "SIGNED", "UPDATE", "NOTE"), rows)
+            rows.append((plain(name), "", "", "unverified", "", "", "LocalAI system backend (read-only)"))
+        self.table(("NAME", "GALLERY", "DIGEST", "SIGNED", "UPDATE", "SIZE", "NOTE"), rows)
         extra = f", {len(sideloaded)} sideloaded" if sideloaded else ""
         extra += f", {len(system)} system" if system else ""
+        if usage is not None and usage.with_copies:
+            extra += f"; {human_bytes(usage.on_disk)} on disk for {human_bytes(usage.with_copies)} of files"
         self.table_footer(f"{len(backends)} installed{extra}")
+
+
+def _size(usage: gallery.BackendUsage | None) -> str:
+    """A backend's size, and what of it other trees share (stored once)."""
+    if usage is None:
+        return ""
+    return human_bytes(usage.bytes) + (f" ({human_bytes(usage.shared)} shared)" if usage.shared else "")
+
+
+def _usage_json(usage: gallery.BackendUsage | None) -> dict[str, int]:
+    return {} if usage is None else {"bytes": usage.bytes, "shared_bytes": usage.shared}
 
 
 def _short_update(update: gallery.UpdateCheck) -> str:

@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from gallery.oci.predicates import COSIGN_PREDICATE
     from gallery.operations.bundle_check import verify_bundle_file
     from gallery.operations.checksum import ChecksumReport, checksum_index
+    from gallery.operations.disk_usage import BackendUsage, DiskUsage, disk_usage
     from gallery.operations.fleet import LockOutcome, lock_fleet, preload
     from gallery.operations.fsck import FsckOutcome, FsckReport
     from gallery.operations.installer import Installer
@@ -65,11 +66,13 @@ __all__ = [
     "AmbiguousName",
     "BackendMetadata",
     "BackendNotFound",
+    "BackendUsage",
     "BatchResult",
     "ChecksumReport",
     "Config",
     "ConfigError",
     "ConfigLocation",
+    "DiskUsage",
     "DoctorReport",
     "Evidence",
     "FsckOutcome",
@@ -108,6 +111,7 @@ __all__ = [
     "config_reference",
     "describe_backend",
     "detect_host_facts",
+    "disk_usage",
     "host_detector",
     "human_bytes",
     "human_seconds",
@@ -173,6 +177,9 @@ _EXPORTS: dict[str, str] = {
     "prune_cache": "gallery.operations.prune",
     "Installer": "gallery.operations.installer",
     "Inventory": "gallery.operations.inventory",
+    "BackendUsage": "gallery.operations.disk_usage",
+    "DiskUsage": "gallery.operations.disk_usage",
+    "disk_usage": "gallery.operations.disk_usage",
     "inventory": "gallery.operations.inventory",
     "LintReport": "gallery.operations.lint",
     "lint_files": "gallery.operations.lint",

@@ -326,3 +326,34 @@ def test_kill_9_in_the_middle_of_a_prune_leaves_every_backend_and_the_store_whol
     project.ok("install", "c")  # links what is left, writes what was pruned
     assert {n: (project.backends / "c" / n).read_bytes() for n in own} == own
     assert project.fsck() == (0, [])
+
+
+def test_list_and_doctor_show_the_bytes_on_disk_and_the_bytes_shared(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    project = Project(tmp_path)
+    project.offer("a", "v1", A_V1)
+    project.offer("b", "v1", B)
+    project.ok("install", "a", "b")
+    data = json.loads(project.ok("list", "--installed", "--offline", "--json").stdout)
+    rows = {row["name"]: row for row in data["installed"]}
+    common = LIBRARIES * LIBRARY + len(b"#!/bin/sh\nexec ./backend\n")  # the libraries and run.sh
+    assert rows["a"]["bytes"] == common + LIBRARY and rows["a"]["shared_bytes"] == common
+    assert data["disk"]["without_sharing_bytes"] == 2 * (common + LIBRARY)
+    assert data["disk"]["on_disk_bytes"] == common + 2 * LIBRARY
+    table = project.ok("list", "--installed", "--offline").stdout
+    assert "16.0 MB (15.7 MB shared)" in table and "16.3 MB on disk for 32.0 MB of files" in table, table
+
+    checks = {c["check"]: c for c in json.loads(project.gallery("doctor", "--json").stdout)["checks"]}
+    assert "(15.7 MB shared through the file store)" in checks["disk usage"]["message"]
+    assert "file store" not in checks  # hard links work here: nothing to say
+
+    from gallery.operations import disk_usage
+
+    def refused(src: Any, dst: Any, **kwargs: Any) -> None:
+        raise OSError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(disk_usage.os, "link", refused)
+    checks = {c["check"]: c for c in json.loads(project.gallery("doctor", "--json").stdout)["checks"]}
+    assert checks["file store"]["status"] == "warning"
+    assert "refuses hard links (Operation not permitted)" in checks["file store"]["message"]

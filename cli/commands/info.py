@@ -32,7 +32,8 @@ def list_command(
     def action(config: gallery.Config) -> int:
         if installed and offline:  # from disk alone: no client, no verifier, no index
             found = gallery.inventory(config)
-            out.installed(found.backends, None, sideloaded=found.sideloaded, system=found.system)
+            out.installed(found.backends, None, sideloaded=found.sideloaded, system=found.system,
+                          usage=gallery.disk_usage(config))  # fmt: skip
             return 0
         with http_client(ctx, out, config) as client:
             if installed:
@@ -40,7 +41,8 @@ def list_command(
                 backends = backends_installer.installed()
                 updates = None if offline else backends_installer.check_updates(backends)
                 out.installed(backends, updates, sideloaded=backends_installer.sideloaded(),
-                              system=backends_installer.system_backends())  # fmt: skip
+                              system=backends_installer.system_backends(),
+                              usage=gallery.disk_usage(config))  # fmt: skip
                 return 0
             result = gallery.list_entries(config, client=client, offline=offline)
         out.list_result(result)

@@ -27,6 +27,7 @@ from gallery.catalog.sources import OciSource
 from gallery.config.discovery import ConfigLocation
 from gallery.config.models import Config, GalleryConfig
 from gallery.errors import GalleryError
+from gallery.operations.disk_usage import disk_usage, hard_links_refused
 from gallery.operations.installer import Installer
 from gallery.operations.inventory import installed_summary
 from gallery.operations.listing import ListResult, ListRow, Notice, catalog_notices, list_entries
@@ -187,6 +188,27 @@ class DoctorReport:
         return {"ok": self.exit_code == 0, "checks": [c.to_json() for c in self.checks]}
 
 
+def _check_file_store(config: Config) -> list[Check]:
+    if config.file_store.link == "off":
+        return [Check("file store", "ok", "off: every backend has its own copies (file_store.link)")]
+    checks = []
+    refused = hard_links_refused(config.backends_path)
+    if refused is not None:
+        checks.append(Check("file store", "warning", f"the filesystem of backends_path refuses hard links "
+                            f"({refused}): files are cloned (reflink) or copied, not shared"))  # fmt: skip
+    usage = disk_usage(config)
+    if usage.with_copies:
+        saved = human_bytes(usage.with_copies - (usage.on_disk - usage.unused_stored))
+        message = (
+            f"installed backends and kept generations take {human_bytes(usage.on_disk)} for "
+            f"{human_bytes(usage.with_copies)} of files ({saved} shared through the file store)"
+        )
+        if usage.unused_stored:
+            message += f"; {human_bytes(usage.unused_stored)} stored but unused ('gallery cache prune')"
+        checks.append(Check("disk usage", "ok", message))
+    return checks
+
+
 def run_doctor(
     config: Config,
     *,
@@ -213,6 +235,7 @@ def run_doctor(
         )
     checks.append(_check_directory("backends_path", config.backends_path))
     checks.append(_check_directory("cache_path", config.cache_path))
+    checks += _check_file_store(config)
     pending = pending_names(config.backends_path)
     checks.append(
         Check("pending recovery", "warning", f"interrupted operations on {', '.join(pending)} (their lock is "
