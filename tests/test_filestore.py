@@ -92,6 +92,11 @@ class Project:
         return result.exit_code, [f for f in json.loads(result.stdout)["findings"] if f["damage"]]
 
 
+def content(backend: Path) -> dict[str, Any]:
+    """A backend's files, modes and link targets; metadata.json aside (it says when it was made)."""
+    return {path: entry for path, entry in tree(backend).items() if path != "metadata.json"}
+
+
 def du_bytes(path: Path) -> int:
     """``du``'s apparent size: a file with several hard links is counted once."""
     output = subprocess.run(["du", "-sb", str(path)], capture_output=True, text=True, check=True).stdout
@@ -167,10 +172,12 @@ def test_prune_removes_only_what_no_tree_uses(tmp_path: Path) -> None:
     project.ok("uninstall", "a")
     result = json.loads(project.ok("cache", "prune", "--json").stdout)
     assert result["stored_files_removed"] == 1  # a's own file; the libraries are b's too
+    assert len(list((project.backends / ".gallery" / "store" / "layers").iterdir())) == 1  # b's layer
     project.ok("uninstall", "b")
     result = json.loads(project.ok("cache", "prune", "--json").stdout)
     assert result["stored_files_removed"] == LIBRARIES + 2
     assert not list(project.objects.rglob("*-*"))
+    assert not list((project.backends / ".gallery" / "store" / "layers").iterdir())
 
 
 def test_a_modified_stored_file_is_found_once_and_every_tree_sharing_it_is_repaired(tmp_path: Path) -> None:
@@ -357,3 +364,59 @@ def test_list_and_doctor_show_the_bytes_on_disk_and_the_bytes_shared(
     checks = {c["check"]: c for c in json.loads(project.gallery("doctor", "--json").stdout)["checks"]}
     assert checks["file store"]["status"] == "warning"
     assert "refuses hard links (Operation not permitted)" in checks["file store"]["message"]
+
+
+def test_a_reinstall_from_the_store_reads_no_blob_and_writes_no_file(
+    tmp_path: Path, written: list[int]
+) -> None:
+    """The layer was extracted once, its digest matched, its members were recorded: installing
+    it again replays the record from the store — no blob is fetched or read, nothing is written."""
+    project = Project(tmp_path, keep_generations=0)
+    project.offer("a", "v1", A_V1)
+    project.ok("install", "a")
+    before = content(project.backends / "a")
+    project.ok("uninstall", "a")
+    records = list((project.backends / ".gallery" / "store" / "layers").iterdir())
+    assert len(records) == 1
+    layout = project.root / "layouts" / "a-v1" / "blobs" / "sha256"
+    layer_blob = layout / records[0].stem
+    layer_blob.rename(layer_blob.with_suffix(".away"))  # the layer's blob is gone from everywhere
+    written.clear()
+    result = json.loads(project.ok("install", "a", "--json").stdout)
+    assert result["results"][0]["status"] == "installed"
+    assert sum(written) == 0
+    assert content(project.backends / "a") == before
+    assert project.fsck() == (0, [])
+
+
+def test_a_recorded_layer_whose_file_was_pruned_is_extracted_from_its_blob(tmp_path: Path) -> None:
+    project = Project(tmp_path, keep_generations=0)
+    project.offer("a", "v1", A_V1)
+    project.ok("install", "a")
+    before = content(project.backends / "a")
+    project.ok("uninstall", "a")
+    own = next(p for p in project.objects.rglob("*-0444"))  # the backend's own file
+    own.unlink()
+    project.ok("install", "a")
+    assert content(project.backends / "a") == before
+    assert project.fsck() == (0, [])
+
+
+@pytest.mark.parametrize("damage", ["checksum", "traversal", "garbage"])
+def test_a_damaged_layer_record_is_ignored(tmp_path: Path, damage: str, written: list[int]) -> None:
+    project = Project(tmp_path, keep_generations=0)
+    project.offer("a", "v1", A_V1)
+    project.ok("install", "a")
+    before = content(project.backends / "a")
+    project.ok("uninstall", "a")
+    record = next((project.backends / ".gallery" / "store" / "layers").iterdir())
+    data = json.loads(record.read_text())
+    if damage == "checksum":
+        data["members"][1][2] = 0o4777  # a mode changed, the checksum not
+    elif damage == "traversal":
+        data["members"][1][6] = "../../../../etc/passwd"
+    record.write_text(json.dumps(data) if damage != "garbage" else "{not json")
+    written.clear()
+    project.ok("install", "a")
+    assert sum(written) == 0  # the blob was extracted, every file linked from the store
+    assert content(project.backends / "a") == before

@@ -18,6 +18,7 @@ from gallery.operations.gate import Verified
 from gallery.operations.session import Session
 from gallery.place.extract import FileRecord, TreeBuilder
 from gallery.place.filestore import FileStore
+from gallery.place.layer_records import RecordedLayer, RecordedLayers, StoredFileMissing
 from gallery.place.metadata import METADATA_FORMAT_VERSION, BackendMetadata, LayerRecord, write_metadata
 from gallery.place.swap import Op
 from gallery.prepare.blobcache import BlobCache, HashingReader
@@ -83,20 +84,23 @@ class Deployer:
         register_user(session.cache.state, session.config.backends_path)
         fetched = 0
         staging = self._new_staging(name)
+        records = RecordedLayers(store)
+        recorded = {d: r for d in {layer.digest for layer in pinned.manifest.layers} if (r := records.get(d))}
         try:
             try:
-                builder, fetched = self._stream(pinned, staging, name, store)
-            except (_CachedBlobBad, _Restarted) as bad:
+                builder, fetched = self._stream(pinned, staging, name, store, recorded)
+            except (_CachedBlobBad, _Restarted, StoredFileMissing) as bad:
                 # The cache held bytes that are not the blob (or lost it to a concurrent prune),
-                # or a download started over under the extractor: fetch what is missing, and
-                # extract again from the cache, once.
+                # a download started over under the extractor, or a recorded layer's file left
+                # the store: fetch what is missing, and extract again from the cache, once.
                 if isinstance(bad, _CachedBlobBad):
                     session.cache.evict(bad.digest)
-                fetched += bad.fetched + self._fetch_blobs(pinned, pinned.manifest.layers, name)
+                fetched += getattr(bad, "fetched", 0)
+                fetched += self._fetch_blobs(pinned, pinned.manifest.layers, name)
                 remove_tree(staging)
                 staging = self._new_staging(name)
                 try:
-                    builder = self._extract(pinned, staging, name, store)
+                    builder = self._extract(pinned, staging, name, store, {})
                 except _CachedBlobBad as again:
                     raise DigestMismatch(
                         f"{pinned.label}: blob {again.digest} does not hash to its digest, even fetched again"
@@ -138,15 +142,22 @@ class Deployer:
             ) from exc
 
     def _stream(
-        self, pinned: PinnedImage, staging: Path, name: str, store: FileStore
+        self,
+        pinned: PinnedImage,
+        staging: Path,
+        name: str,
+        store: FileStore,
+        recorded: dict[str, RecordedLayer],
     ) -> tuple[TreeBuilder, int]:
         """Download the missing layers into the cache while extracting them in order: a layer is
-        read behind its download (staging is discarded unless its digest matches at the end)."""
-        downloads = self._downloads(pinned, pinned.manifest.layers, name)
+        read behind its download (staging is discarded unless its digest matches at the end).
+        A layer ``recorded`` comes from the file store alone: it is not even fetched."""
+        needed = [layer for layer in pinned.manifest.layers if layer.digest not in recorded]
+        downloads = self._downloads(pinned, needed, name)
         if downloads is None:
-            return self._extract(pinned, staging, name, store), 0
+            return self._extract(pinned, staging, name, store, recorded), 0
         try:
-            builder = self._extract(pinned, staging, name, store, feeds=downloads.feeds)
+            builder = self._extract(pinned, staging, name, store, recorded, feeds=downloads.feeds)
         except FeedFailed:
             downloads.wait()  # raises the download's own error (a feed fails only with it)
             raise
@@ -187,6 +198,7 @@ class Deployer:
         staging: Path,
         name: str,
         store: FileStore,
+        recorded: dict[str, RecordedLayer],
         *,
         feeds: dict[str, LayerFeed] | None = None,
     ) -> TreeBuilder:
@@ -201,6 +213,9 @@ class Deployer:
             compression = compression_for_media_type(layer.media_type)
             if compression is None:  # pin refused other media types; never extract one blindly
                 raise UnsafeArchiveError(f"{pinned.label}: layer {layer.digest} is not an image layer")
+            if layer.digest in recorded:
+                builder.apply_layer(recorded[layer.digest], layer=layer.digest)
+                continue
             feed = (feeds or {}).get(layer.digest)
             local = pinned.local_blobs.get(layer.digest)
             if feed is None and local is None and not cache.has(layer.digest):  # pruned since
@@ -226,6 +241,7 @@ class Deployer:
                 reader.drain()
                 if reader.digest != layer.digest or reader.count != layer.size:
                     raise _CachedBlobBad(layer.digest)
+            RecordedLayers(store).put(layer.digest, builder.layer_log)  # its digest matched
         return builder
 
 

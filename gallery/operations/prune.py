@@ -13,6 +13,7 @@ from gallery.config.models import Config
 from gallery.operations.lockfile import read_lock
 from gallery.operations.store import BackendStore
 from gallery.place.filestore import FileStore
+from gallery.place.layer_records import RecordedLayers
 from gallery.prepare.blobcache import BlobCache
 from gallery.prepare.cache_users import cache_users
 from gallery.trees import remove_tree, scanned_tree
@@ -128,4 +129,6 @@ def prune_file_store(config: Config) -> tuple[int, int]:
         count += 1
         freed += item.size
     file_store.remove_stale_temporaries(older_than=3600)
+    # A record replays a layer from stored files; once they may be gone, it is of no use.
+    RecordedLayers(file_store).remove_unreferenced(store.referenced_blobs())
     return count, freed

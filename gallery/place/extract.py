@@ -28,6 +28,7 @@ extraction filters are not used (3.11.7 has known bypasses): these checks are th
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import io
 import math
@@ -38,11 +39,12 @@ import tarfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Literal
+from typing import IO, Any, Literal
 
 from gallery.errors import OperationalError, UnsafeArchiveError
 from gallery.place.filestore import FileStore
 from gallery.place.filewriter import FileWriter
+from gallery.place.layer_records import LayerLog, RecordedLayer, StoredData, StoredFileMissing, entry_of
 from gallery.place.linkfallback import LinkFallback, LinkMaker
 from gallery.place.records import FileRecord
 from gallery.place.tarheaders import SafeTarInfo, header_type_name
@@ -98,6 +100,8 @@ class TreeBuilder:
         self._records: dict[str, FileRecord] = {}
         self._dir_times: dict[str, tuple[int, int]] = {}
         self._writer: FileWriter | None = None  # while a layer is applied
+        self.layer_log: LayerLog = []  # the last layer's members (gallery.place.layer_records)
+        self._sha256: str | None = None  # of the member just written
         self._store = store
 
     @property
@@ -107,8 +111,9 @@ class TreeBuilder:
 
     # -- public -----------------------------------------------------------------------------
 
-    def apply_layer(self, stream: IO[bytes], *, layer: str) -> None:
-        """Extract one uncompressed tar stream on top of what earlier layers produced.
+    def apply_layer(self, stream: IO[bytes] | RecordedLayer, *, layer: str) -> None:
+        """Extract one uncompressed tar stream (or a recorded layer, from the store) on top of
+        what earlier layers produced; ``layer_log`` is then what it held.
 
         Raises:
             UnsafeArchiveError: a member breaks a rule, a limit is exceeded, or the stream is not a
@@ -117,16 +122,19 @@ class TreeBuilder:
         this_layer: set[str] = set()
         last = None
         self._writer = FileWriter(store=self._store if self._store.enabled else None)
+        self.layer_log = []
         try:
-            with tarfile.open(fileobj=stream, mode="r|", tarinfo=SafeTarInfo) as archive:
+            with _opened(stream) as archive:
                 for member in archive:
+                    self._sha256 = None
                     self._apply_member(archive, member, layer, this_layer)
+                    self.layer_log.append(entry_of(member, self._sha256))
                     last = member.name
                     # tarfile keeps every TarInfo it has read (for random access we never use):
                     # 40 MB on a 41,000-file layer. Our own records are what we keep.
-                    archive.members.clear()  # type: ignore[attr-defined]
+                    archive.members.clear()
             self._writer.close()
-        except UnsafeArchiveError:
+        except (UnsafeArchiveError, StoredFileMissing):
             raise
         except _NOT_A_TAR_STREAM as exc:
             where = f"the header after member {last!r}" if last is not None else "the first header"
@@ -165,9 +173,7 @@ class TreeBuilder:
 
     # -- members ----------------------------------------------------------------------------
 
-    def _apply_member(
-        self, archive: tarfile.TarFile, member: tarfile.TarInfo, layer: str, this_layer: set[str]
-    ) -> None:
+    def _apply_member(self, archive: Any, member: tarfile.TarInfo, layer: str, this_layer: set[str]) -> None:
         rel = _normalise(member.name, layer, self.limits)
         self.files += 1
         if self.files > self.limits.max_files:
@@ -206,10 +212,10 @@ class TreeBuilder:
         if existing is None:
             os.mkdir(path, 0o700)
         self._records[rel] = FileRecord(rel, "dir", _safe_mode(member.mode))
-        ns = self._mtime_ns(member, layer)
+        ns = _mtime_ns(member, layer)
         self._dir_times[rel] = (ns, ns)
 
-    def _write_file(self, archive: tarfile.TarFile, member: tarfile.TarInfo, rel: str, layer: str) -> None:
+    def _write_file(self, archive: Any, member: tarfile.TarInfo, rel: str, layer: str) -> None:
         if self.bytes + member.size > self.limits.max_bytes:
             raise _refuse(
                 layer,
@@ -217,19 +223,23 @@ class TreeBuilder:
                 f"extracted size would exceed limits.max_extract_bytes ({self.limits.max_bytes})",
             )
         self._clear(rel)
-        source = archive.extractfile(member)
-        if not isinstance(source, io.BufferedIOBase):  # tarfile's reader is one
-            raise _refuse(layer, member.name, "file data is missing")
-        writer = self._writer
+        source, writer = archive.extractfile(member), self._writer
+        mode = self._store.installed_mode(member.mode)
         if writer is None:  # pragma: no cover - members are applied inside apply_layer only
             raise RuntimeError("no layer is being applied")
-        mode = self._store.installed_mode(member.mode)
-        written, sha256 = writer.write_file(
-            self.root / rel, source, member.size, mode, self._mtime_ns(member, layer)
-        )
+        if isinstance(source, StoredData):  # a recorded layer: the store has the data
+            writer.place_stored(self.root / rel, source.sha256, mode)
+            written, sha256 = member.size, source.sha256
+        elif isinstance(source, io.BufferedIOBase):  # tarfile's reader
+            written, sha256 = writer.write_file(
+                self.root / rel, source, member.size, mode, _mtime_ns(member, layer)
+            )
+        else:
+            raise _refuse(layer, member.name, "file data is missing")
         if written != member.size:
             raise _refuse(layer, member.name, f"truncated: {written} of {member.size} bytes")
         self.bytes += written
+        self._sha256 = sha256
         self._records[rel] = FileRecord(rel, "file", mode, written, sha256)
 
     def _make_symlink(self, member: tarfile.TarInfo, rel: str, layer: str) -> None:
@@ -373,12 +383,19 @@ class TreeBuilder:
             self._dir_times.pop(key, None)
             self._fallback.forget(key)
 
-    def _mtime_ns(self, member: tarfile.TarInfo, layer: str) -> int:
-        """The member's time in nanoseconds; a pax ``mtime`` of inf, nan or 1e300 is refused."""
-        mtime = member.mtime
-        if not (isinstance(mtime, int | float) and math.isfinite(mtime) and _MIN_TIME <= mtime <= _MAX_TIME):
-            raise _refuse(layer, member.name, f"modification time {mtime!r} is out of range")
-        return int(mtime) * 10**9
+
+def _mtime_ns(member: tarfile.TarInfo, layer: str) -> int:
+    """The member's time in nanoseconds; a pax ``mtime`` of inf, nan or 1e300 is refused."""
+    mtime = member.mtime
+    if not (isinstance(mtime, int | float) and math.isfinite(mtime) and _MIN_TIME <= mtime <= _MAX_TIME):
+        raise _refuse(layer, member.name, f"modification time {mtime!r} is out of range")
+    return int(mtime) * 10**9
+
+
+def _opened(stream: IO[bytes] | RecordedLayer) -> contextlib.AbstractContextManager[Any]:
+    if isinstance(stream, RecordedLayer):
+        return contextlib.nullcontext(stream)
+    return tarfile.open(fileobj=stream, mode="r|", tarinfo=SafeTarInfo)
 
 
 def _is_utf8(text: str) -> bool:

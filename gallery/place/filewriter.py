@@ -31,6 +31,7 @@ from typing import Any
 
 from gallery.files import start_writeback, write_all
 from gallery.place.filestore import FileStore
+from gallery.place.layer_records import StoredFileMissing
 
 __all__ = ["FileWriter", "PendingFile"]
 
@@ -113,6 +114,11 @@ class FileWriter:
         sha256 = digest.hexdigest()
         self._submit(("finish", pending, None, mode, mtime_ns, sha256 if store is not None else None))
         return copied, sha256
+
+    def place_stored(self, path: Path, sha256: str, mode: int) -> None:
+        """Link the store's copy of a file to ``path`` (a recorded layer replayed): if it has
+        gone since the record was checked, the extractor gets ``StoredFileMissing``."""
+        self._submit(("stored", PendingFile(path), None, mode, 0, sha256))
 
     def _read_whole(self, source: io.BufferedIOBase, size: int, digest: Any) -> memoryview:
         """Up to ``size`` bytes of ``source`` in one stretch of a chunk (what it had, if less)."""
@@ -231,6 +237,14 @@ class FileWriter:
 
     def _apply(self, op: _Op) -> None:
         kind, pending, data, mode, mtime_ns, sha256 = op
+        if kind == "stored":
+            try:
+                if self._store is None or sha256 is None:  # pragma: no cover - only made with both
+                    raise FileNotFoundError(pending.path)
+                self._store.place(sha256, mode, pending.path)
+            except OSError as exc:
+                raise StoredFileMissing(f"{sha256} is no longer stored: {exc}") from exc
+            return
         if kind == "place":
             store = self._store
             try:
