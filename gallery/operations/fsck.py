@@ -324,10 +324,15 @@ def _check_generations(
                 continue
             detail = f"{generation}: {damaged[0]} is a damaged stored file (rollback would restore it)"
             finding = Finding("damaged-generation", metadata.name, detail, damage=True)
-            if run.repair:
-                remove_tree(generation)
-                finding = replace(finding, repaired=f"removed {generation} (no rollback to it)")
-            run.add(finding)
+            _add_removing(run, finding, generation, f"removed {generation} (no rollback to it)")
+
+
+def _add_removing(run: _Scan, finding: Finding, path: Path, repaired: str | None = None) -> None:
+    """Add ``finding``; with --repair, remove ``path`` first and say so."""
+    if run.repair:
+        remove_tree(path)
+        finding = replace(finding, repaired=repaired or f"removed {path}")
+    run.add(finding)
 
 
 def _inode(path: Path) -> tuple[int, int] | None:
@@ -347,10 +352,10 @@ def _check_leftovers(run: _Scan, state: StateDir) -> None:
                 paths += state.leftovers(name)
                 for path in paths:
                     finding = Finding("leftover", name, f"{path} left by an interrupted command", damage=True)
-                    if run.repair and path.parent != state.journals:
-                        remove_tree(path)
-                        finding = replace(finding, repaired=f"removed {path}")
-                    run.add(finding)
+                    if path.parent == state.journals:
+                        run.add(finding)  # recovery's to settle, not ours to delete
+                    else:
+                        _add_removing(run, finding, path)
         except LockBusy:
             continue
     generations = state.root / "generations"
@@ -360,10 +365,7 @@ def _check_leftovers(run: _Scan, state: StateDir) -> None:
                 continue
             detail = f"{directory}: kept versions of a backend that is not installed"
             finding = Finding("orphaned-generations", directory.name, detail, damage=True)
-            if run.repair:
-                remove_tree(directory)
-                finding = replace(finding, repaired=f"removed {directory}")
-            run.add(finding)
+            _add_removing(run, finding, directory)
 
 
 def _check_localai_leftovers(run: _Scan, store: BackendStore) -> None:
