@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import gzip
+import hashlib
 import json
 import os
 import random
@@ -410,12 +411,21 @@ def test_a_damaged_layer_record_is_ignored(tmp_path: Path, damage: str, written:
     before = content(project.backends / "a")
     project.ok("uninstall", "a")
     record = next((project.backends / ".gallery" / "store" / "layers").iterdir())
-    data = json.loads(record.read_text())
+    lines = record.read_text().splitlines()
+    entry = json.loads(lines[1])
     if damage == "checksum":
-        data["members"][1][2] = 0o4777  # a mode changed, the checksum not
-    elif damage == "traversal":
-        data["members"][1][6] = "../../../../etc/passwd"
-    record.write_text(json.dumps(data) if damage != "garbage" else "{not json")
+        entry[2] = 0o4777  # a mode changed, the checksum not
+        lines[1] = json.dumps(entry, separators=(",", ":"))
+    elif damage == "traversal":  # ... and the checksum made to match: the entry itself is refused
+        entry[6] = "../../../../etc/passwd"
+        lines[1] = json.dumps(entry, separators=(",", ":"))
+        body = "".join(line + "\n" for line in lines[:-1]).encode()
+        trailer = json.loads(lines[-1])
+        trailer["sha256"] = hashlib.sha256(body).hexdigest()
+        lines[-1] = json.dumps(trailer)
+    else:
+        lines = ["{not json"]
+    record.write_text("".join(line + "\n" for line in lines))
     written.clear()
     project.ok("install", "a")
     assert sum(written) == 0  # the blob was extracted, every file linked from the store

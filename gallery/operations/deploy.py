@@ -18,7 +18,7 @@ from gallery.operations.gate import Verified
 from gallery.operations.session import Session
 from gallery.place.extract import FileRecord, TreeBuilder
 from gallery.place.filestore import FileStore
-from gallery.place.layer_records import RecordedLayer, RecordedLayers, StoredFileMissing
+from gallery.place.layer_records import RecordedLayer, RecordedLayers, RecordWriter, StoredFileMissing
 from gallery.place.metadata import METADATA_FORMAT_VERSION, BackendMetadata, LayerRecord, write_metadata
 from gallery.place.swap import Op
 from gallery.prepare.blobcache import BlobCache, HashingReader
@@ -220,11 +220,12 @@ class Deployer:
             local = pinned.local_blobs.get(layer.digest)
             if feed is None and local is None and not cache.has(layer.digest):  # pruned since
                 raise _CachedBlobBad(layer.digest)
-            with _layer_reader(cache, layer.digest, local, feed) as reader:
+            recorder = RecordedLayers(store).writer(layer.digest)
+            with _layer_reader(cache, layer.digest, local, feed) as reader, _discarding(recorder):
                 try:
                     with decompressing(reader, compression) as stream:
                         try:
-                            builder.apply_layer(stream, layer=layer.digest)
+                            builder.apply_layer(stream, layer=layer.digest, recorder=recorder)
                         except UnsafeArchiveError:
                             raise
                         except BaseException:
@@ -241,7 +242,7 @@ class Deployer:
                 reader.drain()
                 if reader.digest != layer.digest or reader.count != layer.size:
                     raise _CachedBlobBad(layer.digest)
-            RecordedLayers(store).put(layer.digest, builder.layer_log)  # its digest matched
+                recorder.commit()  # its digest matched
         return builder
 
 
@@ -285,6 +286,15 @@ class _Restarted(Exception):
     def __init__(self, fetched: int) -> None:
         super().__init__(fetched)
         self.fetched = fetched
+
+
+@contextlib.contextmanager
+def _discarding(recorder: RecordWriter) -> Iterator[None]:
+    """The record of a layer that failed goes (one that committed is already in place)."""
+    try:
+        yield
+    finally:
+        recorder.discard()
 
 
 @contextlib.contextmanager

@@ -44,7 +44,7 @@ from typing import IO, Any, Literal
 from gallery.errors import OperationalError, UnsafeArchiveError
 from gallery.place.filestore import FileStore
 from gallery.place.filewriter import FileWriter
-from gallery.place.layer_records import LayerLog, RecordedLayer, StoredData, StoredFileMissing, entry_of
+from gallery.place.layer_records import RecordedLayer, RecordWriter, StoredData, StoredFileMissing, entry_of
 from gallery.place.linkfallback import LinkFallback, LinkMaker
 from gallery.place.records import FileRecord
 from gallery.place.tarheaders import SafeTarInfo, header_type_name
@@ -100,7 +100,6 @@ class TreeBuilder:
         self._records: dict[str, FileRecord] = {}
         self._dir_times: dict[str, tuple[int, int]] = {}
         self._writer: FileWriter | None = None  # while a layer is applied
-        self.layer_log: LayerLog = []  # the last layer's members (gallery.place.layer_records)
         self._sha256: str | None = None  # of the member just written
         self._store = store
 
@@ -111,9 +110,11 @@ class TreeBuilder:
 
     # -- public -----------------------------------------------------------------------------
 
-    def apply_layer(self, stream: IO[bytes] | RecordedLayer, *, layer: str) -> None:
+    def apply_layer(
+        self, stream: IO[bytes] | RecordedLayer, *, layer: str, recorder: RecordWriter | None = None
+    ) -> None:
         """Extract one uncompressed tar stream (or a recorded layer, from the store) on top of
-        what earlier layers produced; ``layer_log`` is then what it held.
+        what earlier layers produced, telling ``recorder`` each member.
 
         Raises:
             UnsafeArchiveError: a member breaks a rule, a limit is exceeded, or the stream is not a
@@ -122,13 +123,13 @@ class TreeBuilder:
         this_layer: set[str] = set()
         last = None
         self._writer = FileWriter(store=self._store if self._store.enabled else None)
-        self.layer_log = []
         try:
             with _opened(stream) as archive:
                 for member in archive:
                     self._sha256 = None
                     self._apply_member(archive, member, layer, this_layer)
-                    self.layer_log.append(entry_of(member, self._sha256))
+                    if recorder is not None:
+                        recorder.append(entry_of(member, self._sha256))
                     last = member.name
                     # tarfile keeps every TarInfo it has read (for random access we never use):
                     # 40 MB on a 41,000-file layer. Our own records are what we keep.

@@ -3,7 +3,7 @@ from the file store alone (edge module).
 
 After a layer's blob has been extracted and its digest matched, the extractor's log of its
 members — name, type, mode, time, size, link target and the sha256 of each regular file's data —
-is written to ``.gallery/store/layers/<hex>.json``. A later build of a backend with that layer
+is written to ``.gallery/store/layers/<hex>.jsonl``. A later build of a backend with that layer
 (a reinstall, a rollback target rebuilt by repair, another backend sharing the layer) replays the
 log through the same extractor and its rules, linking each file from the store: no blob is read,
 decompressed or even fetched. Nothing here is trusted more than the store itself: a log is only
@@ -13,7 +13,6 @@ ignored), and a file missing from the store makes the build fall back to the blo
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import re
@@ -27,14 +26,13 @@ from typing import Any
 from gallery.files import read_at_most
 from gallery.place.filestore import FileStore
 
-__all__ = ["LayerLog", "RecordedLayer", "RecordedLayers", "StoredData", "StoredFileMissing"]
+__all__ = ["RecordWriter", "RecordedLayer", "RecordedLayers", "StoredData", "StoredFileMissing"]
 
 _FORMAT = 1
 _HEX64 = re.compile("[0-9a-f]{64}")
 _MAX_RECORD_BYTES = 256 * 1024 * 1024
 # name, tar type, mode, mtime, size, link target, sha256 of the data (regular files)
 Entry = tuple[str, str, int, int, int, str, str | None]
-LayerLog = list[Entry]
 
 
 class StoredFileMissing(FileNotFoundError):
@@ -82,54 +80,101 @@ class RecordedLayer:
         )
 
 
+class RecordWriter:
+    """A layer's record, written while the layer is extracted (one JSON line per member, never
+    held whole: 41,000 members would be tens of MB); ``commit`` once its digest matched."""
+
+    def __init__(self, records: RecordedLayers, digest: str) -> None:
+        self._records, self._digest = records, digest
+        self._lines: list[str] = []
+        self._hash = hashlib.sha256()
+        self._tmp: Path | None = None
+        self._usable = records.store.enabled
+
+    def append(self, entry: Entry) -> None:
+        if not self._usable:
+            return
+        store = self._records.store
+        if entry[6] is not None and not store.shares(store.installed_mode(entry[2])):
+            self._usable = False  # a file of its own (writable) cannot be replayed from the store
+            return
+        self._lines.append(json.dumps(entry, separators=(",", ":")) + "\n")
+        if len(self._lines) >= 1024:
+            self._flush()
+
+    def commit(self) -> None:
+        """Put the record in place (the layer's digest matched); a failure only costs speed later."""
+        try:
+            if self._usable:
+                self._flush()
+                trailer = {"format": _FORMAT, "layer": self._digest, "sha256": self._hash.hexdigest()}
+                self._flush(json.dumps(trailer) + "\n")
+                if self._tmp is not None:
+                    self._tmp.replace(self._records.path_of(self._digest))
+                    self._tmp = None
+        except OSError:
+            pass
+        finally:
+            self.discard()
+
+    def discard(self) -> None:
+        if self._tmp is not None:
+            self._tmp.unlink(missing_ok=True)
+            self._tmp = None
+        self._lines.clear()
+
+    def _flush(self, trailer: str | None = None) -> None:
+        if not self._usable:
+            return
+        text = "".join(self._lines) if trailer is None else trailer
+        self._lines.clear()
+        if trailer is None:
+            self._hash.update(text.encode())
+        try:
+            if self._tmp is None:
+                self._records.root.mkdir(parents=True, exist_ok=True)
+                self._tmp = self._records.root / f".{secrets.token_hex(6)}.tmp"
+            with self._tmp.open("a", encoding="utf-8") as handle:
+                handle.write(text)
+        except OSError:
+            self._usable = False
+
+
 class RecordedLayers:
     def __init__(self, store: FileStore) -> None:
-        self._store = store
+        self.store = store
         self.root = store.root / "layers"
 
     def path_of(self, digest: str) -> Path:
-        return self.root / f"{digest.removeprefix('sha256:')}.json"
+        return self.root / f"{digest.removeprefix('sha256:')}.jsonl"
+
+    def writer(self, digest: str) -> RecordWriter:
+        return RecordWriter(self, digest)
 
     def get(self, digest: str) -> RecordedLayer | None:
         """The layer's record if there is one, intact, and every file it names is stored."""
-        if not self._store.enabled:
+        if not self.store.enabled:
             return None
         try:
             with self.path_of(digest).open("rb") as handle:
                 raw = read_at_most(handle, _MAX_RECORD_BYTES)
-            data = json.loads(raw)
-            entries = [_entry(item) for item in data["members"]]
-            if (
-                data.get("format") != _FORMAT
-                or data.get("layer") != digest
-                or data.get("sha256") != _sum(entries)
-            ):
+            body, _, trailer = raw.rstrip(b"\n").rpartition(b"\n")
+            summary = json.loads(trailer)
+            expected = (_FORMAT, digest, hashlib.sha256(body + b"\n" if body else b"").hexdigest())
+            if (summary.get("format"), summary.get("layer"), summary.get("sha256")) != expected:
                 return None
-        except (OSError, ValueError, KeyError, TypeError):
+            entries = [_entry(json.loads(line)) for line in body.split(b"\n")] if body else []
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
             return None
         record = RecordedLayer(entries)
-        return record if record.complete(self._store) else None
-
-    def put(self, digest: str, log: LayerLog) -> None:
-        """Record a layer whose digest was checked, if every regular file of it is shared."""
-        store = self._store
-        if not store.enabled or not all(
-            store.shares(store.installed_mode(e[2])) for e in log if e[6] is not None
-        ):
-            return  # a file of its own (writable) cannot be replayed from the store
-        body = {"format": _FORMAT, "layer": digest, "sha256": _sum(log), "members": log}
-        with contextlib.suppress(OSError):  # a record saves time later; failing to write one is no error
-            self.root.mkdir(parents=True, exist_ok=True)
-            tmp = self.root / f".{secrets.token_hex(6)}.tmp"
-            tmp.write_text(json.dumps(body, separators=(",", ":")))
-            tmp.replace(self.path_of(digest))
+        return record if record.complete(self.store) else None
 
     def remove_unreferenced(self, referenced: set[str]) -> int:
         if not self.root.is_dir():
             return 0
         removed = 0
         for path in self.root.iterdir():
-            if path.suffix == ".json" and f"sha256:{path.stem}" not in referenced:
+            if path.suffix == ".jsonl" and f"sha256:{path.stem}" not in referenced:
                 path.unlink(missing_ok=True)
                 removed += 1
         return removed
@@ -144,7 +189,3 @@ def _entry(item: Any) -> Entry:
     ):
         raise ValueError("bad entry")
     return (name, kind, mode, mtime, size, linkname, sha256)
-
-
-def _sum(entries: list[Entry]) -> str:
-    return hashlib.sha256(json.dumps(entries, separators=(",", ":")).encode()).hexdigest()
