@@ -62,6 +62,7 @@ class FileStore:
         # objects created through this instance, as (sha256, mode): a Path each would be
         # 15 MB on a 41,000-file backend
         self.added: list[tuple[str, int]] = []
+        self.added_records: list[Path] = []  # layer records (gallery.place.layer_records)
         self._made: list[Path] = []  # directories created through it
 
     def for_one_tree(self, *, image_modes: bool = False) -> FileStore:
@@ -73,6 +74,8 @@ class FileStore:
     def forget_added(self) -> None:
         """Remove the objects this store added that no tree links (the build failed: it leaves
         no trace), and the directories that made empty."""
+        for record in self.added_records:
+            record.unlink(missing_ok=True)
         for sha256, mode in self.added:
             path = self.path_of(sha256, mode)
             with contextlib.suppress(OSError):
@@ -82,6 +85,7 @@ class FileStore:
             with contextlib.suppress(OSError):
                 directory.rmdir()  # only if empty: another install's objects stay
         self.added.clear()
+        self.added_records.clear()
         self._made.clear()
         self._shards.clear()
 
@@ -162,6 +166,16 @@ class FileStore:
             with contextlib.suppress(FileExistsError):  # another install stored it meanwhile
                 os.link(tmp, target, follow_symlinks=False)
                 self.added.append((sha256, mode))
+
+    def make_dirs(self, *directories: Path) -> None:
+        """Create the store's ``directories`` (in order) that are missing, remembering which:
+        a failed build removes them again if they are empty."""
+        for directory in directories:
+            try:
+                directory.mkdir()
+            except FileExistsError:
+                continue
+            self._made.append(directory)
 
     def _mkdirs(self, shard: Path) -> None:
         for directory in (self.root, self.objects, shard):

@@ -110,7 +110,10 @@ class RecordWriter:
                 trailer = {"format": _FORMAT, "layer": self._digest, "sha256": self._hash.hexdigest()}
                 self._flush(json.dumps(trailer) + "\n")
                 if self._tmp is not None:
-                    self._tmp.replace(self._records.path_of(self._digest))
+                    target = self._records.path_of(self._digest)
+                    if not target.exists():  # new: a build that fails after this takes it back
+                        self._records.store.added_records.append(target)
+                    self._tmp.replace(target)
                     self._tmp = None
         except OSError:
             pass
@@ -132,7 +135,8 @@ class RecordWriter:
             self._hash.update(text.encode())
         try:
             if self._tmp is None:
-                self._records.root.mkdir(parents=True, exist_ok=True)
+                store = self._records.store
+                store.make_dirs(store.root, self._records.root)
                 self._tmp = self._records.root / f".{secrets.token_hex(6)}.tmp"
             with self._tmp.open("a", encoding="utf-8") as handle:
                 handle.write(text)
