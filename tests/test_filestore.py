@@ -9,6 +9,7 @@ import hashlib
 import json
 import os
 import random
+import shutil
 import stat
 import subprocess
 import sys
@@ -430,3 +431,47 @@ def test_a_damaged_layer_record_is_ignored(tmp_path: Path, damage: str, written:
     project.ok("install", "a")
     assert sum(written) == 0  # the blob was extracted, every file linked from the store
     assert content(project.backends / "a") == before
+
+
+@pytest.fixture
+def xfs(tmp_path: Path) -> Any:
+    """A real reflink filesystem: XFS with reflink=1 in a loop-mounted image (root, xfsprogs)."""
+    if os.geteuid() != 0 or shutil.which("mkfs.xfs") is None:
+        pytest.skip("needs root and mkfs.xfs (xfsprogs) for a loop-mounted XFS")
+    image, mountpoint = tmp_path / "xfs.img", tmp_path / "xfs"
+    mountpoint.mkdir()
+    with image.open("wb") as handle:
+        handle.truncate(400 * 1024 * 1024)
+    subprocess.run(["mkfs.xfs", "-q", "-m", "reflink=1", str(image)], check=True)
+    mounted = subprocess.run(
+        ["mount", "-o", "loop", str(image), str(mountpoint)], capture_output=True, text=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot loop-mount here: {mounted.stderr.strip()}")
+    try:
+        yield mountpoint
+    finally:
+        subprocess.run(["umount", str(mountpoint)], check=True)
+
+
+def _used(path: Path) -> int:
+    info = os.statvfs(path)
+    return (info.f_blocks - info.f_bfree) * info.f_frsize
+
+
+def test_reflinks_share_the_blocks_on_a_real_reflink_filesystem(xfs: Path) -> None:
+    """`link: reflink` clones each file (FICLONE): every tree has inodes of its own, so nothing a
+    backend writes reaches another, and the data blocks are still stored once."""
+    project = Project(xfs, file_store={"link": "reflink"})
+    project.offer("a", "v1", A_V1)
+    project.offer("b", "v1", B)
+    project.ok("install", "a")
+    before = _used(xfs)
+    project.ok("install", "b")
+    grown = _used(xfs) - before
+    blob = LIBRARIES * LIBRARY + LIBRARY  # b's layer in the cache: random data, as big as its files
+    assert grown < blob + 4 * 1024 * 1024, f"installing b took {grown} bytes: its libraries were copied"
+    a, b = project.backends / "a", project.backends / "b"
+    assert (a / "lib" / "libcuda1.so").stat().st_ino != (b / "lib" / "libcuda1.so").stat().st_ino
+    assert (a / "lib" / "libcuda1.so").read_bytes() == SHARED[1] == (b / "lib" / "libcuda1.so").read_bytes()
+    assert project.fsck() == (0, [])
