@@ -131,7 +131,10 @@ def test_oci_layout_relative_to_the_index_and_tampered_layout(tmp_path: Path) ->
     shutil.copytree(tmp_path / "index" / "layouts" / "img", tampered)
     blob_path = tampered / "blobs" / "sha256" / sha(layer)
     blob_path.write_bytes(blob_path.read_bytes()[:-8] + bytes(8))
-    shutil.rmtree(tmp_path / "cache")  # a warm cache would (rightly) serve the verified blob by digest
+    # A warm cache would (rightly) serve the verified blob by digest, and the file store's record
+    # of the layer would rebuild it without any blob: both go, so the tampered blob is read.
+    shutil.rmtree(tmp_path / "cache")
+    shutil.rmtree(tmp_path / "backends" / ".gallery" / "store" / "layers")
     bad = installer_for(tmp_path, [{"name": "b", "uri": "ocifile://layouts/bad"}])
     failed = bad.install_one("b")
     assert failed.exit_code == 3 and sha(layer) in failed.error.message  # type: ignore[union-attr]
@@ -214,6 +217,8 @@ def test_a_damaged_cached_blob_is_evicted_and_fetched_again(tmp_path: Path) -> N
     assert first.install_one("a").error is None
     cached = tmp_path / "cache" / "blobs" / "sha256" / sha(layer)
     cached.write_bytes(cached.read_bytes()[:-16] + bytes(16))  # bit rot in the cache
+    # without the store's record of the layer (which needs no blob), the blob is read
+    shutil.rmtree(tmp_path / "backends" / ".gallery" / "store" / "layers")
     result = first.install_one("b")
     assert result.error is None, result.error
     assert result.bytes_fetched == len(layer)  # fetched again from the source
