@@ -538,3 +538,32 @@ def test_kill_9_while_files_are_linked_or_stored_leaves_every_backend_whole(tmp_
             "backend"
         ]
         assert project.fsck() == (0, [])
+
+
+def test_a_link_with_a_time_no_clock_has_is_recorded_not_a_crash(tmp_path: Path) -> None:
+    """Found reading the change: a symlink's pax mtime of "inf" (unused, so never checked by the
+    extractor) made recording the layer raise OverflowError."""
+    import io
+    import tarfile
+
+    from gallery.place.extract import ExtractLimits, TreeBuilder
+    from gallery.place.filestore import FileStore
+    from gallery.place.layer_records import RecordedLayers
+
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as archive:
+        for when in ("inf", "nan"):
+            link = tarfile.TarInfo(f"link-{when}")
+            link.type, link.linkname, link.pax_headers = tarfile.SYMTYPE, "target", {"mtime": when}
+            archive.addfile(link)
+    (tmp_path / "staging").mkdir()
+    store = FileStore(tmp_path / "store")
+    builder = TreeBuilder(tmp_path / "staging", ExtractLimits(max_bytes=1 << 20, max_files=10, max_path_length=256),
+                          store=store)  # fmt: skip
+    records = RecordedLayers(store)
+    writer = records.writer("sha256:" + "0" * 64)
+    buffer.seek(0)
+    builder.apply_layer(buffer, layer="l", recorder=writer)
+    writer.commit()
+    assert [r.path for r in builder.finish()] == ["link-inf", "link-nan"]
+    assert (tmp_path / "store" / "layers" / f"{'0' * 64}.jsonl").is_file()

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 import secrets
 import tarfile
@@ -47,8 +48,18 @@ class StoredData:
 
 
 def entry_of(member: tarfile.TarInfo, sha256: str | None) -> Entry:
-    return (member.name, member.type.decode("latin-1"), member.mode, int(member.mtime), member.size,
-            member.linkname, sha256)  # fmt: skip
+    # The extractor checks the time of files and directories only; a link's may be a pax "inf"
+    # or "nan" it never uses, recorded as 0.
+    mtime = int(member.mtime) if math.isfinite(member.mtime) else 0
+    return (
+        member.name,
+        member.type.decode("latin-1"),
+        member.mode,
+        mtime,
+        member.size,
+        member.linkname,
+        sha256,
+    )
 
 
 class RecordedLayer:
