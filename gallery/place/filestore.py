@@ -57,7 +57,9 @@ class FileStore:
         self._tmp = root / "tmp"
         self._read_only = read_only_files
         self._method: LinkMethod = link
-        self.refused: str | None = None  # why the filesystem refused our links (said by doctor)
+        # why the filesystem refused a hard link: from then on this instance clones or copies
+        # (doctor probes for itself: disk_usage.hard_links_refused)
+        self.refused: str | None = None
         self._shards: set[str] = set()
         # objects created through this instance, as (sha256, mode): a Path each would be
         # 15 MB on a 41,000-file backend
@@ -140,14 +142,14 @@ class FileStore:
         it already, ``path`` becomes a link to that copy (the space it took is given back)."""
         target = self.path_of(sha256, mode)
         if sha256[:2] not in self._shards:  # 256 of them: made once, not checked per file
-            self._mkdirs(target.parent)
+            self.make_dirs(self.root, self.objects, target.parent)
             self._shards.add(sha256[:2])
         if self._method in ("auto", "hardlink") and self.refused is None:
             try:
                 try:
                     os.link(path, target, follow_symlinks=False)
                 except FileNotFoundError:  # a failed build next door removed the empty shard
-                    self._mkdirs(target.parent)
+                    self.make_dirs(self.root, self.objects, target.parent)
                     os.link(path, target, follow_symlinks=False)
                 self.added.append((sha256, mode))
                 return
@@ -171,14 +173,6 @@ class FileStore:
         """Create the store's ``directories`` (in order) that are missing, remembering which:
         a failed build removes them again if they are empty."""
         for directory in directories:
-            try:
-                directory.mkdir()
-            except FileExistsError:
-                continue
-            self._made.append(directory)
-
-    def _mkdirs(self, shard: Path) -> None:
-        for directory in (self.root, self.objects, shard):
             try:
                 directory.mkdir()
             except FileExistsError:
