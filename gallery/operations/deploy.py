@@ -89,14 +89,13 @@ class Deployer:
         try:
             try:
                 builder, fetched = self._stream(pinned, staging, name, store, recorded)
-            except (_CachedBlobBad, _Restarted, StoredFileMissing) as bad:
+            except (_CachedBlobBad, _Restarted) as bad:
                 # The cache held bytes that are not the blob (or lost it to a concurrent prune),
                 # a download started over under the extractor, or a recorded layer's file left
                 # the store: fetch what is missing, and extract again from the cache, once.
                 if isinstance(bad, _CachedBlobBad):
                     session.cache.evict(bad.digest)
-                fetched += getattr(bad, "fetched", 0)
-                fetched += self._fetch_blobs(pinned, pinned.manifest.layers, name)
+                fetched += bad.fetched + self._fetch_blobs(pinned, pinned.manifest.layers, name)
                 remove_tree(staging)
                 staging = self._new_staging(name)
                 try:
@@ -155,14 +154,19 @@ class Deployer:
         needed = [layer for layer in pinned.manifest.layers if layer.digest not in recorded]
         downloads = self._downloads(pinned, needed, name)
         if downloads is None:
-            return self._extract(pinned, staging, name, store, recorded), 0
+            try:
+                return self._extract(pinned, staging, name, store, recorded), 0
+            except StoredFileMissing:  # pruned since the record was checked: the blob it is
+                raise _Restarted(0) from None
         try:
             builder = self._extract(pinned, staging, name, store, recorded, feeds=downloads.feeds)
         except FeedFailed:
             downloads.wait()  # raises the download's own error (a feed fails only with it)
             raise
-        except FeedRestarted:
-            downloads.wait()  # the blob is in the cache now: extract again from there
+        except (FeedRestarted, StoredFileMissing):
+            # The blob is in the cache now, or a recorded layer lost a stored file: let the other
+            # downloads finish (their bytes count) and extract again from the cache.
+            downloads.wait()
             raise _Restarted(downloads.fetched) from None
         except _CachedBlobBad as bad:
             downloads.wait()
