@@ -5,9 +5,15 @@
 Start-up (medians over interleaved rounds, each a fresh process), with peers from the same run so
 the numbers survive a noisy machine: ``python -c pass`` (the floor every Python CLI pays) and
 ``python -c "import typer"`` (the CLI framework alone), the floor of the chosen dependencies
-(typer, pydantic and PyYAML imported, one model validated), and ``list`` once more from an
-environment without the development install's import hook (what a wheel install runs). Goals (issue 20): ``gallery --version``
+(typer, pydantic and PyYAML imported, one model validated), and ``list`` once more as installed from
+gallery's wheel (no editable-install import hook). Goals (issue 20): ``gallery --version``
 and ``gallery --help`` <= 0.15 s, ``gallery list --installed --offline`` <= 0.4 s.
+
+Every command runs with its bytecode cached (in a scratch ``PYTHONPYCACHEPREFIX``, after one
+warm-up run), as for an operator: pip compiles a wheel's modules when it installs them. A shell
+that exports ``PYTHONDONTWRITEBYTECODE=1`` (this machine's does) would otherwise compile
+gallery's ~60 modules from source at every start (+70-90 ms); one more row measures ``list``
+that way.
 
 Ctrl-C: ``gallery install`` of a 6 MB layer through a proxy that slows blobs to ~0.8 MB/s, SIGINT
 once bytes arrive; the time until the process has exited (goal: <= 1 s), in --rounds // 3 rounds.
@@ -18,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import signal
 import statistics
@@ -52,7 +59,7 @@ Model.model_validate(yaml.safe_load("x: 1"))
 """
 
 
-def startup(rounds: int, unhooked: Path) -> dict[str, list[float]]:
+def startup(rounds: int, from_wheel: Path, scratch: Path) -> dict[str, list[float]]:
     listing = ["--config", str(DEMO), "list", "--installed", "--offline"]
     commands = {
         "python -c pass": [PYTHON, "-c", "pass"],
@@ -61,17 +68,28 @@ def startup(rounds: int, unhooked: Path) -> dict[str, list[float]]:
         "gallery --version": [str(GALLERY), "--version"],
         "gallery --help": [str(GALLERY), "--help"],
         "gallery list --installed --offline": [str(GALLERY), *listing],
-        "  the same, installed without the editable hook": [str(unhooked / "bin" / "python"), "-c",
+        "  the same, installed from the wheel": [str(from_wheel / "bin" / "python"), "-c",
                                                           RUN_GALLERY, *listing],
+        "  the same, compiled from source at every start": ["env", "-u", "PYTHONPYCACHEPREFIX",
+                                                           "PYTHONDONTWRITEBYTECODE=1", str(GALLERY), *listing],
     }  # fmt: skip
+    environment = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    environment["PYTHONPYCACHEPREFIX"] = str(scratch / "pycache")
     subprocess.run(
-        [str(GALLERY), "--config", str(DEMO), "install", "demo-echo"], capture_output=True, check=True
+        [str(GALLERY), "--config", str(DEMO), "install", "demo-echo"],
+        capture_output=True,
+        check=True,
+        env=environment,
     )
+    for argv in commands.values():  # the warm-up that writes the bytecode
+        subprocess.run(argv, capture_output=True, check=True, env=environment)
     samples: dict[str, list[float]] = {name: [] for name in commands}
     for _ in range(rounds):
         for name, argv in commands.items():
             started = time.perf_counter()
-            subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
+            subprocess.run(
+                argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True, env=environment
+            )
             samples[name].append(time.perf_counter() - started)
     return samples
 
@@ -79,11 +97,15 @@ def startup(rounds: int, unhooked: Path) -> dict[str, list[float]]:
 RUN_GALLERY = "import sys; sys.argv[0] = 'gallery'; from cli.main import run; sys.exit(run())"
 
 
-def unhooked_environment(root: Path) -> Path:
-    """A venv that sees the same dependencies and the source tree as plain directories on
-    sys.path: what a wheel install gives an operator, without the import hook a development
-    (editable) install runs at every start (about 25 ms here)."""
+def wheel_environment(root: Path) -> Path:
+    """A venv holding gallery installed from its wheel (pip builds it and byte-compiles its
+    modules, as for an operator) and seeing the development venv's dependencies: what
+    ``pip install gallery`` gives, without the import hook an editable install runs at every
+    start. Building the wheel fetches setuptools from the package index once."""
     subprocess.run([PYTHON, "-m", "venv", "--without-pip", str(root)], check=True)
+    wheel_install = root / "gallery-wheel"
+    subprocess.run([PYTHON, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+                    "--no-deps", "--target", str(wheel_install), str(ROOT)], check=True)  # fmt: skip
     site_packages = Path(
         subprocess.run([PYTHON, "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
                        capture_output=True, text=True, check=True).stdout.strip()
@@ -92,7 +114,7 @@ def unhooked_environment(root: Path) -> Path:
         subprocess.run([str(root / "bin" / "python"), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
                        capture_output=True, text=True, check=True).stdout.strip()
     )  # fmt: skip
-    (target / "gallery-bench.pth").write_text(f"{ROOT}\n{site_packages}\n")
+    (target / "gallery-bench.pth").write_text(f"{wheel_install}\n{site_packages}\n")
     return root
 
 
@@ -134,7 +156,7 @@ def main() -> int:
     parser.add_argument("--json", action="store_true", help="also print a one-line JSON summary")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as scratch:
-        samples = startup(args.rounds, unhooked_environment(Path(scratch) / "venv"))
+        samples = startup(args.rounds, wheel_environment(Path(scratch) / "venv"), Path(scratch))
     summary: dict[str, object] = {}
     print(f"start-up, median of {args.rounds} interleaved rounds (min in brackets)")
     for name, values in samples.items():

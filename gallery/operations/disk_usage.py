@@ -11,8 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from gallery.config.models import Config
-from gallery.operations.prune import file_store_of
-from gallery.operations.store import BackendStore
+from gallery.operations.store import BackendStore, file_store_of
 from gallery.place.metadata import read_metadata
 
 __all__ = ["BackendUsage", "DiskUsage", "disk_usage", "hard_links_refused"]

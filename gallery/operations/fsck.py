@@ -33,8 +33,8 @@ from gallery.digests import is_digest, sha256_file
 from gallery.errors import GalleryError
 from gallery.filelocks import LockBusy, backend_lock
 from gallery.operations.localai_dirs import LOCALAI_IDLE_SECONDS, Leftover, is_sideloaded
-from gallery.operations.prune import cache_of, file_store_of, referenced_blobs
-from gallery.operations.store import BackendStore
+from gallery.operations.prune import cache_of, referenced_blobs
+from gallery.operations.store import BackendStore, file_store_of
 from gallery.place.filestore import FileStore
 from gallery.place.metadata import METADATA_FILE, BackendMetadata, read_metadata
 from gallery.place.swap import StateDir, pending_names

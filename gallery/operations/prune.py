@@ -11,14 +11,13 @@ from typing import Any
 
 from gallery.config.models import Config
 from gallery.operations.lockfile import read_lock
-from gallery.operations.store import BackendStore
-from gallery.place.filestore import FileStore
+from gallery.operations.store import BackendStore, file_store_of
 from gallery.place.layer_records import RecordedLayers
 from gallery.prepare.blobcache import BlobCache
 from gallery.prepare.cache_users import cache_users
 from gallery.trees import remove_tree, scanned_tree
 
-__all__ = ["PruneResult", "cache_of", "file_store_of", "prune_cache", "prune_file_store", "referenced_blobs"]
+__all__ = ["PruneResult", "cache_of", "prune_cache", "prune_file_store", "referenced_blobs"]
 
 
 @dataclass(frozen=True)
@@ -53,14 +52,6 @@ def referenced_blobs(config: Config) -> set[str]:
 
 def cache_of(config: Config) -> BlobCache:
     return BlobCache(config.cache_path / "blobs", lock_timeout=config.timeouts.lock)
-
-
-def file_store_of(config: Config) -> FileStore:
-    return FileStore(
-        BackendStore(config.backends_path).state.root / "store",
-        link=config.file_store.link,
-        read_only_files=config.file_store.read_only_files,
-    )
 
 
 def prune_cache(config: Config, *, keep: Iterable[str] = (), lock_files: Iterable[Path] = ()) -> PruneResult:

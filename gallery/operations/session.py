@@ -12,8 +12,7 @@ from gallery.catalog.galleries import Catalog, load_catalog
 from gallery.catalog.resolve import CapabilitySelector
 from gallery.config.models import Config, GalleryConfig
 from gallery.oci.registry import RegistryClient
-from gallery.operations.prune import file_store_of
-from gallery.operations.store import BackendStore
+from gallery.operations.store import BackendStore, file_store_of
 from gallery.place.extract import ExtractLimits
 from gallery.place.fsops import FsOps
 from gallery.place.swap import Step, Swapper

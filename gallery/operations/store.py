@@ -9,14 +9,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from gallery.catalog.index import IndexEntry
+from gallery.config.models import Config
 from gallery.errors import BackendNotFound, GalleryError, OperationalError
 from gallery.files import fsync_directory
 from gallery.names import is_valid_name
 from gallery.operations.localai_dirs import Leftover, is_sideloaded, leftover_of
+from gallery.place.filestore import FileStore
 from gallery.place.metadata import METADATA_FORMAT_VERSION, BackendMetadata, read_metadata, write_metadata
 from gallery.place.swap import StateDir
 
-__all__ = ["BackendStore"]
+__all__ = ["BackendStore", "file_store_of"]
 
 
 class BackendStore:
@@ -169,3 +171,12 @@ class BackendStore:
         directory.mkdir(exist_ok=True)
         write_metadata(directory, record)
         fsync_directory(self.root)
+
+
+def file_store_of(config: Config) -> FileStore:
+    """The file store the installed trees link into (``backends_path/.gallery/store``)."""
+    return FileStore(
+        StateDir(config.backends_path).root / "store",
+        link=config.file_store.link,
+        read_only_files=config.file_store.read_only_files,
+    )
