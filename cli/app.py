@@ -26,6 +26,7 @@ from typer.core import TyperGroup
 import gallery
 
 from .argv import with_global_options_first
+from .memory import collect_after_start_up
 from .render import Output
 
 if TYPE_CHECKING:
@@ -182,10 +183,13 @@ def output_for(ctx: typer.Context, as_json: bool) -> Output:
 
 
 @contextmanager
-def reported_errors(ctx: typer.Context, out: Output) -> Iterator[None]:
+def reported_errors(ctx: typer.Context, out: Output, *, work_begins: bool = True) -> Iterator[None]:
     """A GalleryError is its message, its hint and its exit code; anything else, the last resort,
-    is one line too (where it happened, what to report), never a traceback unless --debug."""
+    is one line too (where it happened, what to report), never a traceback unless --debug.
+    The command's work begins here (``collect_after_start_up``) unless the caller says when."""
     options: Globals = ctx.obj
+    if work_begins:
+        collect_after_start_up()
     try:
         yield
     except gallery.GalleryError as exc:
@@ -213,7 +217,7 @@ def execute(ctx: typer.Context, out: Output, action: Callable[[gallery.Config], 
     """Find and load the config (flags override it), recover what a crashed command left, run
     ``action`` and exit with its code (errors as ``reported_errors`` says)."""
     options: Globals = ctx.obj
-    with reported_errors(ctx, out), _library_warnings(out):
+    with reported_errors(ctx, out, work_begins=False), _library_warnings(out):
         location = options.location = gallery.locate_config(options.config_path)
         config = gallery.load_config(location.path).with_overrides(
             require_integrity=options.require_integrity, capability=options.capability
@@ -221,6 +225,7 @@ def execute(ctx: typer.Context, out: Output, action: Callable[[gallery.Config], 
         # Every command, readers included, first finishes or undoes what a crashed command left
         # (only where no live process holds the backend's lock: readers never wait).
         out.recovery(gallery.recover_pending(config.backends_path, keep_generations=config.keep_generations))
+        collect_after_start_up()
         code = action(config)
     raise typer.Exit(code)
 

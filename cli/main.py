@@ -21,6 +21,9 @@ def run() -> None:
 
         sys.stdout.write(TOP_LEVEL_HELP)
         return
+    from .memory import no_collections_at_exit, no_collections_while_starting
+
+    no_collections_while_starting()
     _without_pydantic_plugins()
     import typer
 
@@ -40,6 +43,8 @@ def run() -> None:
         unexpected = gallery.InternalError.wrap(exc)
         Output(as_json=False).error(unexpected.message, unexpected.hint)
         sys.exit(unexpected.code())
+    finally:
+        no_collections_at_exit()
 
 
 def _without_pydantic_plugins() -> None:
