@@ -294,6 +294,36 @@ def test_an_object_pruned_between_check_and_link_is_written_instead(
     assert (project.backends / "a" / "backend").read_bytes() == A_V1["backend"]
 
 
+def _stored_file(directory: Path, name: str, data: bytes) -> tuple[Path, str]:
+    path = directory / name
+    path.write_bytes(data)
+    path.chmod(0o444)
+    return path, hashlib.sha256(data).hexdigest()
+
+
+def test_a_shard_listed_once_still_sees_what_changed_since(tmp_path: Path) -> None:
+    """``has`` reads each shard's names once per build: what another build stores afterwards is
+    missed (and still shared, by ``adopt``), what is pruned afterwards is never linked, and what
+    this build stores is found by its next file with the same content."""
+    root, work = tmp_path / "store", tmp_path / "work"
+    work.mkdir()
+    ours, other = filestore.FileStore(root), filestore.FileStore(root)
+    first, sha_first = _stored_file(work, "first", b"first")
+    assert not ours.has(sha_first, 0o444, 5)  # lists the shard: empty
+    other.adopt(first, sha_first, 0o444)  # another build stores it after our listing
+    assert not ours.has(sha_first, 0o444, 5)
+    copy, _ = _stored_file(work, "copy", b"first")
+    ours.adopt(copy, sha_first, 0o444)  # our own copy, written meanwhile, becomes a link to it
+    assert copy.stat().st_ino == first.stat().st_ino
+    assert ours.has(sha_first, 0o444, 5)
+    assert not ours.has(sha_first, 0o444, 6)  # the size is checked on the object itself
+    ours.path_of(sha_first, 0o444).unlink()  # pruned after the listing
+    assert not ours.has(sha_first, 0o444, 5)
+    second, sha_second = _stored_file(work, "second", b"second")
+    ours.adopt(second, sha_second, 0o444)
+    assert ours.has(sha_second, 0o444, 6)
+
+
 _PRUNE_KILLED_AFTER = """
 import os, signal, sys
 from pathlib import Path

@@ -60,7 +60,10 @@ class FileStore:
         # why the filesystem refused a hard link: from then on this instance clones or copies
         # (doctor probes for itself: disk_usage.hard_links_refused)
         self.refused: str | None = None
-        self._shards: set[str] = set()
+        self._shards: set[str] = set()  # shard directories known to exist
+        # the object names of each shard consulted, listed once (see ``has``), plus those added
+        self._listed: dict[str, set[str]] = {}
+        self._objects = str(self.objects)  # str: the per-file paths skip pathlib
         # objects created through this instance, as (sha256, mode): a Path each would be
         # 15 MB on a 41,000-file backend
         self.added: list[tuple[str, int]] = []
@@ -105,11 +108,31 @@ class FileStore:
         return self.enabled and not mode & _WRITE_BITS
 
     def path_of(self, sha256: str, mode: int) -> Path:
-        return self.objects / sha256[:2] / f"{sha256}-{mode:04o}"
+        return Path(self._object(sha256, mode))
+
+    def _object(self, sha256: str, mode: int) -> str:
+        return f"{self._objects}/{sha256[:2]}/{sha256}-{mode:04o}"
 
     def has(self, sha256: str, mode: int, size: int) -> bool:
+        """Whether the store holds this content, mode and size now.
+
+        Each shard is listed the first time it is asked about: one directory read instead of an
+        ``lstat`` per file, most of which would fail on a cold install (an lstat per file was 2 s
+        of a 41,000-file extraction, its thread contending with the writer's). A name the listing
+        has is confirmed with ``lstat`` (still there, its size); an object another process added
+        since is missed, and the file it would have saved is written, then shared by ``adopt``."""
+        shard = sha256[:2]
+        names = self._listed.get(shard)
+        if names is None:
+            try:
+                names = set(os.listdir(f"{self._objects}/{shard}"))  # noqa: PTH208 (names, not Paths)
+            except OSError:
+                names = set()
+            self._listed[shard] = names
+        if f"{sha256}-{mode:04o}" not in names:
+            return False
         try:
-            info = os.lstat(self.path_of(sha256, mode))
+            info = os.lstat(self._object(sha256, mode))
         except OSError:
             return False
         return stat.S_ISREG(info.st_mode) and info.st_size == size
@@ -123,7 +146,7 @@ class FileStore:
             FileNotFoundError: the object is not there (pruned since ``has``): write it instead.
             OSError: the filesystem refused every way (the caller writes the file itself).
         """
-        source = self.path_of(sha256, mode)
+        source = self._object(sha256, mode)
         if self._method in ("auto", "hardlink") and self.refused is None:
             try:
                 os.link(source, dest, follow_symlinks=False)
@@ -140,34 +163,45 @@ class FileStore:
     def adopt(self, path: Path, sha256: str, mode: int) -> None:
         """Add the finished file at ``path`` (closed, mode set) to the store; if the store has
         it already, ``path`` becomes a link to that copy (the space it took is given back)."""
-        target = self.path_of(sha256, mode)
-        if sha256[:2] not in self._shards:  # 256 of them: made once, not checked per file
-            self.make_dirs(self.root, self.objects, target.parent)
-            self._shards.add(sha256[:2])
+        target = self._object(sha256, mode)
+        shard = sha256[:2]
+        if shard not in self._shards:  # 256 of them: made once, not checked per file
+            self.make_dirs(self.root, self.objects, self.objects / shard)
+            self._shards.add(shard)
         if self._method in ("auto", "hardlink") and self.refused is None:
             try:
                 try:
                     os.link(path, target, follow_symlinks=False)
                 except FileNotFoundError:  # a failed build next door removed the empty shard
-                    self.make_dirs(self.root, self.objects, target.parent)
+                    self.make_dirs(self.root, self.objects, self.objects / shard)
                     os.link(path, target, follow_symlinks=False)
-                self.added.append((sha256, mode))
+                self._added(sha256, mode)
                 return
-            except FileExistsError:
+            except FileExistsError:  # stored since this build listed its shard
+                self._seen(sha256, mode)
                 self._replace_with(target, path, sha256, mode)
                 return
             except OSError as exc:
                 if exc.errno not in _UNSUPPORTED:
                     raise
                 self.refused = f"hard links refused ({os.strerror(exc.errno or 0)})"
-        if target.exists():
+        if Path(target).exists():
             self._replace_with(target, path, sha256, mode)
             return
         with self._temporary() as tmp:
             self._clone(path, tmp, mode)
             with contextlib.suppress(FileExistsError):  # another install stored it meanwhile
                 os.link(tmp, target, follow_symlinks=False)
-                self.added.append((sha256, mode))
+                self._added(sha256, mode)
+
+    def _added(self, sha256: str, mode: int) -> None:
+        self.added.append((sha256, mode))
+        self._seen(sha256, mode)
+
+    def _seen(self, sha256: str, mode: int) -> None:
+        names = self._listed.get(sha256[:2])
+        if names is not None:  # a later file with the same content is linked, not written
+            names.add(f"{sha256}-{mode:04o}")
 
     def make_dirs(self, *directories: Path) -> None:
         """Create the store's ``directories`` (in order) that are missing, remembering which:
@@ -179,8 +213,8 @@ class FileStore:
                 continue
             self._made.append(directory)
 
-    def _replace_with(self, target: Path, path: Path, sha256: str, mode: int) -> None:
-        if target.stat().st_size != path.stat().st_size:  # pragma: no cover - a damaged store
+    def _replace_with(self, target: str, path: Path, sha256: str, mode: int) -> None:
+        if Path(target).stat().st_size != path.stat().st_size:  # pragma: no cover - a damaged store
             return  # keep our own copy; fsck reports the object
         spare = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
         try:
@@ -189,9 +223,9 @@ class FileStore:
             return  # our own copy stays: correct, only not shared
         spare.replace(path)
 
-    def _clone(self, source: Path, dest: Path, mode: int) -> None:
+    def _clone(self, source: str | Path, dest: Path, mode: int) -> None:
         """``dest`` as a reflink of ``source`` where the filesystem can, else as a copy."""
-        with source.open("rb") as src:
+        with Path(source).open("rb") as src:
             fd = os.open(dest, _CREATE, 0o600)
             try:
                 try:
