@@ -106,3 +106,32 @@ def test_stop_ends_a_waiting_read(tmp_path: Path) -> None:
     threading.Timer(0.2, feed.stop).start()
     with pytest.raises(FeedFailed), feed.reader() as reader:
         reader.read(10)
+
+
+def test_keeping_up_is_a_reader_close_behind_a_download_in_progress(tmp_path: Path) -> None:
+    """What makes a later layer give way (gallery.operations.downloads): only an earlier layer
+    the extractor is reading as it arrives, within the slack, and not yet complete."""
+    cache = BlobCache(tmp_path / "blobs")
+    feed = LayerFeed()
+    writer = cache.writer(DIGEST, len(DATA))
+    writer.watch(feed)
+    try:
+        writer.write(DATA[:100_000])
+        assert not feed.keeping_up(10_000)  # nobody reads it yet: the extractor is elsewhere
+        reader = feed.reader()
+        assert len(reader.read(95_000)) == 95_000
+        assert feed.keeping_up(10_000)
+        assert not feed.keeping_up(1_000)  # 5,000 bytes behind
+        writer.write(DATA[100_000:200_000])
+        assert not feed.keeping_up(10_000)  # fallen behind: later layers may use the link
+        reader.read(105_000)
+        assert feed.keeping_up(10_000)
+        writer.restart()
+        assert not feed.keeping_up(10_000)  # read again later, from the cache
+        writer.write(DATA)
+        writer.commit()
+    finally:
+        writer.close()
+    feed.finished(cache.path(DIGEST))
+    assert not feed.keeping_up(len(DATA))  # complete: nothing left to give way to
+    reader.close()

@@ -1,6 +1,12 @@
 """An image's missing blobs, downloaded in parallel into the cache by digest, each followed by a
 ``LayerFeed`` so that the extractor can read a layer while it arrives.
 
+Layers download in parallel, but a later layer gives way to an earlier one the extractor is
+keeping up with, where that makes the earlier one faster (``giving_way``): on a slow link layers
+then arrive nearly one after the other, each extracted as it arrives, and the last byte leaves
+only the last layer's tail to extract. When the extractor falls behind, the later layers use the
+spare link: the link never waits for the disk.
+
 One blob's failure stops the others at their next chunk, and so does Ctrl-C or a failure of the
 extractor (``stop``); partial files stay for resume. Each blob is fetched under its cache lock: a
 process (or backend) that fetched it meanwhile leaves it in the cache, and the feed then points
@@ -15,6 +21,7 @@ from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from gallery.errors import OperationalError
 from gallery.net.cancel import Cancellation
 from gallery.oci.models import Descriptor
+from gallery.operations.giving_way import GivingWay
 from gallery.operations.session import Session
 from gallery.prepare.pin import PinnedImage
 from gallery.prepare.streaming import LayerFeed
@@ -38,6 +45,7 @@ class LayerDownloads:
         self._backend = backend
         self.feeds = {blob.digest: LayerFeed() for blob in self._missing}
         self._cancel = Cancellation()  # stops every download, even one blocked on a silent link
+        self._giving_way = GivingWay()
         self._counted: list[int] = []
         self._pool: ThreadPoolExecutor | None = None
         self._futures: list[Future[None]] = []
@@ -104,11 +112,15 @@ class LayerDownloads:
             if self._cancel.cancelled:
                 raise _Stopped(blob.digest)
 
+            earlier = [self.feeds[b.digest] for b in self._missing[: self._missing.index(blob)]]
+
             def on_bytes(amount: int) -> None:
                 if self._cancel.cancelled:
                     raise _Stopped(blob.digest)
                 self._counted.append(amount)
                 progress.layer_advanced(backend, blob.digest, amount)
+                if earlier:  # a cancelled pause returns at once; the next chunk stops
+                    self._giving_way.pause(earlier, lambda: self._cancel.cancelled)
 
             with cache.locked(blob.digest):
                 progress.layer_started(backend, blob.digest, blob.size)

@@ -45,6 +45,7 @@ class LayerFeed:
         self._done = False
         self._error: BaseException | None = None
         self._stopped = threading.Event()
+        self._read: int | None = None  # how far the extractor has read (None: not started)
 
     # -- the writer's side --------------------------------------------------------------------
 
@@ -64,6 +65,7 @@ class LayerFeed:
         with self._changed:
             self._restarts += 1
             self._available = 0
+            self._read = None  # the extractor reads it again from the cache, later
             self._changed.notify_all()
 
     def finished(self, path: Path) -> None:
@@ -77,6 +79,17 @@ class LayerFeed:
             self._error = error
             self._changed.notify_all()
 
+    @property
+    def arrived(self) -> int:
+        """Bytes of the blob written so far."""
+        return self._available
+
+    def keeping_up(self, slack: int) -> bool:
+        """Whether the extractor reads this blob while it downloads and is within ``slack``
+        bytes of what has arrived: it waits for the link, not the link for it."""
+        read = self._read
+        return read is not None and not self._done and self._available - read <= slack
+
     # -- the reader's side --------------------------------------------------------------------
 
     def reader(self) -> FeedReader:
@@ -85,6 +98,7 @@ class LayerFeed:
     def stop(self) -> None:
         """The reader gives up (the install failed elsewhere): a waiting read returns at once."""
         self._stopped.set()
+        self._read = None
         with self._changed:
             self._changed.notify_all()
 
@@ -128,6 +142,8 @@ class FeedReader:
         self._restarts = feed._restarts
 
     def read(self, size: int = -1) -> bytes:
+        if self._feed._read is None:
+            self._feed._read = self._position
         path, available, done = self._feed._wait(self._position, self._restarts)
         if self._position >= available and done:
             return b""
@@ -147,6 +163,7 @@ class FeedReader:
         want = available - self._position if size < 0 else min(size, available - self._position)
         data = os.pread(self._fd, want, self._position)
         self._position += len(data)
+        self._feed._read = self._position
         return data
 
     def close(self) -> None:
