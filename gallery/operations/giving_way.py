@@ -6,8 +6,10 @@ install's last byte then leaves a whole later layer to extract. So later layers 
 only where that helps: behind a per-connection limit, or on a long fat link where one TCP window
 cannot fill the pipe, pausing a connection frees nothing for the others. The first time a later
 layer would give way, it keeps going for ``BASELINE`` seconds (the earlier layers' rate with
-every connection busy), then pauses for ``PROBE`` seconds (their rate alone); later layers give
-way for the rest of the install only if the earlier layers got at least ``GAIN`` times faster.
+every connection busy), then pauses: for ``SETTLE`` seconds the paused connection's socket buffer
+still fills (megabytes, on a fast link), then for ``PROBE`` seconds the earlier layers' rate
+alone is measured; later layers give way for the rest of the install only if the earlier layers
+got at least ``GAIN`` times faster.
 A paused download reads a chunk at least every ``LONGEST_PAUSE`` seconds, so that no server drops
 it as idle.
 """
@@ -21,8 +23,9 @@ from typing import Literal, Protocol
 
 __all__ = ["GivingWay"]
 
-BASELINE = 0.5
-PROBE = 1.0
+BASELINE = 1.0
+SETTLE = 1.0
+PROBE = 2.0
 GAIN = 1.3
 LONGEST_PAUSE = 5.0
 STEP = 0.02
@@ -36,7 +39,7 @@ class Feed(Protocol):
     def arrived(self) -> int: ...
 
 
-_State = Literal["untried", "baseline", "probing", "helps", "useless"]
+_State = Literal["untried", "baseline", "settling", "probing", "helps", "useless"]
 
 
 class GivingWay:
@@ -62,7 +65,7 @@ class GivingWay:
         with self._lock:
             now, arrived = self._clock(), sum(feed.arrived for feed in earlier)
             if not keeping_up:
-                if self.state in ("baseline", "probing"):
+                if self.state in ("baseline", "settling", "probing"):
                     self.state = "untried"  # the measurement no longer means anything
                 return False
             if self.state == "untried":
@@ -72,7 +75,11 @@ class GivingWay:
                 if now - self._since < BASELINE:
                     return False
                 self._baseline_rate = (arrived - self._bytes) / (now - self._since)
-                self.state, self._since, self._bytes = "probing", now, arrived
+                self.state, self._since = "settling", now
+                return True
+            if self.state == "settling":
+                if now - self._since >= SETTLE:
+                    self.state, self._since, self._bytes = "probing", now, arrived
                 return True
             if self.state == "probing":
                 if now - self._since < PROBE:
