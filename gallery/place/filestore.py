@@ -111,7 +111,7 @@ class FileStore:
         return Path(self._object(sha256, mode))
 
     def _object(self, sha256: str, mode: int) -> str:
-        return f"{self._objects}/{sha256[:2]}/{sha256}-{mode:04o}"
+        return f"{self._objects}/{sha256[:2]}/{_name(sha256, mode)}"
 
     def has(self, sha256: str, mode: int, size: int) -> bool:
         """Whether the store holds this content, mode and size now.
@@ -129,7 +129,7 @@ class FileStore:
             except OSError:
                 names = set()
             self._listed[shard] = names
-        if f"{sha256}-{mode:04o}" not in names:
+        if _name(sha256, mode) not in names:
             return False
         try:
             info = os.lstat(self._object(sha256, mode))
@@ -201,7 +201,7 @@ class FileStore:
     def _seen(self, sha256: str, mode: int) -> None:
         names = self._listed.get(sha256[:2])
         if names is not None:  # a later file with the same content is linked, not written
-            names.add(f"{sha256}-{mode:04o}")
+            names.add(_name(sha256, mode))
 
     def make_dirs(self, *directories: Path) -> None:
         """Create the store's ``directories`` (in order) that are missing, remembering which:
@@ -279,6 +279,11 @@ class FileStore:
 
     def remove(self, item: StoreObject) -> None:
         item.path.unlink(missing_ok=True)
+
+
+def _name(sha256: str, mode: int) -> str:
+    """An object's file name: its content and the mode it is installed with."""
+    return f"{sha256}-{mode:04o}"
 
 
 def _copy(source: int, dest: int) -> None:
