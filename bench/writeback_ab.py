@@ -23,9 +23,9 @@ from performance import build_images
 from registry_server import LAYER_GZIP
 
 _RUN = (
-    "import sys, gallery.place.extract as extract\n"
+    "import sys, gallery.place.filewriter as filewriter\n"
     "if sys.argv[1] == 'off':\n"
-    "    extract.start_writeback = lambda fd: None\n"
+    "    filewriter.start_writeback = lambda fd: None\n"
     "sys.argv = ['gallery', *sys.argv[2:]]\n"
     "from cli.main import run\n"
     "run()\n"

@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import secrets
+import sys
 from collections.abc import Iterable
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
-__all__ = ["atomic_write_bytes", "fsync_directory", "start_writeback", "sync_filesystem", "write_all"]
+__all__ = [
+    "atomic_write_bytes",
+    "fsync_directory",
+    "start_writeback",
+    "sync_file_range_write",
+    "sync_filesystem",
+    "write_all",
+]
 
 
 def fsync_directory(path: Path) -> None:
@@ -58,11 +67,7 @@ def sync_filesystem(path: Path) -> None:
     One call after staging a whole backend is far cheaper than an fsync per file, and makes the
     following rename durable only after the data it points to.
     """
-    import ctypes
-
-    # The running process already has libc loaded; ctypes.util.find_library would shell out to
-    # ldconfig or gcc (and read the environment) to find it again.
-    syncfs = getattr(ctypes.CDLL(None, use_errno=True), "syncfs", None)
+    syncfs = _libc_function("syncfs")
     if syncfs is None:
         os.sync()
         return
@@ -104,9 +109,44 @@ def start_writeback(fd: int) -> None:
     (Linux's ``sync_file_range(SYNC_FILE_RANGE_WRITE)``, what dpkg does while unpacking): the
     flush before a swap then finds little left to write. Not a durability point — the flush is;
     an error here is reported by that flush. Elsewhere, nothing happens."""
-    writeback = getattr(os, "sync_file_range", None)
-    flag = getattr(os, "SYNC_FILE_RANGE_WRITE", None)
-    if writeback is None or flag is None:
-        return
     with contextlib.suppress(OSError):
-        writeback(fd, 0, 0, flag)
+        sync_file_range_write(fd)
+
+
+def sync_file_range_write(fd: int) -> bool:
+    """``sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WRITE)``; ``False`` where libc has none.
+
+    Python's ``os`` has no ``sync_file_range``, so it is called through ctypes (as ``renameat2``
+    in gallery.place.fsops); until this was found, the writeback "started" here never was.
+
+    Raises:
+        OSError: the call failed (a bad descriptor, a filesystem error).
+    """
+    if _SYNC_FILE_RANGE is None:
+        return False
+    if _SYNC_FILE_RANGE(fd, 0, 0, _SYNC_FILE_RANGE_WRITE) != 0:
+        code = ctypes.get_errno()
+        raise OSError(code, os.strerror(code))
+    return True
+
+
+def _libc_function(name: str) -> Any:
+    """``name`` from the libc the process already has, or ``None`` (ctypes.util.find_library
+    would shell out to ldconfig or gcc, and read the environment, to find it again)."""
+    try:
+        return getattr(ctypes.CDLL(None, use_errno=True), name, None)
+    except OSError:  # pragma: no cover - no dynamic libc
+        return None
+
+
+def _load_sync_file_range() -> Any:
+    # glibc has exported it since 2.6; other platforms have no such call
+    function = _libc_function("sync_file_range") if sys.platform.startswith("linux") else None
+    if function is not None:
+        function.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+        function.restype = ctypes.c_int
+    return function
+
+
+_SYNC_FILE_RANGE_WRITE = 2  # <linux/fs.h>
+_SYNC_FILE_RANGE = _load_sync_file_range()
