@@ -52,6 +52,18 @@ def shaped_namespace_available() -> str | None:
     return None
 
 
+def link_rate(text: str) -> float:
+    """A link speed in MB/s from ``12.5``, ``12MB`` or ``100MB/s`` (as bench/run is given it)."""
+    number = text.strip().removesuffix("/s").removesuffix("/S").rstrip("MBmb")
+    try:
+        rate = float(number)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a link speed in MB/s (e.g. 12.5MB)") from None
+    if not 0 < rate <= 10_000:
+        raise argparse.ArgumentTypeError(f"{text!r}: a link speed is between 0 and 10000 MB/s")
+    return rate
+
+
 def run_inside(rate_mb: float, rounds: int, scale: str) -> dict[str, Any]:
     """The rounds for one link speed, in a fresh namespace (this script again, with --inside)."""
     name = f"gallery-bench-{os.getpid()}"
@@ -179,7 +191,12 @@ def table(link: str, summary: dict[str, Any]) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--link", type=float, action="append", help="MB/s (repeatable); default 12.5 and 50")
+    parser.add_argument(
+        "--link",
+        type=link_rate,
+        action="append",
+        help="MB/s: 12.5, 12.5MB or 12.5MB/s (repeatable); default 12.5 and 50",
+    )
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--scale", choices=["small", "full", "issue"], default="small")
     parser.add_argument("--no-write", action="store_true", help="print only; leave docs/ alone")
