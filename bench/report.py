@@ -23,6 +23,11 @@ def _median(samples: list[dict[str, float]], key: str) -> float:
     return statistics.median(s[key] for s in samples)
 
 
+# Cold install against (raw pipeline, skopeo + tar): issue 21 tightened them for many small files.
+_COLD_GOAL = (1.0, 0.9)
+_COLD_GOALS = {"many-files": (0.8, 0.75)}
+
+
 def _verdict(value: float, goal: float, *, at_most: bool = True) -> str:
     met = value <= goal if at_most else value >= goal
     return "met" if met else f"missed by {abs(value - goal) / goal * 100:.0f}%"
@@ -54,13 +59,15 @@ def render_markdown(results: dict[str, Any]) -> str:
         cold = _median(tools[GALLERY_COLD], "seconds")
         if RAW in tools:
             ratio = cold / _median(tools[RAW], "seconds")
+            goal = _COLD_GOALS.get(image, _COLD_GOAL)[0]
             lines.append(
-                f"| {image}: cold install / raw pipeline | {ratio:.2f}x | ≤ 1.0x | {_verdict(ratio, 1.0)} |"
+                f"| {image}: cold install / raw pipeline | {ratio:.2f}x | ≤ {goal}x | {_verdict(ratio, goal)} |"
             )
         if SKOPEO in tools:
             ratio = cold / _median(tools[SKOPEO], "seconds")
+            goal = _COLD_GOALS.get(image, _COLD_GOAL)[1]
             lines.append(
-                f"| {image}: cold install / skopeo+tar | {ratio:.2f}x | ≤ 0.9x | {_verdict(ratio, 0.9)} |"
+                f"| {image}: cold install / skopeo+tar | {ratio:.2f}x | ≤ {goal}x | {_verdict(ratio, goal)} |"
             )
         if GALLERY_WARM in tools and TAR_CACHED in tools:
             ratio = _median(tools[GALLERY_WARM], "seconds") / _median(tools[TAR_CACHED], "seconds")

@@ -4,8 +4,9 @@
 
 Fills the cache with bench/performance.py's many-files image from a local docker-registry, then
 times `gallery install` into an empty backends directory (extraction, flush, swap: no network),
-with `start_writeback` as shipped and replaced by a no-op, in alternating order. The no-op is
-patched into that process only (gallery reads no switch for it). Not part of the test suite.
+with each file's writeback started as it is closed (`filewriter.START_WRITEBACK`) and without,
+in alternating order; the switch is set in that process only (gallery reads no switch for it).
+Not part of the test suite.
 """
 
 from __future__ import annotations
@@ -24,8 +25,7 @@ from registry_server import LAYER_GZIP
 
 _RUN = (
     "import sys, gallery.place.filewriter as filewriter\n"
-    "if sys.argv[1] == 'off':\n"
-    "    filewriter.start_writeback = lambda fd: None\n"
+    "filewriter.START_WRITEBACK = sys.argv[1] == 'on'\n"
     "sys.argv = ['gallery', *sys.argv[2:]]\n"
     "from cli.main import run\n"
     "run()\n"

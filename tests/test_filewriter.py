@@ -112,10 +112,11 @@ def test_starting_writeback_reaches_the_kernel(tmp_path: Path) -> None:
     start_writeback(fd)  # not a durability point: its errors are the flush's to report
 
 
-def test_every_file_written_has_its_writeback_started(
+def test_with_writeback_on_every_file_has_its_writeback_started(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     started: list[str] = []
+    monkeypatch.setattr("gallery.place.filewriter.START_WRITEBACK", True)
     monkeypatch.setattr(
         "gallery.place.filewriter.start_writeback",
         lambda fd: started.append(os.readlink(f"/proc/self/fd/{fd}")),

@@ -1,7 +1,7 @@
 """The file writes of an extraction, done on a thread of their own (edge module).
 
 Reading a tar stream (headers, data, hashes) is Python work on the main thread; creating the
-files (open, write, writeback, fchmod, utime, close) is system calls, which on a real disk are
+files (open, write, fchmod, utime, close) is system calls, which on a real disk are
 most of an extraction's time and release the GIL. ``FileWriter`` runs the second behind the
 first, in the order given, so the two overlap: GNU tar gets the same overlap from running gzip
 in a process of its own.
@@ -39,6 +39,10 @@ _CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 _CHUNK_SIZE = 1024 * 1024
 _CHUNKS = 8
 _BATCH_OPS = 256
+# Start each file's writeback as it is closed (sync_file_range write-initiation, as dpkg does)?
+# Off: on this project's test VM it made a 41,000-file install 14% slower (bench/writeback_ab.py,
+# docs/performance.md) while saving under a second of the flush before the swap.
+START_WRITEBACK = False
 
 
 class PendingFile:
@@ -269,7 +273,8 @@ class FileWriter:
         if kind == "write":
             write_all(fd, data if data is not None else b"")
             return
-        start_writeback(fd)  # the flush before the swap then waits for little
+        if START_WRITEBACK:
+            start_writeback(fd)
         os.fchmod(fd, mode)
         os.utime(fd, ns=(mtime_ns, mtime_ns))
         self._open.discard(pending)
