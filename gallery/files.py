@@ -14,6 +14,7 @@ from typing import IO, Any
 __all__ = [
     "atomic_write_bytes",
     "fsync_directory",
+    "libc_function",
     "start_writeback",
     "sync_file_range_write",
     "sync_filesystem",
@@ -67,13 +68,12 @@ def sync_filesystem(path: Path) -> None:
     One call after staging a whole backend is far cheaper than an fsync per file, and makes the
     following rename durable only after the data it points to.
     """
-    syncfs = _libc_function("syncfs")
-    if syncfs is None:
+    if _SYNCFS is None:
         os.sync()
         return
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
-        if syncfs(fd) != 0:
+        if _SYNCFS(fd) != 0:
             os.sync()
     finally:
         os.close(fd)
@@ -130,23 +130,26 @@ def sync_file_range_write(fd: int) -> bool:
     return True
 
 
-def _libc_function(name: str) -> Any:
-    """``name`` from the libc the process already has, or ``None`` (ctypes.util.find_library
-    would shell out to ldconfig or gcc, and read the environment, to find it again)."""
+def libc_function(name: str, argtypes: list[Any], restype: Any = ctypes.c_int) -> Any:
+    """``name`` from the libc the process already has, typed, or ``None`` where it has none
+    (ctypes.util.find_library would shell out to ldconfig or gcc, and read the environment, to
+    find it again). For the calls Python's ``os`` lacks: ``syncfs``, ``sync_file_range``,
+    ``renameat2``."""
     try:
-        return getattr(ctypes.CDLL(None, use_errno=True), name, None)
+        function = getattr(ctypes.CDLL(None, use_errno=True), name, None)
     except OSError:  # pragma: no cover - no dynamic libc
         return None
-
-
-def _load_sync_file_range() -> Any:
-    # glibc has exported it since 2.6; other platforms have no such call
-    function = _libc_function("sync_file_range") if sys.platform.startswith("linux") else None
     if function is not None:
-        function.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
-        function.restype = ctypes.c_int
+        function.argtypes = argtypes
+        function.restype = restype
     return function
 
 
+_SYNCFS = libc_function("syncfs", [ctypes.c_int])
 _SYNC_FILE_RANGE_WRITE = 2  # <linux/fs.h>
-_SYNC_FILE_RANGE = _load_sync_file_range()
+# glibc has exported it since 2.6; other platforms have no such call
+_SYNC_FILE_RANGE = (
+    libc_function("sync_file_range", [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint])
+    if sys.platform.startswith("linux")
+    else None
+)

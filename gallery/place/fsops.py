@@ -13,7 +13,7 @@ import errno
 import os
 from pathlib import Path
 
-from gallery.files import atomic_write_bytes, fsync_directory, sync_filesystem
+from gallery.files import atomic_write_bytes, fsync_directory, libc_function, sync_filesystem
 from gallery.place.linkfallback import LinkMaker
 from gallery.trees import remove_tree, scanned_tree
 
@@ -23,21 +23,10 @@ _AT_FDCWD = -100
 _RENAME_EXCHANGE = 2
 
 
-def _load_renameat2() -> object | None:
-    # CDLL(None) is the libc the process already has; find_library would shell out and read the
-    # environment. glibc >= 2.28 exports renameat2.
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-    except OSError:  # pragma: no cover - no dynamic libc
-        return None
-    function = getattr(libc, "renameat2", None)
-    if function is not None:
-        function.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
-        function.restype = ctypes.c_int
-    return function
-
-
-_RENAMEAT2 = _load_renameat2()
+# glibc >= 2.28 exports renameat2
+_RENAMEAT2 = libc_function(
+    "renameat2", [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+)
 
 
 class FsOps(LinkMaker):
@@ -56,9 +45,7 @@ class FsOps(LinkMaker):
         """
         if not self._exchange or _RENAMEAT2 is None:
             return False
-        result = _RENAMEAT2(  # type: ignore[operator]
-            _AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE
-        )
+        result = _RENAMEAT2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE)
         if result == 0:
             return True
         code = ctypes.get_errno()
