@@ -38,7 +38,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchlib import GALLERY, ROOT, local_registry, replace_marked, write_gallery
+from benchlib import GALLERY, ROOT, Trash, local_registry, replace_marked, write_gallery
 from registry_server import LAYER_GZIP, Registry, digest_of
 from report import render_markdown
 
@@ -189,12 +189,6 @@ def build_images(scale: str) -> dict[str, list[bytes]]:
 # -- the rounds -----------------------------------------------------------------------------
 
 
-def _fresh(path: Path) -> Path:
-    shutil.rmtree(path, ignore_errors=True)
-    path.mkdir(parents=True)
-    return path
-
-
 def run_rounds(tmp: Path, registry: Registry, images: dict[str, list[bytes]], rounds: int) -> dict[str, Any]:
     skopeo = shutil.which("skopeo")
     entries = []
@@ -205,6 +199,7 @@ def run_rounds(tmp: Path, registry: Registry, images: dict[str, list[bytes]], ro
     gallery = [str(GALLERY), "--config", str(config)]
     raw: dict[str, dict[str, list[dict[str, float]]]] = {name: {} for name in images}
     rng = random.Random(20261123)
+    trash = Trash(tmp / "trash")
 
     def record(image: str, tool: str, figures: dict[str, Any]) -> None:
         raw[image].setdefault(tool, []).append({k: v for k, v in figures.items() if k != "stdout"})
@@ -214,20 +209,19 @@ def run_rounds(tmp: Path, registry: Registry, images: dict[str, list[bytes]], ro
             urls = [f"{registry.url}/v2/bench/{image}/blobs/{digest_of(data)}" for data in layers]
 
             def gallery_cold(image: str = image) -> None:
-                for directory in ("backends", "cache"):
-                    shutil.rmtree(tmp / directory, ignore_errors=True)
+                trash.discard(tmp / "backends", tmp / "cache")
                 record(image, "gallery install (cold)", measure([*gallery, "install", image]))
 
             def raw_pipeline(image: str = image, urls: list[str] = urls) -> None:
-                target = _fresh(tmp / "peer")
+                target = trash.fresh(tmp / "peer")
                 script = " && ".join(
                     f"curl -sf {url} | tee >(sha256sum >/dev/null) | tar -xzf - -C {target}" for url in urls
                 )
                 record(image, "curl | sha256sum | tar -xz", measure(["bash", "-c", script]))
 
             def skopeo_tar(image: str = image) -> None:
-                target, oci = _fresh(tmp / "peer"), _fresh(tmp / "oci")
-                shutil.rmtree(oci)
+                target, oci = trash.fresh(tmp / "peer"), tmp / "oci"
+                trash.discard(oci)
                 script = (
                     f"skopeo copy -q --src-tls-verify=false docker://{registry.host}/bench/{image}:v1 oci:{oci}"
                     f" && for b in $(python3 -c \"import json;print(' '.join(l['digest'][7:] for l in "
@@ -243,11 +237,11 @@ def run_rounds(tmp: Path, registry: Registry, images: dict[str, list[bytes]], ro
 
             # Warm: the cache is full (the cold install above ran), the backends dir is empty.
             def gallery_warm(image: str = image) -> None:
-                shutil.rmtree(tmp / "backends", ignore_errors=True)
+                trash.discard(tmp / "backends")
                 record(image, "gallery install (warm cache)", measure([*gallery, "install", image]))
 
             def tar_cached(image: str = image, layers: list[bytes] = layers) -> None:
-                target = _fresh(tmp / "peer")
+                target = trash.fresh(tmp / "peer")
                 blobs = [tmp / "cache" / "blobs" / "sha256" / digest_of(data)[7:] for data in layers]
                 script = " && ".join(f"tar -xzf {blob} -C {target}" for blob in blobs)
                 record(image, "tar -xz of the cached blobs", measure(["bash", "-c", script]))

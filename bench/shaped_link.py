@@ -33,8 +33,8 @@ import sys
 import time
 from typing import Any
 
-from benchlib import GALLERY, ROOT, local_registry, replace_marked, write_gallery
-from performance import _fresh, build_images, measure
+from benchlib import GALLERY, ROOT, Trash, after_removal, local_registry, replace_marked, write_gallery
+from performance import build_images, measure
 from registry_server import LAYER_GZIP, digest_of
 
 DOCS = ROOT / "docs"
@@ -102,33 +102,33 @@ def rounds_here(rounds: int, scale: str) -> dict[str, Any]:
             path.write_bytes(data)
             local.append(path)
         skopeo = shutil.which("skopeo")
+        trash = Trash(tmp / "trash")
 
         def link() -> float:
             script = " & ".join(f"curl -sf {url} -o /dev/null" for url in urls) + " & wait"
             return measure(["bash", "-c", script])["seconds"]
 
         def extraction() -> float:
-            target = _fresh(tmp / "peer")
+            target = trash.fresh(tmp / "peer")
             return measure(["bash", "-c", " && ".join(f"tar -xzf {p} -C {target}" for p in local)])["seconds"]
 
         def pipeline() -> float:
-            target = _fresh(tmp / "peer")
+            target = trash.fresh(tmp / "peer")
             script = " && ".join(
                 f"curl -sf {url} | tee >(sha256sum >/dev/null) | tar -xzf - -C {target}" for url in urls
             )
             return measure(["bash", "-c", script])["seconds"]
 
         def skopeo_tar() -> float:
-            target, oci = _fresh(tmp / "peer"), tmp / "oci"
-            shutil.rmtree(oci, ignore_errors=True)
+            target, oci = trash.fresh(tmp / "peer"), tmp / "oci"
+            trash.discard(oci)
             blobs = " ".join(digest_of(data)[7:] for data in layers)
             script = (f"skopeo copy -q --src-tls-verify=false docker://{registry.host}/bench/many-files:v1 "
                       f"oci:{oci} && for b in {blobs}; do tar -xzf {oci}/blobs/sha256/$b -C {target}; done")  # fmt: skip
             return measure(["bash", "-c", script])["seconds"]
 
         def gallery() -> float:
-            for directory in ("backends", "cache"):
-                shutil.rmtree(tmp / directory, ignore_errors=True)
+            trash.discard(tmp / "backends", tmp / "cache")
             seconds, tail = timed_install(
                 [str(GALLERY), "--config", str(config), "--json", "install", "many-files"]
             )
@@ -210,7 +210,9 @@ def main() -> int:
         print(f"skipped: {why}")
         return 0
     summaries = {}
-    for rate in args.link or [12.5, 50.0]:
+    for number, rate in enumerate(args.link or [12.5, 50.0]):
+        if number:
+            after_removal()  # the previous speed's trees were removed with its temporary directory
         link = f"{rate:g}"
         summaries[link] = summarize(run_inside(rate, args.rounds, args.scale))
         print(table(link, summaries[link]) + "\n")
