@@ -116,9 +116,9 @@ def test_with_writeback_on_every_file_has_its_writeback_started(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     started: list[str] = []
-    monkeypatch.setattr("gallery.place.filewriter.START_WRITEBACK", True)
+    monkeypatch.setattr("gallery.place.filewriter.WRITEBACK", "start")
     monkeypatch.setattr(
-        "gallery.place.filewriter.start_writeback",
+        "gallery.place.writeback.start_writeback",
         lambda fd: started.append(os.readlink(f"/proc/self/fd/{fd}")),
     )
     writer = FileWriter(chunk_size=64, chunks=2)

@@ -29,9 +29,10 @@ from collections import deque
 from pathlib import Path
 from typing import Any
 
-from gallery.files import start_writeback, write_all
+from gallery.files import write_all
 from gallery.place.filestore import FileStore
 from gallery.place.layer_records import StoredFileMissing
+from gallery.place.writeback import Writeback, WritebackMode
 
 __all__ = ["FileWriter", "PendingFile"]
 
@@ -39,10 +40,10 @@ _CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 _CHUNK_SIZE = 1024 * 1024
 _CHUNKS = 8
 _BATCH_OPS = 256
-# Start each file's writeback as it is closed (sync_file_range write-initiation, as dpkg does)?
-# Off: on this project's test VM it made a 41,000-file install 14% slower (bench/writeback_ab.py,
-# docs/performance.md) while saving under a second of the flush before the swap.
-START_WRITEBACK = False
+# Flush each file while the extraction goes on (gallery.place.writeback)? Off: either way it made
+# a 41,000-file install slower on this project's test VM than the flush before the swap it
+# shortens (bench/writeback_ab.py; docs/performance.md, "Flushing while extracting").
+WRITEBACK: WritebackMode = "off"
 
 
 class PendingFile:
@@ -78,6 +79,7 @@ class FileWriter:
         self._stopping = False
         self._error: OSError | None = None
         self._open: set[PendingFile] = set()  # touched by the writer thread only
+        self._writeback = Writeback(WRITEBACK) if WRITEBACK != "off" else None
         self._thread = threading.Thread(target=self._run, name="extract-writer", daemon=True)
         self._thread.start()
 
@@ -152,6 +154,8 @@ class FileWriter:
         """``settle``, then end the thread."""
         try:
             self.settle()
+            if self._writeback is not None:
+                self._writeback.close()
         finally:
             self.abort()
 
@@ -164,6 +168,8 @@ class FileWriter:
             self._stopping = True
             self._changed.notify_all()
         self._thread.join()
+        if self._writeback is not None:
+            self._writeback.abort()
 
     def _space(self, wanted: int) -> memoryview:
         """Room for at most ``wanted`` bytes in the current chunk (a fresh one if it is full)."""
@@ -273,13 +279,14 @@ class FileWriter:
         if kind == "write":
             write_all(fd, data if data is not None else b"")
             return
-        if START_WRITEBACK:
-            start_writeback(fd)
         os.fchmod(fd, mode)
         os.utime(fd, ns=(mtime_ns, mtime_ns))
         self._open.discard(pending)
         pending.fd = None
-        os.close(fd)
+        if self._writeback is not None:
+            self._writeback.hand_over(fd)
+        else:
+            os.close(fd)
         if sha256 is not None and self._store is not None:
             with contextlib.suppress(OSError):  # the file is correct as it is, only not shared
                 self._store.adopt(pending.path, sha256, mode)
