@@ -9,9 +9,11 @@
    upgrade process wrote (``wchar`` of /proc/self/io: every write system call, metadata,
    journal and store included).
 2. From Debian's docker-registry on 127.0.0.1, the many-files image of bench/performance.py, in
-   shuffled rounds: a cold install (empty cache and backends) with the store and without, and a
-   warm reinstall (cache full, backend uninstalled) with the store — whose files, and the layer
-   records, are then all there — and without.
+   rounds (the order of store and no store alternated): a warm reinstall (cache full, backend
+   uninstalled) with the store — whose files, and the layer records, are then all there — and
+   without, then a cold install (empty cache and backends) with the store and without. Each
+   round starts by uninstalling and waiting out ext4's recently-freed window (bench/benchlib.py:
+   six minutes), and removes nothing while it measures.
 
 Medians and every round go to docs/performance.json (``file_store``), a table to
 docs/performance.md. Not part of the test suite.
@@ -34,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from benchlib import GALLERY, ROOT, local_registry, replace_marked, write_gallery
+from benchlib import GALLERY, ROOT, Trash, after_removal, local_registry, replace_marked, write_gallery
 from performance import build_images, measure
 from registry_server import LAYER_GZIP
 
@@ -145,21 +147,23 @@ def install_rounds(tmp: Path, layers: list[bytes], registry: Any, rounds: int) -
     def gallery(store: str, *args: str) -> float:
         return measure([str(GALLERY), "--config", str(configs[store][1]), *args])["seconds"]
 
-    for _ in range(rounds):
-        order = [("cold", "auto"), ("cold", "off"), ("warm", "auto"), ("warm", "off")]
-        random.shuffle(order)
-        for kind, store in order:
-            home = configs[store][0]
-            if kind == "cold":
-                for directory in ("backends", "cache"):
-                    shutil.rmtree(home / directory, ignore_errors=True)
-            elif (home / "backends" / "many-files").exists():
-                gallery(store, "uninstall", "many-files")  # the store and the cache stay
-            else:
+    trash = Trash(tmp / "trash")
+    for number in range(rounds):
+        # Warm first: the trees go with `uninstall` (the store and the cache stay), then the bench
+        # waits out ext4's recently-freed window (benchlib) before measuring anything.
+        for store in ("auto", "off"):
+            if not (configs[store][0] / "backends" / "many-files").exists():
                 gallery(store, "install", "many-files")
-                gallery(store, "uninstall", "many-files")
-            label = f"{kind}, {'store' if store == 'auto' else 'no store'}"
-            results[label].append(gallery(store, "install", "many-files"))
+            gallery(store, "uninstall", "many-files")
+        after_removal()
+        for kind in ("warm", "cold"):
+            stores = ["auto", "off"] if (number + (kind == "cold")) % 2 == 0 else ["off", "auto"]
+            for store in stores:
+                home = configs[store][0]
+                if kind == "cold":
+                    trash.discard(home / "backends", home / "cache")
+                label = f"{kind}, {'store' if store == 'auto' else 'no store'}"
+                results[label].append(gallery(store, "install", "many-files"))
     return results
 
 
