@@ -226,7 +226,9 @@ def execute(ctx: typer.Context, out: Output, action: Callable[[gallery.Config], 
         # (only where no live process holds the backend's lock: readers never wait).
         out.recovery(gallery.recover_pending(config.backends_path, keep_generations=config.keep_generations))
         collect_after_start_up()
-        code = action(config)
+        with gallery.interrupts_latched():
+            code = action(config)
+            gallery.raise_if_interrupted()  # one Python lost on the way: the command says so
     raise typer.Exit(code)
 
 

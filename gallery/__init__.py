@@ -49,6 +49,7 @@ if TYPE_CHECKING:
     from gallery.operations.maintenance import verify_backends
     from gallery.operations.prune import PruneResult, prune_cache
     from gallery.operations.queries import DoctorReport, ShowResult, describe_backend, run_doctor
+    from gallery.place.interrupts import interrupts_latched, raise_if_interrupted
     from gallery.place.metadata import BackendMetadata
     from gallery.place.swap import RecoveryReport, recover_pending
     from gallery.progress import NoProgress, ProgressReporter
@@ -116,6 +117,7 @@ __all__ = [
     "human_bytes",
     "human_seconds",
     "installed_summary",
+    "interrupts_latched",
     "inventory",
     "json_schema",
     "lint_files",
@@ -126,6 +128,7 @@ __all__ = [
     "make_http_client",
     "preload",
     "prune_cache",
+    "raise_if_interrupted",
     "read_lock",
     "recover_pending",
     "run_doctor",
@@ -198,6 +201,8 @@ _EXPORTS: dict[str, str] = {
     "BackendMetadata": "gallery.place.metadata",
     "RecoveryReport": "gallery.place.swap",
     "recover_pending": "gallery.place.swap",
+    "interrupts_latched": "gallery.place.interrupts",
+    "raise_if_interrupted": "gallery.place.interrupts",
     "NoProgress": "gallery.progress",
     "ProgressReporter": "gallery.progress",
     "BatchResult": "gallery.results",

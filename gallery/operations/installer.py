@@ -38,6 +38,7 @@ from gallery.operations.modes import DRY_RUN, INSTALL, LOCK, PRELOAD, UPGRADE
 from gallery.operations.runner import Runner, timed
 from gallery.operations.session import Session
 from gallery.place.fsops import FsOps
+from gallery.place.interrupts import interrupt_handled, raise_if_interrupted
 from gallery.place.metadata import BackendMetadata
 from gallery.place.swap import RecoveryReport, Step, recover_pending
 from gallery.prepare.blobcache import BlobCache
@@ -282,7 +283,9 @@ class Installer:
             before = self._installed_digest(name)
             try:
                 result = action(name)
+                raise_if_interrupted()  # lost on the way (see place.interrupts): it ends the batch here
             except KeyboardInterrupt:
+                interrupt_handled()
                 results.append(InstallResult.failed(name, self._interrupted(name, before)))
                 results.extend(InstallResult.failed(rest, Interrupted(f"{rest}: not started"))
                                for rest in names[position + 1 :])  # fmt: skip

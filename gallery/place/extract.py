@@ -44,6 +44,7 @@ from typing import IO, Any, Literal
 from gallery.errors import OperationalError, UnsafeArchiveError
 from gallery.place.filestore import FileStore
 from gallery.place.filewriter import FileWriter
+from gallery.place.interrupts import raise_if_interrupted
 from gallery.place.layer_records import RecordedLayer, RecordWriter, StoredData, StoredFileMissing, entry_of
 from gallery.place.linkfallback import LinkFallback, LinkMaker
 from gallery.place.records import FileRecord
@@ -126,6 +127,7 @@ class TreeBuilder:
         try:
             with _opened(stream) as archive:
                 for member in archive:
+                    raise_if_interrupted()
                     self._sha256 = None
                     self._apply_member(archive, member, layer, this_layer)
                     if recorder is not None:

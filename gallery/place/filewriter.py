@@ -31,6 +31,7 @@ from typing import Any
 
 from gallery.files import write_all
 from gallery.place.filestore import FileStore
+from gallery.place.interrupts import raise_if_interrupted
 from gallery.place.layer_records import StoredFileMissing
 from gallery.place.writeback import Writeback, WritebackMode
 
@@ -108,6 +109,7 @@ class FileWriter:
         self._submit(("create", pending, None, 0, 0, None))
         copied = 0
         while copied < size:
+            raise_if_interrupted()  # a big file spans many reads of a slow download
             space = self._space(size - copied)
             got = source.readinto(space) or 0
             if not got:

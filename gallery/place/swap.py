@@ -32,7 +32,7 @@ from pathlib import Path
 from gallery.errors import GalleryError, OperationalError
 from gallery.filelocks import LockBusy, backend_lock, recovery_lock
 from gallery.place.fsops import FsOps
-from gallery.place.interrupts import interrupts_deferred
+from gallery.place.interrupts import interrupts_deferred, raise_if_interrupted
 from gallery.place.journal import (
     STATE_DIR,
     Journal,
@@ -145,6 +145,7 @@ class Swapper:
             self.fs.sync_files(staged)
             self.fs.sync_dirs(staged)
             self._step("synced")
+            raise_if_interrupted()  # one Python lost while the staged copy was built or flushed
         except OSError as exc:
             _discard(self.fs, staged)
             raise OperationalError(
