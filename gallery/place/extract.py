@@ -92,8 +92,7 @@ class TreeBuilder:
     ) -> None:
         if not stat.S_ISDIR(os.lstat(root).st_mode):
             raise ValueError(f"staging root {root} is not a directory")
-        self.root = root
-        self.limits = limits
+        self.root, self.limits = root, limits
         self._links = links or LinkMaker()
         self._fallback = LinkFallback(root, enabled=limits.link_fallback == "copy")
         self.files = 0

@@ -118,8 +118,7 @@ class Swapper:
         fs: FsOps | None = None,
         step: Step | None = None,
     ) -> None:
-        self.state = StateDir(backends)
-        self.backends = backends
+        self.state, self.backends = StateDir(backends), backends
         self.keep = keep_generations
         self.fs = fs or FsOps()
         self._step = step or _no_step
