@@ -18,6 +18,7 @@ __all__ = [
     "start_writeback",
     "sync_file_range_write",
     "sync_filesystem",
+    "syncfs_once",
     "write_all",
 ]
 
@@ -75,6 +76,18 @@ def sync_filesystem(path: Path) -> None:
     try:
         if _SYNCFS(fd) != 0:
             os.sync()
+    finally:
+        os.close(fd)
+
+
+def syncfs_once(path: Path) -> bool:
+    """One ``syncfs`` of ``path``'s filesystem, without ``sync_filesystem``'s fallback to a
+    whole-system ``sync``; whether it ran and succeeded (best-effort callers only)."""
+    if _SYNCFS is None:
+        return False
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        return bool(_SYNCFS(fd) == 0)
     finally:
         os.close(fd)
 

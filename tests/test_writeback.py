@@ -7,12 +7,21 @@ import errno
 import io
 import os
 import threading
+import time
 from pathlib import Path
 
+import httpx
 import pytest
 
+import gallery.operations.deploy as deploy
+from gallery.catalog.capability import HostFacts
+from gallery.config.models import load_config
+from gallery.operations.installer import Installer
 from gallery.place.filewriter import FileWriter
-from gallery.place.writeback import Writeback
+from gallery.place.writeback import BackgroundSync, Writeback
+from gallery.verify.signatures import SigstoreVerifier
+
+from .test_crash import Project
 
 
 def _open_fds() -> set[str]:
@@ -101,3 +110,66 @@ def test_abort_closes_what_was_not_flushed(tmp_path: Path) -> None:
     release.set()
     writeback.abort()
     assert _still_open(tmp_path) == set()
+
+
+# -- BackgroundSync: syncfs every few seconds while the layers are extracted ---------------------
+
+
+def test_background_sync_runs_until_stopped_and_not_after(tmp_path: Path) -> None:
+    calls: list[Path] = []
+    ran = threading.Event()
+
+    def sync(root: Path) -> bool:
+        calls.append(root)
+        if len(calls) >= 3:
+            ran.set()
+        return True
+
+    with BackgroundSync(tmp_path, interval=0.01, sync=sync) as background:
+        assert ran.wait(10)
+    stopped_at = len(calls)
+    background._thread.join(5)
+    assert not background._thread.is_alive()
+    assert stopped_at <= len(calls) <= stopped_at + 1  # at most the one in progress
+    assert set(calls) == {tmp_path} and background.runs == len(calls)
+
+
+def test_background_sync_calls_the_real_syncfs(tmp_path: Path) -> None:
+    (tmp_path / "dirty").write_bytes(b"d" * 1_000_000)
+    with BackgroundSync(tmp_path, interval=0.01) as background:
+        for _ in range(500):
+            if background.runs:
+                break
+            time.sleep(0.01)
+    assert background.runs >= 1  # syncfs_once returned success: the data was written out
+
+
+def test_background_sync_gives_up_quietly_when_staging_goes(tmp_path: Path) -> None:
+    gone = tmp_path / "staging"
+    with BackgroundSync(gone, interval=0.01) as background:  # never existed: os.open fails
+        background._thread.join(5)
+    assert not background._thread.is_alive() and background.runs == 0
+
+
+def test_an_install_syncs_in_the_background_and_stops_before_the_swap(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    order: list[str] = []
+
+    class Recorded(BackgroundSync):
+        def __init__(self, root: Path) -> None:
+            super().__init__(root, interval=0.001)
+            order.append("started")
+
+        def stop(self) -> None:
+            order.append("stopped")
+            super().stop()
+
+    monkeypatch.setattr(deploy, "BackgroundSync", Recorded)
+    project = Project(tmp_path)
+    project.offer("v1")
+    with httpx.Client(trust_env=False) as client:
+        installer = Installer(load_config(project.config), client=client, verifier=SigstoreVerifier(),
+                              detector=lambda: HostFacts("linux", "amd64"), step=order.append)  # fmt: skip
+        assert installer.install(["b"]).exit_code == 0
+    assert order[:3] == ["started", "stopped", "synced"], order

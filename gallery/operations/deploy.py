@@ -22,6 +22,7 @@ from gallery.place.interrupts import raise_if_interrupted
 from gallery.place.layer_records import RecordedLayer, RecordedLayers, RecordWriter, StoredFileMissing
 from gallery.place.metadata import METADATA_FORMAT_VERSION, BackendMetadata, LayerRecord, write_metadata
 from gallery.place.swap import Op
+from gallery.place.writeback import BackgroundSync
 from gallery.prepare.blobcache import BlobCache, HashingReader
 from gallery.prepare.cache_users import register_user
 from gallery.prepare.compression import compression_for_media_type, decompressing
@@ -88,24 +89,27 @@ class Deployer:
         records = RecordedLayers(store)
         recorded = {d: r for d in {layer.digest for layer in pinned.manifest.layers} if (r := records.get(d))}
         try:
-            try:
-                builder, fetched = self._stream(pinned, staging, name, store, recorded)
-            except (_CachedBlobBad, _Restarted) as bad:
-                # The cache held bytes that are not the blob (or lost it to a concurrent prune),
-                # a download started over under the extractor, or a recorded layer's file left
-                # the store: fetch what is missing, and extract again from the cache, once.
-                if isinstance(bad, _CachedBlobBad):
-                    session.cache.evict(bad.digest)
-                fetched += bad.fetched + self._fetch_blobs(pinned, pinned.manifest.layers, name)
-                remove_tree(staging)
-                staging = self._new_staging(name)
+            # The kernel writes the tree out while it is built: the flush before the swap is short.
+            with BackgroundSync(staging):
                 try:
-                    builder = self._extract(pinned, staging, name, store, {})
-                except _CachedBlobBad as again:
-                    raise DigestMismatch(
-                        f"{pinned.label}: blob {again.digest} does not hash to its digest, even fetched again"
-                    ) from None
-            files = builder.finish()
+                    builder, fetched = self._stream(pinned, staging, name, store, recorded)
+                except (_CachedBlobBad, _Restarted) as bad:
+                    # The cache held bytes that are not the blob (or lost it to a concurrent prune),
+                    # a download started over under the extractor, or a recorded layer's file left
+                    # the store: fetch what is missing, and extract again from the cache, once.
+                    if isinstance(bad, _CachedBlobBad):
+                        session.cache.evict(bad.digest)
+                    fetched += bad.fetched + self._fetch_blobs(pinned, pinned.manifest.layers, name)
+                    remove_tree(staging)
+                    staging = self._new_staging(name)
+                    try:
+                        builder = self._extract(pinned, staging, name, store, {})
+                    except _CachedBlobBad as again:
+                        raise DigestMismatch(
+                            f"{pinned.label}: blob {again.digest} does not hash to its digest, "
+                            "even fetched again"
+                        ) from None
+                files = builder.finish()
             run_sh = staging / "run.sh"
             if not run_sh.is_file() or run_sh.is_symlink():
                 raise UnsafeArchiveError(
