@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
 import os
 import secrets
 import sys
@@ -69,27 +70,30 @@ def sync_filesystem(path: Path) -> None:
     One call after staging a whole backend is far cheaper than an fsync per file, and makes the
     following rename durable only after the data it points to.
     """
-    if _SYNCFS is None:
+    if not syncfs_once(path):  # a write that did not reach the disk raises: never swap it in
         os.sync()
-        return
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        if _SYNCFS(fd) != 0:
-            os.sync()
-    finally:
-        os.close(fd)
 
 
 def syncfs_once(path: Path) -> bool:
     """One ``syncfs`` of ``path``'s filesystem, without ``sync_filesystem``'s fallback to a
-    whole-system ``sync``; whether it ran and succeeded (best-effort callers only)."""
+    whole-system ``sync``: ``False`` where there is no ``syncfs``.
+
+    Raises:
+        OSError: a write did not reach the disk (reported once: the caller must pass it on).
+    """
     if _SYNCFS is None:
         return False
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
-        return bool(_SYNCFS(fd) == 0)
+        failed = _SYNCFS(fd) != 0
+        code = ctypes.get_errno() if failed else 0
     finally:
         os.close(fd)
+    if failed and code in (errno.ENOSYS, errno.EPERM):
+        return False
+    if failed:
+        raise OSError(code, os.strerror(code), str(path))
+    return True
 
 
 def read_at_most(handle: IO[bytes], limit: int) -> bytes:

@@ -3,16 +3,19 @@ reaches the extraction before any swap, and a writeback that falls behind never 
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import io
 import os
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
+import gallery.files as files
 import gallery.operations.deploy as deploy
 from gallery.catalog.capability import HostFacts
 from gallery.config.models import load_config
@@ -144,11 +147,50 @@ def test_background_sync_calls_the_real_syncfs(tmp_path: Path) -> None:
     assert background.runs >= 1  # syncfs_once returned success: the data was written out
 
 
-def test_background_sync_gives_up_quietly_when_staging_goes(tmp_path: Path) -> None:
-    gone = tmp_path / "staging"
-    with BackgroundSync(gone, interval=0.01) as background:  # never existed: os.open fails
-        background._thread.join(5)
-    assert not background._thread.is_alive() and background.runs == 0
+def _failing(root: Path) -> bool:
+    raise OSError(errno.EIO, "Input/output error", str(root))
+
+
+def test_a_write_error_met_in_the_background_is_raised_when_the_extraction_ends(tmp_path: Path) -> None:
+    # The kernel reports a writeback error to one syncfs only: the final flush would not see it.
+    with pytest.raises(OSError) as raised, BackgroundSync(tmp_path, interval=0.001, sync=_failing) as bg:
+        bg._thread.join(5)
+    assert raised.value.errno == errno.EIO
+
+
+def test_after_a_failed_extraction_the_background_error_is_not_raised_nor_waited_for(tmp_path: Path) -> None:
+    started, release = threading.Event(), threading.Event()
+
+    def slow(root: Path) -> bool:
+        started.set()
+        release.wait(10)
+        raise OSError(errno.EIO, "Input/output error", str(root))
+
+    with pytest.raises(KeyError), BackgroundSync(tmp_path, interval=0.001, sync=slow) as background:
+        assert started.wait(5)
+        raise KeyError("the extraction failed")
+    assert background._thread.is_alive()  # not waited for: the install reports its own failure
+    release.set()
+
+
+def test_syncfs_errors_are_raised_and_only_a_missing_syncfs_falls_back(monkeypatch: pytest.MonkeyPatch,
+                                                                         tmp_path: Path) -> None:  # fmt: skip
+    def refusing(code: int) -> Any:
+        def syncfs(fd: int) -> int:
+            ctypes.set_errno(code)
+            return -1
+
+        return syncfs
+
+    synced: list[bool] = []
+    monkeypatch.setattr(os, "sync", lambda: synced.append(True))
+    monkeypatch.setattr(files, "_SYNCFS", refusing(errno.EIO))
+    with pytest.raises(OSError) as raised:
+        files.sync_filesystem(tmp_path)
+    assert raised.value.errno == errno.EIO and synced == []
+    monkeypatch.setattr(files, "_SYNCFS", refusing(errno.ENOSYS))
+    files.sync_filesystem(tmp_path)
+    assert synced == [True]
 
 
 def test_an_install_syncs_in_the_background_and_stops_before_the_swap(

@@ -90,7 +90,7 @@ class Deployer:
         recorded = {d: r for d in {layer.digest for layer in pinned.manifest.layers} if (r := records.get(d))}
         try:
             # The kernel writes the tree out while it is built: the flush before the swap is short.
-            with BackgroundSync(staging):
+            with BackgroundSync(staging.parent):  # (a retry replaces staging, not its parent)
                 try:
                     builder, fetched = self._stream(pinned, staging, name, store, recorded)
                 except (_CachedBlobBad, _Restarted) as bad:

@@ -108,15 +108,18 @@ class Writeback:
 
 
 class BackgroundSync:
-    """``syncfs`` of ``root``'s filesystem every ``interval`` seconds until ``stop``, on a daemon
-    thread. Best effort: a failure is left to the flush before the swap, which reports it; ``stop``
-    does not wait for a ``syncfs`` in progress (a failed or interrupted install exits at once)."""
+    """``syncfs`` of ``root``'s filesystem every ``interval`` seconds, on a daemon thread, for the
+    body of the ``with``. A write error it meets is reported to it alone (the kernel reports each
+    once), so it is kept and raised when the body ends without an error of its own — after
+    waiting for a ``syncfs`` still running; after a failed body it is not waited for (the install
+    exits at once) and nothing is raised (staging is discarded anyway)."""
 
     def __init__(
         self, root: Path, *, interval: float = 2.0, sync: Callable[[Path], bool] = syncfs_once
     ) -> None:
         self._root, self._interval, self._sync = root, interval, sync
         self._stopped = threading.Event()
+        self._error: OSError | None = None
         self.runs = 0
         self._thread = threading.Thread(target=self._run, name="extract-syncfs", daemon=True)
 
@@ -124,8 +127,12 @@ class BackgroundSync:
         self._thread.start()
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
         self.stop()
+        if exc_type is None:
+            self._thread.join()
+            if self._error is not None:
+                raise self._error
 
     def stop(self) -> None:
         self._stopped.set()
@@ -135,6 +142,7 @@ class BackgroundSync:
             try:
                 if not self._sync(self._root):
                     return  # no syncfs here: the flush before the swap does it all
-            except OSError:
-                return  # staging went away (the install failed): nothing left to flush
+            except OSError as exc:
+                self._error = exc
+                return
             self.runs += 1
