@@ -89,7 +89,9 @@ def syncfs_once(path: Path) -> bool:
         code = ctypes.get_errno() if failed else 0
     finally:
         os.close(fd)
-    if failed and code in (errno.ENOSYS, errno.EPERM):
+    # No syncfs (ENOSYS), a seccomp filter refusing it (EPERM), a descriptor it cannot take
+    # (EBADF: an emulated filesystem, as in tests): not a write error, the caller falls back.
+    if failed and code in (errno.ENOSYS, errno.EPERM, errno.EBADF):
         return False
     if failed:
         raise OSError(code, os.strerror(code), str(path))
