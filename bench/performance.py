@@ -317,7 +317,11 @@ def main() -> int:
     if not args.no_write:
         path = DOCS / "performance.json"
         # The other benches' sections (shaped_link, file_store) stay: this run measured only its own.
-        kept = {k: v for k, v in json.loads(path.read_text()).items() if k not in results} if path.exists() else {}
+        kept = (
+            {k: v for k, v in json.loads(path.read_text()).items() if k not in results}
+            if path.exists()
+            else {}
+        )
         path.write_text(json.dumps({**kept, **results}, indent=2, sort_keys=True) + "\n")
         replace_marked(DOCS / "performance.md", "table", table, heading="# Performance")
     return 0
