@@ -18,7 +18,6 @@ from gallery.operations.gate import Verified
 from gallery.operations.session import Session
 from gallery.place.extract import FileRecord, TreeBuilder
 from gallery.place.filestore import FileStore
-from gallery.place.interrupts import raise_if_interrupted
 from gallery.place.layer_records import RecordedLayer, RecordedLayers, RecordWriter, StoredFileMissing
 from gallery.place.metadata import METADATA_FORMAT_VERSION, BackendMetadata, LayerRecord, write_metadata
 from gallery.place.swap import Op
@@ -120,7 +119,6 @@ class Deployer:
                 record = record.model_copy(update={"copied_links": tuple(sorted(builder.copied_links))})
             write_metadata(staging, record)
             staging.chmod(0o755)  # staging is private while being built; the backend is not
-            raise_if_interrupted()  # a Ctrl-C that Python lost on the way still stops before the swap
         except OSError as exc:
             remove_tree(staging)
             raise OperationalError(
